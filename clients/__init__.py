@@ -1,0 +1,1 @@
+"""Clients: the Python SDK (``clients.sdk``) and the ``vllm-planner`` CLI (``clients.cli``)."""

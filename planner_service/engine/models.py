@@ -1,0 +1,248 @@
+"""Pydantic models at the engine boundary: what a plan request holds and what a plan answers.
+
+The request mirrors the CLI and the YAML profiles section by section (model, hardware, workload,
+policy, engine). ``None`` always means "not set by the user": the planner recommends a value and
+says so in the response. Memory in the response is in bytes; GiB figures are derived for display.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GIB = 1 << 30
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+# --------------------------------------------------------------------------------------------------
+# Request
+# --------------------------------------------------------------------------------------------------
+
+
+class BatchingMode(str, Enum):
+    THROUGHPUT = "throughput"
+    LATENCY = "latency"
+    BALANCED = "balanced"
+
+
+class Interconnect(str, Enum):
+    NVLINK = "nvlink"
+    PCIE = "pcie"
+
+
+class ModelOptions(_Model):
+    """Which model, and how vLLM should load it."""
+
+    model: str = Field(description="HF repo id, local folder, or bundled catalog name.")
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: Literal["auto", "bfloat16", "float16", "float32", "half", "float"] = "auto"
+    quantization: str | None = Field(default=None, description="vLLM --quantization; None = from checkpoint.")
+    kv_cache_dtype: str | None = Field(default=None, description="vLLM --kv-cache-dtype; None = recommend.")
+    max_model_len: int | Literal["auto"] | None = Field(
+        default=None, description="None = recommend; 'auto' = vLLM's auto-fit (-1)."
+    )
+    params_b: float | None = Field(default=None, gt=0, description="Override the parameter count (billions).")
+    config_json: dict | None = Field(
+        default=None, description="Inline config.json for private or air-gapped models (skips resolution)."
+    )
+
+
+class HardwareOptions(_Model):
+    """Which GPUs, how many, and how they are connected."""
+
+    gpu: str | None = Field(default=None, description="Catalog name, nvidia-smi name or alias.")
+    num_gpus: int | None = Field(default=None, ge=1, le=1024, description="GPUs available on the host.")
+    vram_gb: float | None = Field(default=None, gt=0, le=4096, description="CUDA total per GPU, GiB (unknown GPUs).")
+    interconnect: Interconnect | None = None
+    tensor_parallel_size: int | None = Field(default=None, ge=1, le=1024)
+    pipeline_parallel_size: int | None = Field(default=None, ge=1, le=1024)
+    enable_expert_parallel: bool = False
+    free_memory_bytes: int | None = Field(
+        default=None, ge=0, description="Free memory per GPU at startup, when other processes hold memory."
+    )
+
+
+class WorkloadOptions(_Model):
+    prompt_tokens: int = Field(default=1024, ge=1, le=100_000_000)
+    gen_tokens: int = Field(default=256, ge=1, le=100_000_000)
+    concurrency: int = Field(default=1, ge=1, le=1_000_000)
+    batching_mode: BatchingMode = BatchingMode.BALANCED
+
+
+class PolicyOptions(_Model):
+    """Safety margins of the planner itself (not vLLM settings, except the utilization)."""
+
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    overhead_gb: float = Field(default=0.0, ge=0, le=1024, description="Extra non-KV GiB per GPU to assume.")
+    fragmentation_factor: float = Field(
+        default=0.0, ge=0, lt=1, description="Fraction of KV memory assumed unusable."
+    )
+    headroom_gb: float = Field(
+        default=0.0, ge=0, le=1024, description="GiB per GPU to keep free below the budget when recommending."
+    )
+
+
+class EngineOptions(_Model):
+    """vLLM engine settings that are evaluated as given when set."""
+
+    vllm_version: str | None = Field(default=None, description="X.Y[.Z]; None = the current profile.")
+    max_num_seqs: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_num_batched_tokens: int | None = Field(default=None, ge=1, le=100_000_000)
+    enable_prefix_caching: bool | None = None
+    enforce_eager: bool = False
+    kv_cache_memory_bytes: int | None = Field(default=None, ge=1)
+    block_size: int | None = Field(default=None, ge=1, le=65536)
+
+
+class PlanRequest(_Model):
+    """Everything a plan needs. ``run_plan(PlanRequest) -> PlanResponse`` is the embedded API."""
+
+    model: ModelOptions
+    hardware: HardwareOptions = HardwareOptions()
+    workload: WorkloadOptions = WorkloadOptions()
+    policy: PolicyOptions = PolicyOptions()
+    engine: EngineOptions = EngineOptions()
+
+
+# --------------------------------------------------------------------------------------------------
+# Response
+# --------------------------------------------------------------------------------------------------
+
+
+class OomRisk(str, Enum):
+    NONE = "none"  # fits with the requested headroom
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"  # does not fit or within the twin's error of not fitting
+
+
+class VllmConfig(_Model):
+    """The evaluated vLLM settings (what ``vllm serve`` will be given)."""
+
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    dtype: str
+    quantization: str | None
+    kv_cache_dtype: str
+    max_model_len: int
+    gpu_memory_utilization: float
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    block_size: int
+    enable_prefix_caching: bool
+    enforce_eager: bool
+    enable_expert_parallel: bool
+    kv_cache_memory_bytes: int | None = None
+
+
+class PerGpuMemory(_Model):
+    """One GPU worker's memory, as vLLM accounts it (bytes). The worst (smallest KV) rank is shown."""
+
+    total_bytes: int
+    budget_bytes: int
+    weights_bytes: int
+    activation_peak_bytes: int
+    non_torch_bytes: int
+    cuda_graph_bytes: int
+    kv_cache_bytes: int  # "Available KV cache memory"; negative means vLLM would fail
+
+
+class Feasibility(_Model):
+    fits: bool
+    oom_risk: OomRisk
+    warnings: list[str] = []
+    error: str | None = Field(default=None, description="The message vLLM would print when refusing to start.")
+    per_gpu: PerGpuMemory
+    kv_cache_tokens: int
+    num_gpu_blocks: int
+    block_size: int
+    max_concurrency: float
+    max_concurrency_at_tokens: int
+    estimated_max_model_len: int | None = None
+    kv_bytes_per_token: int = Field(description="KV bytes per token per GPU worker, all layers of its stage.")
+
+
+class ModelSummary(_Model):
+    model: str
+    source: str = Field(description="catalog | hf-cache | hub | local | inline")
+    architecture: str
+    model_type: str
+    num_params: int
+    num_active_params: int | None = None
+    params_source: str = Field(description="safetensors | override | computed")
+    checkpoint_dtype: str
+    quantization: str | None = None
+    derived_max_model_len: int
+
+
+class GpuSummary(_Model):
+    name: str
+    memory_total_bytes: int
+    memory_bandwidth_bytes_per_second: float | None = None
+    bf16_tflops: float | None = None
+    fp8_tflops: float | None = None
+    compute_capability: str | None = None
+    num_gpus: int
+
+
+class Explanation(_Model):
+    """Why a setting has its value (``--explain``)."""
+
+    setting: str
+    value: str
+    source: Literal["user", "recommended", "default", "derived"]
+    reason: str
+
+
+class Fix(_Model):
+    """A concrete change that makes a failing request fit, verified by re-running the twin."""
+
+    description: str
+    changes: dict[str, str | int | float | bool | None]
+    kv_cache_tokens: int
+    max_concurrency: float
+    headroom_bytes: int
+
+
+class Range(_Model):
+    low: float
+    expected: float
+    high: float
+
+
+class Performance(_Model):
+    decode_tokens_per_second_per_request: Range
+    decode_tokens_per_second_aggregate: Range
+    prefill_tokens_per_second: Range
+    ttft_seconds: Range
+    itl_seconds: Range
+    memory_bound_until_concurrency: int
+    concurrency: int
+    assumptions: list[str] = []
+
+
+class Artifacts(_Model):
+    serve_command: str
+    docker_run: str
+    docker_compose: str
+    kubernetes: str
+    helm_values: str
+
+
+class PlanResponse(_Model):
+    vllm_version: str
+    version_profile: str
+    model: ModelSummary
+    gpu: GpuSummary
+    config: VllmConfig
+    feasibility: Feasibility
+    explanations: list[Explanation] = []
+    fixes: list[Fix] = []
+    performance: Performance | None = None
+    artifacts: Artifacts | None = None

@@ -1,0 +1,51 @@
+"""Build hook: generate the gRPC/protobuf Python stubs from protos/ at build and install time.
+
+The proto tree mirrors the Python import path (protos/vllm_planner/v1/*.proto -> vllm_planner.v1),
+so protoc's imports need no rewriting. Generated files are gitignored and never edited by hand;
+tests/test_protos_fresh.py fails when they do not match the protos.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+
+
+def generate_protos(out_dir: Path = ROOT) -> list[Path]:
+    """Run grpc_tools.protoc over every .proto under protos/ and write stubs below out_dir."""
+    from grpc_tools import protoc  # build requirement
+    import grpc_tools
+
+    proto_root = ROOT / "protos"
+    protos = sorted(proto_root.rglob("*.proto"))
+    well_known = Path(grpc_tools.__file__).parent / "_proto"
+    args = [
+        "grpc_tools.protoc",
+        f"-I{proto_root}",
+        f"-I{well_known}",
+        f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        *[str(p) for p in protos],
+    ]
+    if protoc.main(args) != 0:
+        raise RuntimeError("protoc failed; see the messages above")
+    generated_dirs = {out_dir / p.parent.relative_to(proto_root) for p in protos}
+    for directory in generated_dirs:
+        init = directory / "__init__.py"
+        if not init.exists():
+            init.write_text('"""Generated from protos/ at build time. Do not edit."""\n')
+    return protos
+
+
+class BuildPyWithProtos(build_py):
+    def run(self) -> None:
+        generate_protos(ROOT)
+        super().run()
+
+
+setup(cmdclass={"build_py": BuildPyWithProtos})

@@ -1,0 +1,106 @@
+"""Client channels with the same limits/keepalive as the servers, optional TLS/mTLS and token.
+
+Plaintext with a token uses a per-call metadata interceptor-free path: gRPC only sends call
+credentials over secure channels, so for plaintext the SDK passes the token as call metadata
+(``auth_metadata``); with TLS it is attached as call credentials.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import grpc
+
+from vllm_planner.transport.auth import BearerTokenCallCredentials
+from vllm_planner.transport.settings import CLIENT_OPTIONS
+
+
+@dataclass
+class ChannelOptions:
+    target: str
+    tls: bool = False
+    tls_ca_file: Path | None = None  # None with tls=True: the system roots
+    tls_cert_file: Path | None = None  # client certificate for mTLS
+    tls_key_file: Path | None = None
+    tls_server_name: str | None = None  # override the name checked against the server certificate
+    auth_token: str | None = None
+    # Fully-qualified method names ("pkg.Service/Method") that are safe to retry on UNAVAILABLE.
+    retry_methods: Sequence[str] = ()
+
+    def auth_metadata(self) -> tuple[tuple[str, str], ...]:
+        """Metadata to add to each call when the channel is plaintext (no call credentials then)."""
+        if self.auth_token and not self.uses_tls:
+            return (("authorization", f"Bearer {self.auth_token}"),)
+        return ()
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or any((self.tls_ca_file, self.tls_cert_file, self.tls_key_file))
+
+
+def _service_config(retry_methods: Sequence[str]) -> str | None:
+    if not retry_methods:
+        return None
+    names = []
+    for method in retry_methods:
+        service, _, name = method.partition("/")
+        names.append({"service": service, "method": name} if name else {"service": service})
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": names,
+                    "retryPolicy": {
+                        "maxAttempts": 4,
+                        "initialBackoff": "0.1s",
+                        "maxBackoff": "2s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
+
+
+def _credentials(options: ChannelOptions) -> grpc.ChannelCredentials | None:
+    if not options.uses_tls:
+        return None
+    root = Path(options.tls_ca_file).read_bytes() if options.tls_ca_file else None
+    cert = Path(options.tls_cert_file).read_bytes() if options.tls_cert_file else None
+    key = Path(options.tls_key_file).read_bytes() if options.tls_key_file else None
+    creds = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=cert)
+    if options.auth_token:
+        creds = grpc.composite_channel_credentials(
+            creds, grpc.metadata_call_credentials(BearerTokenCallCredentials(options.auth_token))
+        )
+    return creds
+
+
+def _channel_args(options: ChannelOptions) -> list[tuple[str, object]]:
+    args: list[tuple[str, object]] = list(CLIENT_OPTIONS)
+    config = _service_config(options.retry_methods)
+    if config:
+        args += [("grpc.service_config", config), ("grpc.enable_retries", 1)]
+    if options.tls_server_name:
+        args.append(("grpc.ssl_target_name_override", options.tls_server_name))
+    return args
+
+
+def create_channel(options: ChannelOptions) -> grpc.Channel:
+    creds = _credentials(options)
+    args = _channel_args(options)
+    if creds is None:
+        return grpc.insecure_channel(options.target, options=args)
+    return grpc.secure_channel(options.target, creds, options=args)
+
+
+def create_aio_channel(options: ChannelOptions) -> grpc.aio.Channel:
+    creds = _credentials(options)
+    args = _channel_args(options)
+    if creds is None:
+        return grpc.aio.insecure_channel(options.target, options=args)
+    return grpc.aio.secure_channel(options.target, creds, options=args)
