@@ -1,0 +1,132 @@
+"""Service configuration with one documented precedence, for both servers:
+
+    command-line flags  >  environment variables  >  YAML file (--config)  >  built-in defaults
+
+Each service subclasses ``ServerSettings`` (adding its own fields) and calls::
+
+    parser = argparse.ArgumentParser(...)
+    add_settings_arguments(parser, MySettings)          # one --flag per field, default None
+    args = parser.parse_args(argv)
+    settings = load_settings(MySettings, args)          # flags > env (PREFIX_FIELD) > YAML > defaults
+
+Environment variables are named ``<env_prefix><FIELD>`` in upper case, e.g. ``GPU_AGENT_LISTEN`` or
+``VLLM_PLANNER_AUTH_TOKEN_FILE``; list fields take JSON (``'["a:1","b:2"]'``) in the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from vllm_planner.transport.server import ServerOptions
+
+
+class ServerSettings(BaseSettings):
+    """Settings every server has. Subclasses set ``model_config = SettingsConfigDict(env_prefix=...)``."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    listen: str = Field(default="127.0.0.1:50051", description="HOST:PORT to listen on (port 0 = any free port).")
+    tls_cert_file: Path | None = Field(default=None, description="Server certificate (PEM) for TLS.")
+    tls_key_file: Path | None = Field(default=None, description="Server private key (PEM) for TLS.")
+    tls_client_ca_file: Path | None = Field(default=None, description="CA (PEM) that client certificates must chain to (mutual TLS).")
+    auth_token: str | None = Field(default=None, description="Bearer token every RPC must carry (prefer --auth-token-file).")
+    auth_token_file: Path | None = Field(default=None, description="File holding the bearer token.")
+    metrics_listen: str | None = Field(default=None, description="HOST:PORT for the Prometheus /metrics endpoint (off when unset).")
+    log_format: str = Field(default="text", description="text or json.")
+    log_level: str = Field(default="INFO", description="Python logging level.")
+    grace_seconds: float = Field(default=5.0, ge=0, description="How long shutdown waits for in-flight RPCs.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ServerSettings":
+        if self.log_format not in ("text", "json"):
+            raise ValueError("log_format must be 'text' or 'json'")
+        if self.auth_token and self.auth_token_file:
+            raise ValueError("set auth_token or auth_token_file, not both")
+        return self
+
+    def resolved_auth_token(self) -> str | None:
+        if self.auth_token_file:
+            token = Path(self.auth_token_file).read_text().strip()
+            if not token:
+                raise ValueError(f"auth token file {self.auth_token_file} is empty")
+            return token
+        return self.auth_token or None
+
+    def server_options(self) -> ServerOptions:
+        return ServerOptions(
+            listen=self.listen,
+            tls_cert_file=self.tls_cert_file,
+            tls_key_file=self.tls_key_file,
+            tls_client_ca_file=self.tls_client_ca_file,
+            auth_token=self.resolved_auth_token(),
+            grace_seconds=self.grace_seconds,
+        )
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, settings_cls: type[BaseSettings]) -> None:
+    """One flag per settings field (default None, so unset flags fall through to env/YAML/defaults)."""
+    parser.add_argument("--config", type=Path, default=None, help="YAML file with settings (lowest precedence but defaults).")
+    prefix = settings_cls.model_config.get("env_prefix", "")
+    for name, field in settings_cls.model_fields.items():
+        annotation = field.annotation
+        help_text = f"{field.description or ''} [env {prefix}{name.upper()}]".strip()
+        origin = get_origin(annotation)
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        base = args[0] if origin is not None and args else annotation
+        if base is bool:
+            parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif get_origin(base) is list or base is list:
+            parser.add_argument(_flag(name), action="append", default=None, metavar="VALUE", help=help_text + " (repeatable)")
+        else:
+            parser.add_argument(_flag(name), default=None, metavar=name.upper(), help=help_text)
+
+
+def load_settings(settings_cls: type[BaseSettings], args: argparse.Namespace | None = None, **overrides: Any):
+    """Build settings with flags > environment > YAML (--config or <PREFIX>CONFIG) > defaults."""
+    prefix = settings_cls.model_config.get("env_prefix", "")
+    cli_values = {}
+    config_path = None
+    if args is not None:
+        config_path = getattr(args, "config", None)
+        for name in settings_cls.model_fields:
+            value = getattr(args, name, None)
+            if value is not None:
+                cli_values[name] = value
+    cli_values.update({k: v for k, v in overrides.items() if v is not None})
+    if config_path is None and os.environ.get(f"{prefix}CONFIG"):
+        config_path = Path(os.environ[f"{prefix}CONFIG"])
+    if config_path is not None and not Path(config_path).is_file():
+        raise ValueError(f"config file {config_path} does not exist")
+
+    class _WithYaml(settings_cls):  # type: ignore[misc, valid-type]
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls_: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if config_path is not None:
+                sources.append(YamlConfigSettingsSource(settings_cls_, yaml_file=config_path))
+            return tuple(sources)
+
+    _WithYaml.__name__ = settings_cls.__name__
+    return _WithYaml(**cli_values)
