@@ -13,6 +13,8 @@ from clients.cli.errors import exit_code_for, one_line
 # Command modules, each exposing register(subparsers). Order = order in --help.
 COMMAND_MODULES = [
     "clients.cli.plan_cmd",
+    "clients.cli.generate_cmd",
+    "clients.cli.fleet_cmd",
 ]
 
 

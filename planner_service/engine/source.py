@@ -42,3 +42,9 @@ class ModelSource(BaseModel):
     config: dict
     safetensors: SafetensorsSummary | None = None
     revision: str | None = None
+    # Hints for when no safetensors headers were read (the bundled catalog): counts stated by a
+    # published source, not measured. Prefer ``safetensors`` whenever it is set.
+    known_num_params: int | None = Field(default=None, gt=0, description="Stated parameter count (catalog).")
+    known_total_size_bytes: int | None = Field(
+        default=None, gt=0, description="Stated checkpoint size in bytes (catalog or safetensors index)."
+    )

@@ -1,8 +1,12 @@
 """Client channels with the same limits/keepalive as the servers, optional TLS/mTLS and token.
 
-Plaintext with a token uses a per-call metadata interceptor-free path: gRPC only sends call
-credentials over secure channels, so for plaintext the SDK passes the token as call metadata
-(``auth_metadata``); with TLS it is attached as call credentials.
+The token goes out on every call without the SDK doing anything per call: with TLS as call
+credentials; in plaintext (gRPC refuses to send call credentials there) through a client
+interceptor that adds the ``authorization`` header. ``auth_metadata()`` still works for callers
+that pass metadata themselves; the interceptor then leaves their header alone.
+
+Every file read here is the caller's own (CA, client certificate, key); reading fails fast with
+``FileNotFoundError`` naming the path.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Sequence
 
 import grpc
 
-from vllm_planner.transport.auth import BearerTokenCallCredentials
+from vllm_planner.transport.auth import aio_token_interceptors, sync_token_interceptor, token_call_credentials
 from vllm_planner.transport.settings import CLIENT_OPTIONS
 
 
@@ -69,14 +73,14 @@ def _service_config(retry_methods: Sequence[str]) -> str | None:
 def _credentials(options: ChannelOptions) -> grpc.ChannelCredentials | None:
     if not options.uses_tls:
         return None
+    if (options.tls_cert_file is None) != (options.tls_key_file is None):
+        raise ValueError("a client certificate (mTLS) needs both tls_cert_file and tls_key_file")
     root = Path(options.tls_ca_file).read_bytes() if options.tls_ca_file else None
     cert = Path(options.tls_cert_file).read_bytes() if options.tls_cert_file else None
     key = Path(options.tls_key_file).read_bytes() if options.tls_key_file else None
     creds = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=cert)
     if options.auth_token:
-        creds = grpc.composite_channel_credentials(
-            creds, grpc.metadata_call_credentials(BearerTokenCallCredentials(options.auth_token))
-        )
+        creds = grpc.composite_channel_credentials(creds, token_call_credentials(options.auth_token))
     return creds
 
 
@@ -93,14 +97,18 @@ def _channel_args(options: ChannelOptions) -> list[tuple[str, object]]:
 def create_channel(options: ChannelOptions) -> grpc.Channel:
     creds = _credentials(options)
     args = _channel_args(options)
-    if creds is None:
-        return grpc.insecure_channel(options.target, options=args)
-    return grpc.secure_channel(options.target, creds, options=args)
+    if creds is not None:
+        return grpc.secure_channel(options.target, creds, options=args)
+    channel = grpc.insecure_channel(options.target, options=args)
+    if options.auth_token:
+        channel = grpc.intercept_channel(channel, sync_token_interceptor(options.auth_token))
+    return channel
 
 
 def create_aio_channel(options: ChannelOptions) -> grpc.aio.Channel:
     creds = _credentials(options)
     args = _channel_args(options)
-    if creds is None:
-        return grpc.aio.insecure_channel(options.target, options=args)
-    return grpc.aio.secure_channel(options.target, creds, options=args)
+    if creds is not None:
+        return grpc.aio.secure_channel(options.target, creds, options=args)
+    interceptors = aio_token_interceptors(options.auth_token) if options.auth_token else None
+    return grpc.aio.insecure_channel(options.target, options=args, interceptors=interceptors)

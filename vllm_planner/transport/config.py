@@ -16,9 +16,11 @@ Environment variables are named ``<env_prefix><FIELD>`` in upper case, e.g. ``GP
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 from pydantic import Field, model_validator
 from pydantic_settings import (
@@ -43,6 +45,8 @@ class ServerSettings(BaseSettings):
     auth_token: str | None = Field(default=None, description="Bearer token every RPC must carry (prefer --auth-token-file).")
     auth_token_file: Path | None = Field(default=None, description="File holding the bearer token.")
     metrics_listen: str | None = Field(default=None, description="HOST:PORT for the Prometheus /metrics endpoint (off when unset).")
+    health_listen: str | None = Field(default=None, description="HOST:PORT for a plaintext health-only gRPC port, for kubelet probes when TLS is on (off when unset).")
+    drain_delay_seconds: float = Field(default=0.0, ge=0, description="On shutdown, report NOT_SERVING this long before refusing calls.")
     log_format: str = Field(default="text", description="text or json.")
     log_level: str = Field(default="INFO", description="Python logging level.")
     grace_seconds: float = Field(default=5.0, ge=0, description="How long shutdown waits for in-flight RPCs.")
@@ -51,6 +55,8 @@ class ServerSettings(BaseSettings):
     def _check(self) -> "ServerSettings":
         if self.log_format not in ("text", "json"):
             raise ValueError("log_format must be 'text' or 'json'")
+        if not isinstance(logging.getLevelName(self.log_level.upper()), int):
+            raise ValueError(f"log_level {self.log_level!r} is not a logging level")
         if self.auth_token and self.auth_token_file:
             raise ValueError("set auth_token or auth_token_file, not both")
         return self
@@ -71,7 +77,21 @@ class ServerSettings(BaseSettings):
             tls_client_ca_file=self.tls_client_ca_file,
             auth_token=self.resolved_auth_token(),
             grace_seconds=self.grace_seconds,
+            metrics_listen=self.metrics_listen,
+            health_listen=self.health_listen,
+            log_format=self.log_format,
+            log_level=self.log_level,
+            drain_delay_seconds=self.drain_delay_seconds,
         )
+
+
+def _without_none(annotation: Any) -> Any:
+    """``X | None`` -> ``X``; anything else unchanged (``list[str]`` stays a list)."""
+    if get_origin(annotation) in (Union, UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
 
 
 def _flag(name: str) -> str:
@@ -85,9 +105,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, settings_cls: type[B
     for name, field in settings_cls.model_fields.items():
         annotation = field.annotation
         help_text = f"{field.description or ''} [env {prefix}{name.upper()}]".strip()
-        origin = get_origin(annotation)
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        base = args[0] if origin is not None and args else annotation
+        base = _without_none(annotation)
         if base is bool:
             parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif get_origin(base) is list or base is list:

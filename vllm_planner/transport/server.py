@@ -9,6 +9,12 @@ Usage (inside a running event loop)::
     )
     print(running.address, flush=True)   # first line of output: the bound address
     await running.wait_for_termination()
+
+Every server gets, from ``ServerOptions`` alone: TLS or mutual TLS, bearer-token auth (health
+exempt), the standard health and reflection services, a request id and an access-log line per RPC,
+Prometheus RPC metrics (plus an HTTP ``/metrics`` endpoint when ``metrics_listen`` is set), an
+optional plaintext health-only port for kubelet gRPC probes (which cannot speak TLS), and a
+graceful stop that drains in-flight RPCs.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from vllm_planner.transport.metrics import MetricsServer
 from vllm_planner.transport.settings import SERVER_OPTIONS
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,16 @@ class ServerOptions:
     auth_token: str | None = None
     grace_seconds: float = 5.0
     interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
+    # Given: Prometheus /metrics over HTTP on this HOST:PORT (the RPC metrics are recorded regardless).
+    metrics_listen: str | None = None
+    # Given: a second, plaintext, health-only gRPC port (kubelet grpc probes speak neither TLS nor tokens).
+    health_listen: str | None = None
+    # Given: start_server configures logging (text|json, level) unless the root logger has handlers.
+    log_format: str | None = None
+    log_level: str | None = None
+    # After flipping health to NOT_SERVING, wait this long before refusing calls, so load balancers
+    # and endpoint controllers stop routing here first.
+    drain_delay_seconds: float = 0.0
 
 
 def server_credentials(options: ServerOptions) -> grpc.ServerCredentials | None:
@@ -66,6 +83,10 @@ class RunningServer:
     host: str
     health: health.aio.HealthServicer
     grace_seconds: float
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+    metrics_server: MetricsServer | None = None
+    drain_delay_seconds: float = 0.0
 
     @property
     def address(self) -> str:
@@ -81,7 +102,15 @@ class RunningServer:
     async def stop(self, grace_seconds: float | None = None) -> None:
         """Graceful: report NOT_SERVING, stop taking calls, let in-flight RPCs finish within grace."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.grace_seconds if grace_seconds is None else grace_seconds)
+        if self.drain_delay_seconds > 0:
+            await asyncio.sleep(self.drain_delay_seconds)
+        grace = self.grace_seconds if grace_seconds is None else grace_seconds
+        await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
 
     async def wait_for_termination(self) -> None:
         await self.server.wait_for_termination()
@@ -105,6 +134,25 @@ class RunningServer:
         stopper.cancel()
 
 
+def _bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+async def _start_health_server(listen: str, health_servicer: health.aio.HealthServicer) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)  # the same servicer: same states
+    host, port = split_listen(listen)
+    bound = server.add_insecure_port(_bind_address(host, port))
+    if bound == 0:
+        raise OSError(f"could not bind health port {listen}")
+    await server.start()
+    return server, bound
+
+
 def split_listen(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
@@ -117,12 +165,23 @@ async def start_server(
     register: Callable[[grpc.aio.Server], None],
     service_full_names: Sequence[str],
 ) -> RunningServer:
-    """Create the server with health + reflection + interceptors, bind, start, mark SERVING."""
-    interceptors = list(options.interceptors)
-    if options.auth_token:
-        from vllm_planner.transport.auth import BearerTokenInterceptor
+    """Create the server with health + reflection + interceptors, bind, start, mark SERVING.
 
-        interceptors.insert(0, BearerTokenInterceptor(options.auth_token))
+    Interceptor order: observability (request id, metrics, access log) first so it sees every call,
+    including rejected ones; then bearer-token auth; then ``options.interceptors``.
+    """
+    from vllm_planner.transport.auth import BearerTokenInterceptor
+    from vllm_planner.transport.logs import configure_logging
+    from vllm_planner.transport.observability import ObservabilityInterceptor
+
+    # A service that set up logging itself (or pytest's capture) keeps its handlers; otherwise the
+    # settings' format applies, so every service logs alike without extra code.
+    if (options.log_format or options.log_level) and not logging.getLogger().handlers:
+        configure_logging(log_format=options.log_format, log_level=options.log_level)
+    interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor()]
+    if options.auth_token:
+        interceptors.append(BearerTokenInterceptor(options.auth_token))
+    interceptors += list(options.interceptors)
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     register(server)
     health_servicer = health.aio.HealthServicer()
@@ -133,12 +192,29 @@ async def start_server(
     )
     host, port = split_listen(options.listen)
     creds = server_credentials(options)
-    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if options.auth_token and creds is None and not _is_loopback(host):
+        log.warning("bearer token over plaintext on %s: use TLS unless a service mesh encrypts traffic", options.listen)
+    bind = _bind_address(host, port)
     bound = server.add_secure_port(bind, creds) if creds else server.add_insecure_port(bind)
     if bound == 0:
         raise OSError(f"could not bind {options.listen}")
-    await server.start()
-    running = RunningServer(server, bound, host, health_servicer, options.grace_seconds)
+    metrics_server = MetricsServer(options.metrics_listen) if options.metrics_listen else None
+    health_server, health_port = None, None
+    try:
+        if options.health_listen:
+            health_server, health_port = await _start_health_server(options.health_listen, health_servicer)
+        await server.start()
+    except BaseException:
+        if metrics_server is not None:
+            metrics_server.stop()
+        if health_server is not None:
+            await health_server.stop(0)
+        raise
+    running = RunningServer(
+        server, bound, host, health_servicer, options.grace_seconds,
+        health_server=health_server, health_port=health_port, metrics_server=metrics_server,
+        drain_delay_seconds=options.drain_delay_seconds,
+    )
     await running.set_serving(True)
     for name in service_full_names:
         await running.set_serving(True, name)

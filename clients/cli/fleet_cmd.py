@@ -1,0 +1,349 @@
+"""``vllm-planner fleet hosts|host|place|plan|watch``: the fleet as the planner service sees it.
+
+The fleet lives in the planner service (agents stream to it), so every subcommand needs
+``--planner HOST:PORT`` (or ``VLLM_PLANNER_ADDRESS``). Output is a Rich table by default and the
+pydantic models as JSON with ``--json``. ``fleet plan FILE`` reads a YAML list of deployments::
+
+    deployments:
+      - name: chat
+        model: Qwen/Qwen3-8B
+        replicas: 2
+        max_model_len: 8192
+        workload: {prompt_tokens: 1024, gen_tokens: 256, concurrency: 32}
+        filter: {gpu_types: [H100]}
+      - model: meta-llama/Llama-3.1-70B-Instruct
+        tensor_parallel_size: 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from planner_service.engine.errors import InvalidRequestError
+from planner_service.fleet.models import (
+    Deployment,
+    FleetHost,
+    FleetPlanResponse,
+    HostFilter,
+    HostState,
+    Placement,
+    PlaceResponse,
+    targets,
+)
+
+GIB = 1 << 30
+_DEPLOYMENT_KEYS = {"name", "replicas", "max_ttft_seconds", "max_itl_seconds", "filter", "sizing", "plan"}
+_MODEL_KEYS = {"model", "revision", "quantization", "kv_cache_dtype", "max_model_len", "dtype", "trust_remote_code", "params_b"}
+_HARDWARE_KEYS = {"tensor_parallel_size", "pipeline_parallel_size", "enable_expert_parallel"}
+_SECTIONS = {"workload", "policy", "engine"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    fleet = subparsers.add_parser("fleet", help="Hosts, placement and fleet plans from a planner service.")
+    sub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="SUBCOMMAND")
+
+    hosts = sub.add_parser("hosts", help="List the hosts of the fleet.")
+    _common(hosts)
+    hosts.add_argument("--gpu-type", action="append", default=[], help="GPU name substring (repeatable).")
+    hosts.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    hosts.add_argument("--state", action="append", default=[], choices=[s.value for s in HostState])
+    hosts.add_argument("--min-free-gib", type=float, default=None, help="At least one GPU with this much free.")
+    hosts.set_defaults(handler=_hosts)
+
+    host = sub.add_parser("host", help="Show one host and its GPUs.")
+    _common(host)
+    host.add_argument("name", help="Hostname or agent address.")
+    host.set_defaults(handler=_host)
+
+    place = sub.add_parser("place", help="Ranked placements of one model on the fleet.")
+    _common(place)
+    place.add_argument("--model", required=True)
+    place.add_argument("--max-model-len", type=int, default=None)
+    place.add_argument("--quantization", default=None)
+    place.add_argument("--kv-cache-dtype", default=None)
+    place.add_argument("--tensor-parallel-size", "--tp", type=int, default=None)
+    place.add_argument("--gpu-memory-utilization", type=float, default=None, help="Upper bound; lowered to what is free.")
+    place.add_argument("--prompt-tokens", type=int, default=None)
+    place.add_argument("--gen-tokens", type=int, default=None)
+    place.add_argument("--concurrency", type=int, default=None)
+    place.add_argument("--replicas", type=int, default=1)
+    place.add_argument("--max-ttft-ms", type=float, default=None)
+    place.add_argument("--max-itl-ms", type=float, default=None)
+    place.add_argument("--gpu-type", action="append", default=[])
+    place.add_argument("--host", action="append", default=[], dest="hosts")
+    place.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    place.add_argument("--max-results", type=int, default=10)
+    place.add_argument("--show-artifacts", action="store_true", help="Print the pinned commands of the selected placements.")
+    place.set_defaults(handler=_place)
+
+    plan = sub.add_parser("plan", help="Place several deployments (YAML file) without over-committing GPUs.")
+    _common(plan)
+    plan.add_argument("file", type=Path)
+    plan.set_defaults(handler=_plan)
+
+    watch = sub.add_parser("watch", help="Stream host changes (Ctrl-C to stop).")
+    _common(watch)
+    watch.add_argument("--count", type=int, default=None, help="Stop after this many events.")
+    watch.add_argument("--timeout-seconds", type=float, default=None, help="Stop after this long.")
+    watch.set_defaults(handler=_watch)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--planner", default=os.environ.get("VLLM_PLANNER_ADDRESS"), metavar="HOST:PORT",
+                        help="Planner service address [env VLLM_PLANNER_ADDRESS].")
+    parser.add_argument("--token-file", type=Path, default=None, help="Bearer token file.")
+    parser.add_argument("--tls", action="store_true")
+    parser.add_argument("--tls-ca-file", type=Path, default=None)
+    parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+
+
+def _client(args: argparse.Namespace):  # noqa: ANN202
+    from clients.sdk.fleet_client import FleetClient
+
+    if not args.planner:
+        raise InvalidRequestError.for_field("--planner", "the fleet lives in a planner service: pass --planner HOST:PORT")
+    token = args.token_file.read_text().strip() if args.token_file else os.environ.get("VLLM_PLANNER_TOKEN")
+    return FleetClient(args.planner, tls=args.tls, tls_ca_file=args.tls_ca_file, token=token)
+
+
+def _labels(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidRequestError.for_field("--label", f"expected KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _emit_json(value: Any) -> None:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    elif isinstance(value, list):
+        value = [v.model_dump(mode="json") for v in value]
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _gib(n: int | None) -> str:
+    return "-" if n is None else f"{n / GIB:.1f}"
+
+
+# -- handlers ---------------------------------------------------------------------------------------
+
+
+def _hosts(args: argparse.Namespace) -> int:
+    flt = HostFilter(
+        gpu_types=tuple(args.gpu_type), labels=_labels(args.label), states=tuple(HostState(s) for s in args.state),
+        min_free_memory_bytes=int(args.min_free_gib * GIB) if args.min_free_gib is not None else None,
+    )
+    with _client(args) as client:
+        hosts = client.list_hosts(flt)
+    if args.json:
+        _emit_json(hosts)
+        return 0
+    hosts_table(hosts)
+    return 0
+
+
+def _host(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        host = client.get_host(args.name)
+    if args.json:
+        _emit_json(host)
+        return 0
+    host_detail(host)
+    return 0
+
+
+def _place(args: argparse.Namespace) -> int:
+    model: dict[str, Any] = {"model": args.model}
+    for key in ("max_model_len", "quantization", "kv_cache_dtype"):
+        if getattr(args, key) is not None:
+            model[key] = getattr(args, key)
+    item: dict[str, Any] = {
+        **model,
+        "replicas": args.replicas,
+        "filter": {"gpu_types": args.gpu_type, "hosts": args.hosts, "labels": _labels(args.label)},
+    }
+    if args.tensor_parallel_size is not None:
+        item["tensor_parallel_size"] = args.tensor_parallel_size
+    workload = {k: getattr(args, k) for k in ("prompt_tokens", "gen_tokens", "concurrency") if getattr(args, k) is not None}
+    if workload:
+        item["workload"] = workload
+    if args.gpu_memory_utilization is not None:
+        item["policy"] = {"gpu_memory_utilization": args.gpu_memory_utilization}
+    if args.max_ttft_ms is not None:
+        item["max_ttft_seconds"] = args.max_ttft_ms / 1000
+    if args.max_itl_ms is not None:
+        item["max_itl_seconds"] = args.max_itl_ms / 1000
+    deployment = deployment_from_dict(item, "place")
+    with _client(args) as client:
+        answer = client.place(deployment, max_results=args.max_results)
+    if args.json:
+        _emit_json(answer)
+        return 0
+    place_report(answer, show_artifacts=args.show_artifacts)
+    return 0 if answer.selected else 1
+
+
+def _plan(args: argparse.Namespace) -> int:
+    deployments = load_deployments(args.file)
+    with _client(args) as client:
+        answer = client.plan_fleet(deployments)
+    if args.json:
+        _emit_json(answer)
+        return 0
+    fleet_plan_report(answer)
+    return 0 if not answer.unplaced else 1
+
+
+def _watch(args: argparse.Namespace) -> int:
+    seen = 0
+    with _client(args) as client:
+        for event in client.watch_fleet(timeout_seconds=args.timeout_seconds):
+            if args.json:
+                print(json.dumps({"initial": event.initial, "removed": event.removed, "host": event.host.model_dump(mode="json")}), flush=True)
+            else:
+                h = event.host
+                tag = "removed" if event.removed else ("now" if event.initial else "change")
+                print(f"{tag:8} {h.host:24} {h.state.value:10} gpus={len(h.gpus)} {h.state_reason or ''}".rstrip(), flush=True)
+            seen += 1
+            if args.count is not None and seen >= args.count:
+                break
+    return 0
+
+
+# -- YAML deployments -------------------------------------------------------------------------------
+
+
+def deployment_from_dict(item: dict[str, Any], where: str) -> Deployment:
+    """A deployment from the YAML shorthand (model keys at the top level) or the full ``plan:`` form."""
+    if not isinstance(item, dict):
+        raise InvalidRequestError.for_field(where, "each deployment must be a mapping")
+    unknown = set(item) - _DEPLOYMENT_KEYS - _MODEL_KEYS - _HARDWARE_KEYS - _SECTIONS
+    if unknown:
+        raise InvalidRequestError.for_field(where, f"unknown keys: {', '.join(sorted(unknown))}")
+    data = {k: v for k, v in item.items() if k in _DEPLOYMENT_KEYS}
+    if "plan" not in data:
+        plan: dict[str, Any] = {"model": {k: v for k, v in item.items() if k in _MODEL_KEYS}}
+        hardware = {k: v for k, v in item.items() if k in _HARDWARE_KEYS}
+        if hardware:
+            plan["hardware"] = hardware
+        plan.update({k: item[k] for k in _SECTIONS if k in item})
+        data["plan"] = plan
+    try:
+        return Deployment.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequestError.for_field(f"{where}.{loc}", first["msg"]) from None
+
+
+def load_deployments(path: Path) -> list[Deployment]:
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidRequestError.for_field(str(path), f"cannot read YAML: {' '.join(str(exc).split())}") from None
+    items = doc.get("deployments") if isinstance(doc, dict) else doc
+    if not isinstance(items, list) or not items:
+        raise InvalidRequestError.for_field(str(path), "expected a non-empty 'deployments:' list")
+    return [deployment_from_dict(item, f"deployments[{i}]") for i, item in enumerate(items)]
+
+
+# -- tables -----------------------------------------------------------------------------------------
+
+
+def _console():  # noqa: ANN202
+    from rich.console import Console
+
+    return Console(width=max(100, Console().width))
+
+
+def _table(title: str, *columns: str):  # noqa: ANN202
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+def hosts_table(hosts: list[FleetHost]) -> None:
+    table = _table(f"{len(hosts)} host(s)", "host", "state", "GPUs", "free GiB (per GPU)", "sources", "address", "note")
+    for h in hosts:
+        gpus = targets(h)
+        kinds = ", ".join(f"{sum(1 for g in gpus if g.name == n)}x {n}" for n in h.gpu_types) or "-"
+        free = " ".join(_gib(g.memory_free_bytes) for g in gpus) or "-"
+        table.add_row(h.host, h.state.value, kinds, free, ",".join(s.value for s in h.sources), h.address, h.state_reason or "")
+    _console().print(table)
+
+
+def host_detail(host: FleetHost) -> None:
+    console = _console()
+    age = "-" if host.last_update_age_seconds is None else f"{host.last_update_age_seconds:.1f}s ago"
+    console.print(f"[bold]{host.host}[/bold] {host.address}  state={host.state.value}  updated {age}  driver={host.driver_version or '-'}")
+    if host.labels:
+        console.print("labels: " + ", ".join(f"{k}={v}" for k, v in sorted(host.labels.items())))
+    table = _table("GPUs", "idx", "uuid", "name", "MIG", "total GiB", "free GiB", "CC", "NUMA", "NVLink peers")
+    for g in host.gpus:
+        mig = g.mig_profile or ("enabled" if g.mig_enabled else "")
+        table.add_row(str(g.index), g.uuid, g.name, mig, _gib(g.memory_total_bytes), _gib(g.memory_free_bytes),
+                      g.compute_capability or "-", "-" if g.numa_node is None else str(g.numa_node), str(len(g.nvlink_peer_uuids)))
+    console.print(table)
+
+
+def _placement_row(p: Placement) -> list[str]:
+    ms = lambda s: "-" if s is None else f"{s * 1000:.0f}"  # noqa: E731
+    return [p.host, ",".join(str(i) for i in p.gpu_indices) + (" (MIG)" if p.mig else ""), p.gpu_name,
+            f"{p.tensor_parallel_size} {p.interconnect}", f"{p.gpu_memory_utilization:.2f}", _gib(p.memory_free_bytes),
+            f"{p.kv_cache_tokens:,}", f"{p.max_concurrency:.1f}", ms(p.ttft_seconds), ms(p.itl_seconds)]
+
+
+_PLACEMENT_COLUMNS = ("host", "GPUs", "GPU", "TP", "util", "free GiB", "KV tokens", "max conc.", "TTFT ms", "ITL ms")
+
+
+def place_report(answer: PlaceResponse, show_artifacts: bool = False) -> None:
+    console = _console()
+    table = _table(f"{answer.deployment}: ranked placements ({answer.hosts_considered} host(s) considered)", "#", *_PLACEMENT_COLUMNS)
+    for i, p in enumerate(answer.placements, 1):
+        table.add_row(str(i), *_placement_row(p))
+    console.print(table)
+    chosen = _table(f"selected for {len(answer.selected)} replica(s)", *_PLACEMENT_COLUMNS, "GPU UUIDs")
+    for p in answer.selected:
+        chosen.add_row(*_placement_row(p), ",".join(p.gpu_uuids))
+    console.print(chosen)
+    if answer.unplaced_replicas:
+        console.print(f"[red]{answer.unplaced_replicas} replica(s) could not be placed[/red]")
+    if answer.rejections:
+        rejected = _table("rejected hosts", "host", "reason", "why")
+        for r in answer.rejections:
+            rejected.add_row(r.host, r.reason.value, r.message)
+        console.print(rejected)
+    if show_artifacts:
+        for p in answer.selected:
+            if p.artifacts:
+                console.print(f"[bold]{p.host}[/bold]\n  {p.artifacts.serve_command}\n  {p.artifacts.docker_run}", soft_wrap=True)
+
+
+def fleet_plan_report(answer: FleetPlanResponse) -> None:
+    console = _console()
+    table = _table(f"{len(answer.assignments)} assignment(s)", "deployment", "replica", *_PLACEMENT_COLUMNS)
+    for a in answer.assignments:
+        table.add_row(a.deployment, str(a.replica), *_placement_row(a.placement))
+    console.print(table)
+    if answer.unplaced:
+        missing = _table("could not be placed", "deployment", "replica", "why")
+        for u in answer.unplaced:
+            missing.add_row(u.deployment, str(u.replica), u.reason)
+        console.print(missing)
+    budget = _table("GPU memory budget", "host", "GPU", "free GiB", "reserved GiB", "left GiB")
+    for b in answer.budgets:
+        budget.add_row(b.host, b.uuid, _gib(b.memory_free_bytes), _gib(b.reserved_bytes), _gib(b.remaining_bytes))
+    console.print(budget)

@@ -1,0 +1,179 @@
+"""Command-line flags <-> PlanRequest, shared by ``plan`` and ``generate``.
+
+Every flag defaults to None (argparse) so that "not given" is distinguishable from any value: only
+the flags a user actually passed override the profile, and everything unset stays None in the
+request, where the planner recommends a value and says so. Value parsing mirrors ``vllm serve``
+(``32k``/``128K`` lengths, ``20G``/``20g`` byte counts) so a user can paste their own flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from planner_service.engine.errors import InvalidRequestError
+from planner_service.engine.models import GIB, BatchingMode, Interconnect
+from planner_service.engine.profile_yaml import OutputOptions, Profile, load_profile
+
+_DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_BINARY = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+# (section, request field, argparse dest): flags that copy a value straight into the request.
+_DIRECT_FLAGS: list[tuple[str, str, str]] = [
+    ("model", "model", "model"),
+    ("model", "revision", "revision"),
+    ("model", "trust_remote_code", "trust_remote_code"),
+    ("model", "dtype", "dtype"),
+    ("model", "quantization", "quantization"),
+    ("model", "kv_cache_dtype", "kv_cache_dtype"),
+    ("model", "max_model_len", "max_model_len"),
+    ("model", "params_b", "params_b"),
+    ("hardware", "gpu", "gpu"),
+    ("hardware", "num_gpus", "gpus"),
+    ("hardware", "vram_gb", "vram_gb"),
+    ("hardware", "interconnect", "interconnect"),
+    ("hardware", "tensor_parallel_size", "tensor_parallel_size"),
+    ("hardware", "pipeline_parallel_size", "pipeline_parallel_size"),
+    ("hardware", "enable_expert_parallel", "enable_expert_parallel"),
+    ("workload", "prompt_tokens", "prompt_tokens"),
+    ("workload", "gen_tokens", "gen_tokens"),
+    ("workload", "concurrency", "concurrency"),
+    ("workload", "batching_mode", "batching_mode"),
+    ("policy", "gpu_memory_utilization", "gpu_memory_utilization"),
+    ("policy", "overhead_gb", "overhead_gb"),
+    ("policy", "fragmentation_factor", "fragmentation_factor"),
+    ("policy", "headroom_gb", "headroom_gb"),
+    ("engine", "vllm_version", "vllm_version"),
+    ("engine", "max_num_seqs", "max_num_seqs"),
+    ("engine", "max_num_batched_tokens", "max_num_batched_tokens"),
+    ("engine", "enable_prefix_caching", "enable_prefix_caching"),
+    ("engine", "enforce_eager", "enforce_eager"),
+    ("engine", "kv_cache_memory_bytes", "kv_cache_memory_bytes"),
+    ("engine", "block_size", "block_size"),
+]
+
+
+def parse_human_int(text: str) -> int:
+    """vLLM's ``human_readable_int``: ``1k``=1000, ``1K``=1024, ``25.6k``=25600; no decimals with K/M/G/T."""
+    value = text.strip()
+    if not value:
+        raise argparse.ArgumentTypeError("empty number")
+    suffix = value[-1]
+    try:
+        if suffix in _DECIMAL:
+            number = float(value[:-1]) * _DECIMAL[suffix]
+            if number != int(number):
+                raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+            return int(number)
+        if suffix in _BINARY:
+            return int(value[:-1]) * _BINARY[suffix]
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an integer (suffixes: k/m/g/t = 10^3.., K/M/G/T = 2^10..; no decimals with K/M/G/T)"
+        ) from None
+
+
+def parse_max_model_len(text: str) -> int | str:
+    """``auto`` or ``-1`` -> 'auto' (vLLM's auto-fit); otherwise a human-readable int."""
+    if text.strip().lower() in ("auto", "-1"):
+        return "auto"
+    return parse_human_int(text)
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every request flag, grouped like the request and the YAML profile."""
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", "-m", default=None, help="HF repo id, local folder or catalog name.")
+    model.add_argument("--revision", default=None, help="Model revision (branch, tag or commit).")
+    model.add_argument("--trust-remote-code", action="store_true", default=None,
+                       help="Pass --trust-remote-code to vLLM (the planner never runs model code).")
+    model.add_argument("--dtype", default=None, choices=["auto", "bfloat16", "float16", "float32", "half", "float"])
+    model.add_argument("--quantization", "-q", default=None, help="vLLM --quantization (default: from the checkpoint).")
+    model.add_argument("--kv-cache-dtype", default=None, help="vLLM --kv-cache-dtype (default: recommended).")
+    model.add_argument("--max-model-len", type=parse_max_model_len, default=None, metavar="N|auto",
+                       help="Context length: an int, 32k/128K, or auto (vLLM auto-fit).")
+    model.add_argument("--params-b", type=float, default=None, help="Override the parameter count (billions).")
+
+    hw = parser.add_argument_group("hardware")
+    hw.add_argument("--gpu", default=None, help="GPU name (catalog name, nvidia-smi name or alias).")
+    hw.add_argument("--gpus", type=int, default=None, metavar="N", help="Number of GPUs available.")
+    hw.add_argument("--vram-gb", type=float, default=None, help="CUDA total memory per GPU, GiB (unknown GPUs).")
+    hw.add_argument("--interconnect", default=None, choices=[i.value for i in Interconnect])
+    hw.add_argument("--tensor-parallel-size", "--tp", type=int, default=None, dest="tensor_parallel_size")
+    hw.add_argument("--pipeline-parallel-size", "--pp", type=int, default=None, dest="pipeline_parallel_size")
+    hw.add_argument("--enable-expert-parallel", action="store_true", default=None)
+    hw.add_argument("--free-memory-gb", type=float, default=None,
+                    help="Free memory per GPU at startup (GiB), when other processes hold memory.")
+
+    wl = parser.add_argument_group("workload")
+    wl.add_argument("--prompt-tokens", type=int, default=None)
+    wl.add_argument("--gen-tokens", type=int, default=None)
+    wl.add_argument("--concurrency", "-c", type=int, default=None)
+    wl.add_argument("--batching-mode", default=None, choices=[m.value for m in BatchingMode])
+
+    pol = parser.add_argument_group("policy")
+    pol.add_argument("--gpu-memory-utilization", type=float, default=None)
+    pol.add_argument("--overhead-gb", type=float, default=None, help="Extra non-KV GiB per GPU to assume.")
+    pol.add_argument("--fragmentation-factor", type=float, default=None, help="Fraction of KV memory assumed unusable.")
+    pol.add_argument("--headroom-gb", type=float, default=None, help="GiB per GPU to keep free when recommending.")
+
+    eng = parser.add_argument_group("engine")
+    eng.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None)
+    eng.add_argument("--max-num-seqs", type=int, default=None)
+    eng.add_argument("--max-num-batched-tokens", type=parse_human_int, default=None)
+    eng.add_argument("--enforce-eager", action="store_true", default=None)
+    eng.add_argument("--kv-cache-memory-bytes", type=parse_human_int, default=None, metavar="BYTES",
+                     help="Fixed KV cache size per GPU (20G = 20 GiB, 20g = 20e9 bytes).")
+    eng.add_argument("--vllm-version", default=None, help="Target vLLM version X.Y[.Z] (default: current profile).")
+    eng.add_argument("--block-size", type=int, default=None)
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--profile", "-p", default=None, metavar="FILE", help="YAML profile; flags override it.")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The request values the user passed as flags, by section (unset flags are absent)."""
+    sections: dict[str, dict[str, Any]] = {}
+    for section, field, dest in _DIRECT_FLAGS:
+        value = getattr(args, dest, None)
+        if value is not None:
+            sections.setdefault(section, {})[field] = value
+    free_gb = getattr(args, "free_memory_gb", None)
+    if free_gb is not None:
+        if free_gb < 0:
+            raise InvalidRequestError.for_field("hardware.free_memory_bytes", "--free-memory-gb must be >= 0")
+        sections.setdefault("hardware", {})["free_memory_bytes"] = int(free_gb * GIB)
+    return sections
+
+
+def output_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """CLI output flags the user passed (``--json``, ``--explain``, ``--emit``, ``--output-dir``)."""
+    values: dict[str, Any] = {}
+    for dest, key in (("json", "json"), ("explain", "explain"), ("emit", "emit"), ("output_dir", "output_dir")):
+        value = getattr(args, dest, None)
+        if value is not None:
+            values[key] = value
+    return values
+
+
+def read_profile_text(path: str | None) -> str:
+    """The profile file's text ('' when no profile is given); a missing file is a user error."""
+    if not path:
+        return ""
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidRequestError(f"profile {path}: {exc.strerror or exc}") from None
+
+
+def profile_from_args(args: argparse.Namespace) -> Profile:
+    """Profile file (if any) + flags -> a validated Profile; errors name the dotted field."""
+    overrides = overrides_from_args(args)
+    outputs = output_overrides(args)
+    if outputs:
+        overrides["outputs"] = outputs
+    profile_text = read_profile_text(getattr(args, "profile", None))
+    return load_profile(profile_text, overrides)
+

@@ -1,0 +1,154 @@
+"""An NVML-shaped replay of an ``nvml.json`` capture (see shared/fixtures/nvidia/README.md).
+
+``RecordedNvml`` answers the ``pynvml`` functions the agent calls from the recorded values, raising
+the real ``pynvml`` exception for strings recorded as ``"ERR:NVMLError_<Name>:..."`` and
+FUNCTION_NOT_FOUND for anything the capture did not record, so the replay goes through exactly the
+NVML-to-domain conversion of the live backend (``nvml_backend.collect_nvml``).
+
+Variant ``busy`` applies ``busy_snapshot``: its ``used_bytes`` is the NVML v1 "used" (it includes
+the driver reservation: 14099546112 B = 12967 MiB used + 480 MiB reserved, matching the busy
+nvidia-smi capture), so v2 used = used_bytes - reserved and free = total - used_bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pynvml
+
+NVML_FILE = "nvml.json"
+
+
+def _raise_if_error(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("ERR:"):
+        _, name, _message = (value.split(":", 2) + ["", ""])[:3]
+        cls = getattr(pynvml, name, None)
+        if isinstance(cls, type) and issubclass(cls, pynvml.NVMLError):
+            raise cls()
+        # Recorded binding misuse (e.g. a TypeError) means the probe is unusable here.
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+    return value
+
+
+def _missing() -> pynvml.NVMLError:
+    return pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+
+
+class RecordedNvml:
+    def __init__(self, data: dict[str, Any], variant: str = "idle") -> None:
+        if variant not in ("idle", "busy"):
+            raise ValueError(f"unknown replay variant {variant!r} (idle or busy)")
+        self.data = data
+        self.busy = data.get("busy_snapshot") if variant == "busy" else None
+        if variant == "busy" and self.busy is None:
+            raise ValueError("this nvml.json has no busy_snapshot")
+
+    @classmethod
+    def from_dir(cls, directory: Path, variant: str = "idle") -> "RecordedNvml":
+        return cls(json.loads((Path(directory) / NVML_FILE).read_text()), variant)
+
+    def _device(self, handle: Any) -> dict[str, Any]:
+        return self.data["devices"][handle.index]
+
+    def _field(self, handle: Any, key: str) -> Any:
+        device = self._device(handle)
+        if key not in device:
+            raise _missing()
+        return _raise_if_error(device[key])
+
+    # -- system -------------------------------------------------------------------------------
+    def nvmlInit(self) -> None:
+        return None
+
+    def nvmlShutdown(self) -> None:
+        return None
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return _raise_if_error(self.data["driver"])
+
+    def nvmlSystemGetNVMLVersion(self) -> str:
+        return _raise_if_error(self.data["nvml_version"])
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        return _raise_if_error(self.data["cuda_driver_version"])
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.data["devices"])
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> SimpleNamespace:
+        if not 0 <= index < len(self.data["devices"]):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return SimpleNamespace(index=index)
+
+    # -- per device ---------------------------------------------------------------------------
+    def nvmlDeviceGetName(self, h: Any) -> str:
+        return self._field(h, "name")
+
+    def nvmlDeviceGetUUID(self, h: Any) -> str:
+        return self._field(h, "uuid")
+
+    def nvmlDeviceGetMemoryInfo(self, h: Any, version: int | None = None) -> SimpleNamespace:
+        v2 = dict(self._field(h, "memory_v2"))
+        if self.busy is not None:
+            v1_used = self.busy["used_bytes"]
+            v2["used"] = v1_used - v2["reserved"]
+            v2["free"] = v2["total"] - v1_used
+        if version == pynvml.nvmlMemory_v2:
+            return SimpleNamespace(**v2)
+        # v1 "used" includes the reservation.
+        return SimpleNamespace(total=v2["total"], used=v2["used"] + v2["reserved"], free=v2["free"])
+
+    def nvmlDeviceGetCudaComputeCapability(self, h: Any) -> tuple[int, int]:
+        return tuple(self._field(h, "cc"))
+
+    def nvmlDeviceGetPciInfo(self, h: Any) -> SimpleNamespace:
+        return SimpleNamespace(**self._field(h, "pci"))
+
+    def nvmlDeviceGetCurrPcieLinkGeneration(self, h: Any) -> int:
+        return self._field(h, "pcie_gen_cur")
+
+    def nvmlDeviceGetCurrPcieLinkWidth(self, h: Any) -> int:
+        return self._field(h, "pcie_width_cur")
+
+    def nvmlDeviceGetMaxPcieLinkGeneration(self, h: Any) -> int:
+        return self._field(h, "pcie_gen_max")
+
+    def nvmlDeviceGetMaxPcieLinkWidth(self, h: Any) -> int:
+        return self._field(h, "pcie_width_max")
+
+    def nvmlDeviceGetMigMode(self, h: Any) -> list[int]:
+        return list(self._field(h, "mig_mode"))
+
+    def nvmlDeviceGetEccMode(self, h: Any) -> list[int]:
+        return list(self._field(h, "ecc_mode"))
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, h: Any) -> int:
+        return self._field(h, "power_limit_mw")
+
+    def nvmlDeviceGetTemperature(self, h: Any, sensor: int) -> int:
+        return self._field(h, "temp_c")
+
+    def nvmlDeviceGetUtilizationRates(self, h: Any) -> SimpleNamespace:
+        return SimpleNamespace(**self._field(h, "util"))
+
+    def nvmlDeviceGetComputeMode(self, h: Any) -> int:
+        return self._field(h, "compute_mode")
+
+    def nvmlDeviceGetPersistenceMode(self, h: Any) -> int:
+        return self._field(h, "persistence")
+
+    def nvmlDeviceGetNumaNodeId(self, h: Any) -> int:
+        return self._field(h, "numa_node")
+
+    def nvmlDeviceGetNvLinkState(self, h: Any, link: int) -> int:
+        states = self._field(h, "nvlink_states")
+        if link >= len(states):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return _raise_if_error(states[link])
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: Any) -> list[SimpleNamespace]:
+        procs = self.busy["compute_procs"] if self.busy is not None else self._field(h, "compute_procs")
+        return [SimpleNamespace(pid=p["pid"], usedGpuMemory=p["used"]) for p in procs]

@@ -1,0 +1,334 @@
+"""One generic reader of config.json -> ``ModelArchitecture`` (every family vLLM serves).
+
+Reads the fields vLLM itself reads (internals §7): heads / KV heads / head size, MoE, MLA, sliding-window
+and interleaved ``layer_types``, chunked local attention, Mamba / GatedDeltaNet hybrids, multimodal
+``text_config`` nesting, quantization, and the derived max_model_len (§7.5). Missing required fields raise
+``UnsupportedArchitectureError`` naming them: a silent wrong number is worse than a refusal.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from planner_service.engine.errors import UnsupportedArchitectureError
+from planner_service.engine.quantization import QuantConfig, parse_quantization
+
+LayerKind = Literal["full", "sliding", "chunked", "mamba", "none"]
+
+_MLA_TYPES = {"deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "kimi_k2", "kimi_linear",
+              "glm_moe_dsa", "glm4_moe_lite", "longcat_flash", "pangu_ultra_moe"}
+_LEN_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+             "max_target_positions", "max_sequence_length", "max_seq_length", "seq_len")
+_ROPE_NO_SCALE = {"su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling"}
+# transformers class defaults vLLM sees when a config.json omits the key.
+_TYPE_DEFAULTS: dict[str, dict] = {
+    "gemma3_text": {"vocab_size": 262208, "max_position_embeddings": 131072, "sliding_window_pattern": 6,
+                    "tie_word_embeddings": True, "head_dim": 256, "num_key_value_heads": 4},
+    "gemma2": {"tie_word_embeddings": True},
+    "gemma": {"tie_word_embeddings": True},
+    "llama4_text": {"tie_word_embeddings": False},
+}
+_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "half": 2, "float": 4}
+
+
+class MlaConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kv_lora_rank: int
+    qk_rope_head_dim: int
+    qk_nope_head_dim: int
+    v_head_dim: int
+    q_lora_rank: int | None = None
+
+
+class MoeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    num_experts: int
+    experts_per_token: int
+    moe_intermediate_size: int
+    shared_intermediate_size: int = 0  # all shared experts together
+    moe_layers: tuple[bool, ...]  # per layer: True = MoE MLP, False = dense MLP
+    expert_bias: bool = False
+
+
+class MambaConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["gdn", "mamba2", "mamba1"]
+    conv_kernel: int
+    # gdn
+    num_k_heads: int = 0
+    num_v_heads: int = 0
+    k_head_dim: int = 0
+    v_head_dim: int = 0
+    # mamba1/2
+    intermediate_size: int = 0
+    num_heads: int = 0
+    head_dim: int = 0
+    n_groups: int = 1
+    state_size: int = 0
+    ssm_dtype_fp32: bool = False
+
+
+class ModelArchitecture(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architectures: tuple[str, ...]
+    model_type: str
+    hidden_size: int
+    num_layers: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    checkpoint_dtype: str  # bfloat16 | float16 | float32
+    attention_bias: bool = False
+    layer_kinds: tuple[LayerKind, ...]
+    sliding_window: int | None = None
+    attention_chunk_size: int | None = None
+    mla: MlaConfig | None = None
+    moe: MoeConfig | None = None
+    mamba: MambaConfig | None = None
+    quantization: QuantConfig | None = None
+    vision_params: int = 0
+    rotary_cache_elements: int = 0  # vLLM's shared cos/sin cache (a persistent buffer counted as weights)
+    derived_max_model_len: int
+    max_len_source: str
+
+    @property
+    def is_hybrid_mamba(self) -> bool:
+        return "mamba" in self.layer_kinds
+
+    @property
+    def attention_layers(self) -> int:
+        return sum(k in ("full", "sliding", "chunked") for k in self.layer_kinds)
+
+
+def _first(cfg: dict, *keys: str):
+    for key in keys:
+        if cfg.get(key) is not None:
+            return cfg[key]
+    return None
+
+
+def _text_config(config: dict) -> dict:
+    text = config.get("text_config") or config.get("llm_config") or config.get("language_config")
+    if isinstance(text, dict) and text:
+        merged = dict(text)
+        # vLLM reads dtype/quantization from the top-level config when the sub-config lacks them.
+        for key in ("torch_dtype", "dtype", "quantization_config", "tie_word_embeddings"):
+            if key not in merged and key in config:
+                merged[key] = config[key]
+        return merged
+    return dict(config)
+
+
+def _with_defaults(text: dict) -> dict:
+    merged = dict(_TYPE_DEFAULTS.get(str(text.get("model_type", "")), {}))
+    merged.update({k: v for k, v in text.items() if v is not None})
+    return merged
+
+
+def _derive_max_len(text: dict, model_type: str) -> tuple[int, str]:
+    present = [(text[k], k) for k in _LEN_KEYS if isinstance(text.get(k), int) and text[k] > 0]
+    if not present:
+        return 2048, "default (no length key in config.json)"
+    value, key = min(present)
+    if isinstance(text.get("model_max_length"), int):
+        value, key = text["model_max_length"], "model_max_length"
+    rope = text.get("rope_scaling") or text.get("rope_parameters")
+    if isinstance(rope, dict) and model_type not in ("gemma3", "gemma3_text"):
+        rope_type = rope.get("rope_type", rope.get("type"))
+        factor = rope.get("factor")
+        if rope_type not in _ROPE_NO_SCALE and rope_type != "default" and factor:
+            value = int(value * float(factor))
+            key = f"{key} x rope {rope_type} factor {factor}"
+    return int(value), key
+
+
+def _layer_kinds(text: dict, n: int, model_type: str) -> tuple[list[LayerKind], int | None, int | None]:
+    window = text.get("sliding_window")
+    if not window or text.get("use_sliding_window") is False:
+        window = None
+    chunk = text.get("attention_chunk_size")
+    mapping = {"full_attention": "full", "sliding_attention": "sliding", "chunked_attention": "chunked",
+               "linear_attention": "mamba", "mamba": "mamba", "mamba2": "mamba", "attention": "full",
+               "indexed_attention": "full", "hybrid": "full"}
+    kinds: list[LayerKind]
+    if text.get("hybrid_override_pattern"):  # NemotronH
+        sym = {"M": "mamba", "*": "full", "-": "none", "E": "none"}
+        kinds = [sym.get(c, "none") for c in text["hybrid_override_pattern"]]
+    elif isinstance(text.get("layers_block_type"), list):
+        kinds = [mapping.get(t, "full") for t in text["layers_block_type"]]
+    elif isinstance(text.get("layer_types"), list):
+        unknown = sorted({t for t in text["layer_types"] if t not in mapping})
+        if unknown:
+            raise UnsupportedArchitectureError(f"config.json layer_types has unknown entries {unknown}")
+        kinds = [mapping[t] for t in text["layer_types"]]
+    elif text.get("full_attention_interval"):  # Qwen3-Next
+        step = int(text["full_attention_interval"])
+        kinds = ["full" if (i + 1) % step == 0 else "mamba" for i in range(n)]
+    elif text.get("attn_layer_period"):  # Jamba
+        period, offset = int(text["attn_layer_period"]), int(text.get("attn_layer_offset", 0))
+        kinds = ["full" if i % period == offset else "mamba" for i in range(n)]
+    elif chunk:  # Llama 4: RoPE layers use chunked attention, every 4th (NoPE) layer is global
+        nope = text.get("no_rope_layers") or [int((i + 1) % 4 != 0) for i in range(n)]
+        kinds = ["chunked" if nope[i] else "full" for i in range(n)]
+    elif model_type == "gemma2" and window:
+        kinds = ["sliding" if i % 2 == 0 else "full" for i in range(n)]
+    elif model_type == "gemma3_text" and window:
+        pattern = int(text.get("sliding_window_pattern", 6))
+        kinds = ["sliding" if (i + 1) % pattern else "full" for i in range(n)]
+    elif window:
+        kinds = ["sliding"] * n
+    else:
+        kinds = ["full"] * n
+    if len(kinds) != n:
+        raise UnsupportedArchitectureError(
+            f"config.json declares {n} layers but its layer pattern has {len(kinds)} entries"
+        )
+    if "sliding" in kinds and not window:
+        raise UnsupportedArchitectureError("config.json has sliding_attention layers but no sliding_window")
+    return kinds, int(window) if window and "sliding" in kinds else None, int(chunk) if chunk else None
+
+
+def _moe(text: dict, n: int, kinds: list[LayerKind]) -> MoeConfig | None:
+    experts = _first(text, "num_experts", "moe_num_experts", "n_routed_experts", "num_local_experts")
+    if not experts:
+        return None
+    topk = _first(text, "num_experts_per_tok", "experts_per_token", "moe_topk", "top_k")
+    inter = _first(text, "moe_intermediate_size", "intermediate_size")
+    missing = [k for k, v in (("num_experts_per_tok", topk), ("moe_intermediate_size", inter)) if not v]
+    if missing:
+        raise UnsupportedArchitectureError(f"MoE config.json lacks {', '.join(missing)}")
+    shared = 0
+    if text.get("n_shared_experts"):
+        shared = int(text["n_shared_experts"]) * int(inter)
+    elif text.get("shared_expert_intermediate_size"):
+        shared = int(text["shared_expert_intermediate_size"])
+    elif str(text.get("model_type")) == "llama4_text":
+        shared = int(text["intermediate_size"])
+    if text.get("hybrid_override_pattern"):
+        layers = [c == "E" for c in text["hybrid_override_pattern"]]
+    elif text.get("first_k_dense_replace") is not None or text.get("moe_layer_freq"):
+        k, freq = int(text.get("first_k_dense_replace") or 0), int(text.get("moe_layer_freq") or 1)
+        layers = [i >= k and i % freq == 0 for i in range(n)]
+    elif text.get("interleave_moe_layer_step"):
+        step = int(text["interleave_moe_layer_step"])
+        layers = [(i + 1) % step == 0 for i in range(n)]
+    elif text.get("expert_layer_period"):
+        period, offset = int(text["expert_layer_period"]), int(text.get("expert_layer_offset", 0))
+        layers = [i % period == offset for i in range(n)]
+    else:
+        dense_only = set(text.get("mlp_only_layers") or [])
+        step = int(text.get("decoder_sparse_step") or 1)
+        layers = [i not in dense_only and (i + 1) % step == 0 for i in range(n)]
+    return MoeConfig(num_experts=int(experts), experts_per_token=int(topk), moe_intermediate_size=int(inter),
+                     shared_intermediate_size=shared, moe_layers=tuple(layers),
+                     expert_bias=str(text.get("model_type")) == "gpt_oss")
+
+
+def _mamba(text: dict, hidden: int) -> MambaConfig:
+    mt = str(text.get("model_type"))
+    if text.get("linear_num_value_heads"):
+        need = ("linear_num_key_heads", "linear_key_head_dim", "linear_value_head_dim", "linear_conv_kernel_dim")
+        _require(text, need, "GatedDeltaNet")
+        return MambaConfig(kind="gdn", conv_kernel=int(text["linear_conv_kernel_dim"]),
+                           num_k_heads=int(text["linear_num_key_heads"]), num_v_heads=int(text["linear_num_value_heads"]),
+                           k_head_dim=int(text["linear_key_head_dim"]), v_head_dim=int(text["linear_value_head_dim"]))
+    heads = _first(text, "mamba_num_heads", "mamba_n_heads")
+    if heads:
+        hd = _first(text, "mamba_head_dim", "mamba_d_head")
+        state = _first(text, "ssm_state_size", "mamba_d_state", "state_size")
+        conv = _first(text, "conv_kernel", "mamba_d_conv")
+        groups = _first(text, "n_groups", "mamba_n_groups") or 1
+        missing = [k for k, v in (("mamba_head_dim", hd), ("ssm_state_size", state), ("conv_kernel", conv)) if not v]
+        if missing:
+            raise UnsupportedArchitectureError(f"Mamba2 config.json lacks {', '.join(missing)}")
+        return MambaConfig(kind="mamba2", conv_kernel=int(conv), num_heads=int(heads), head_dim=int(hd),
+                           n_groups=int(groups), state_size=int(state), intermediate_size=int(heads) * int(hd),
+                           ssm_dtype_fp32=mt == "nemotron_h")
+    state = _first(text, "mamba_d_state", "state_size")
+    conv = _first(text, "mamba_d_conv", "conv_kernel")
+    expand = _first(text, "mamba_expand", "expand")
+    if state and conv and expand:
+        return MambaConfig(kind="mamba1", conv_kernel=int(conv), state_size=int(state),
+                           intermediate_size=int(expand) * hidden)
+    raise UnsupportedArchitectureError(
+        "hybrid config.json lacks Mamba state fields (linear_num_value_heads / mamba_num_heads / mamba_d_state)"
+    )
+
+
+def _require(cfg: dict, keys: tuple[str, ...], what: str) -> None:
+    missing = [k for k in keys if cfg.get(k) is None]
+    if missing:
+        raise UnsupportedArchitectureError(f"{what} config.json lacks required fields: {', '.join(missing)}")
+
+
+def _vision_params(config: dict) -> int:
+    vc = config.get("vision_config")
+    if not isinstance(vc, dict) or not vc.get("hidden_size"):
+        return 0
+    h, layers = int(vc["hidden_size"]), int(vc.get("num_hidden_layers", vc.get("depth", 0)) or 0)
+    inter = int(vc.get("intermediate_size", 4 * h))
+    return layers * (4 * h * h + 2 * h * inter)
+
+
+def parse_architecture(config: dict, quantization: str | None = None) -> ModelArchitecture:
+    """Parse a config.json dict. ``quantization`` is the user's --quantization (online methods)."""
+    if not isinstance(config, dict) or not config:
+        raise UnsupportedArchitectureError("config.json is empty")
+    text = _with_defaults(_text_config(config))
+    model_type = str(text.get("model_type") or config.get("model_type") or "unknown")
+    _require(text, ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"),
+             f"model_type={model_type!r}")
+    hidden, n, heads = int(text["hidden_size"]), int(text["num_hidden_layers"]), int(text["num_attention_heads"])
+    kinds, window, chunk = _layer_kinds(text, n, model_type)
+    kv_heads = _first(text, "n_head_kv", "num_kv_heads", "num_key_value_heads", "multi_query_group_num",
+                      "num_attention_groups")
+    if kv_heads is None and text.get("multi_query") and not text.get("new_decoder_architecture"):
+        kv_heads = 1
+    mla = None
+    if model_type in _MLA_TYPES and text.get("kv_lora_rank"):
+        _require(text, ("qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"), "MLA")
+        mla = MlaConfig(kv_lora_rank=int(text["kv_lora_rank"]), qk_rope_head_dim=int(text["qk_rope_head_dim"]),
+                        qk_nope_head_dim=int(text["qk_nope_head_dim"]), v_head_dim=int(text["v_head_dim"]),
+                        q_lora_rank=text.get("q_lora_rank"))
+    head_dim = _first(text, "head_dim", "hidden_size_per_head") or hidden // heads
+    moe = _moe(text, n, kinds)
+    inter = _first(text, "intermediate_size_mlp", "intermediate_size", "ffn_hidden_size")
+    if inter is None and not moe:
+        raise UnsupportedArchitectureError(f"model_type={model_type!r} config.json lacks intermediate_size")
+    dtype = str(_first(text, "torch_dtype", "dtype") or "float32").replace("torch.", "")
+    if dtype not in _DTYPE_BYTES:
+        dtype = "bfloat16"
+    max_len, source = _derive_max_len(text, model_type)
+    rotary_dim = mla.qk_rope_head_dim if mla else int(int(head_dim) * float(text.get("partial_rotary_factor", 1.0)))
+    rope_positions = int(text.get("max_position_embeddings") or max_len)
+    return ModelArchitecture(
+        architectures=tuple(config.get("architectures") or ()),
+        model_type=model_type,
+        hidden_size=hidden,
+        num_layers=n,
+        num_attention_heads=heads,
+        num_kv_heads=int(kv_heads if kv_heads is not None else heads),
+        head_dim=int(head_dim),
+        intermediate_size=int(inter or 0),
+        vocab_size=int(text["vocab_size"]),
+        tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
+        checkpoint_dtype={"half": "float16", "float": "float32"}.get(dtype, dtype),
+        attention_bias=bool(text.get("attention_bias") or model_type in ("qwen2", "qwen2_moe", "qwen2_vl")),
+        layer_kinds=tuple(kinds),
+        sliding_window=window,
+        attention_chunk_size=chunk,
+        mla=mla,
+        moe=moe,
+        mamba=_mamba(text, hidden) if "mamba" in kinds else None,
+        quantization=parse_quantization(config, quantization),
+        vision_params=_vision_params(config),
+        rotary_cache_elements=0 if text.get("position_embedding_type") == "absolute" else rope_positions * rotary_dim,
+        derived_max_model_len=max_len,
+        max_len_source=source,
+    )

@@ -1,0 +1,167 @@
+"""Quantization formats: parse ``quantization_config`` and give the real on-GPU bytes of a quantized linear.
+
+Byte counts follow the parameter shapes vLLM creates (internals §4.3): packed int32 weights, zero points,
+scales in the model dtype (or fp32 for fp8 block/channel scales). Embeddings, LM head, norms and routers
+stay in the model dtype; ``ignored`` names parts of the decoder the checkpoint left unquantized.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from planner_service.engine.errors import UnsupportedArchitectureError
+
+QuantKind = Literal["fp8", "int8", "awq", "gptq", "wna16", "mxfp4", "nvfp4"]
+# Parts of a decoder a checkpoint may leave unquantized.
+Part = Literal["attention", "mlp", "experts", "shared_experts", "linear_attention"]
+
+_UNSUPPORTED = {"bitsandbytes", "gguf"}
+_ONLINE_FP8 = {"fp8", "fp8_per_tensor", "fp8_per_block", "fp8_per_channel", "online"}
+
+
+class QuantConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str  # vLLM quantization method name (checkpoint quant_method or --quantization)
+    kind: QuantKind
+    bits: int
+    group_size: int | None = None  # None / -1: per output channel
+    block_size: tuple[int, int] | None = None  # fp8 block-wise weight scales
+    zero_points: bool = False
+    channel_scales: bool = False  # fp32 scale per output channel (compressed-tensors int8/fp8)
+    ignored: frozenset[str] = frozenset()  # Parts left in the model dtype
+    kv_cache_fp8: bool = False  # checkpoint carries fp8 KV scales (kv_cache_scheme / kv_cache_quant_algo)
+
+    def linear_bytes(self, k: int, n: int, dtype_bytes: int) -> float:
+        """Bytes of one ``k`` (inputs) x ``n`` (outputs) linear weight on one rank, scales included."""
+        elems = k * n
+        if self.kind in ("fp8", "int8"):
+            total = float(elems)
+            if self.block_size:
+                bn, bk = self.block_size
+                total += 4 * -(-n // bn) * -(-k // bk)
+            elif self.channel_scales:
+                total += 4 * n
+            else:
+                total += 4  # per-tensor scale
+            return total
+        if self.kind in ("awq", "gptq", "wna16"):
+            g = k if not self.group_size or self.group_size < 0 else self.group_size
+            groups = -(-k // g)
+            total = elems * self.bits / 8 + groups * n * dtype_bytes
+            if self.zero_points:
+                total += groups * n * self.bits / 8
+            if self.kind == "gptq":
+                total += 4 * k  # g_idx
+            return total
+        if self.kind == "mxfp4":
+            return elems / 2 + elems / 32  # e8m0 scale per 32
+        if self.kind == "nvfp4":
+            return elems / 2 + elems / 16 + 8  # fp8 scale per 16 + global scales
+        raise AssertionError(self.kind)
+
+    def quantizes(self, part: Part) -> bool:
+        return part not in self.ignored
+
+
+def _ignored_parts(patterns: list[str] | None) -> frozenset[str]:
+    parts: set[str] = set()
+    for raw in patterns or []:
+        p = str(raw)
+        if "linear_attn" in p:
+            parts.add("linear_attention")
+        elif "self_attn" in p or p.endswith("attn") or ".attn" in p:
+            parts.add("attention")
+        if "shared_expert" in p:
+            parts.add("shared_experts")
+    return frozenset(parts)
+
+
+def _from_compressed_tensors(qc: dict) -> QuantConfig:
+    groups = qc.get("config_groups") or {}
+    if not groups:
+        raise UnsupportedArchitectureError("compressed-tensors quantization_config has no config_groups")
+    first = next(iter(groups.values()))
+    w = first.get("weights") or {}
+    bits = int(w.get("num_bits", 8))
+    wtype = w.get("type", "int")
+    strategy = w.get("strategy", "tensor")
+    fmt = str(qc.get("format", ""))
+    ignored = _ignored_parts(qc.get("ignore"))
+    kv = bool(qc.get("kv_cache_scheme"))
+    if "nvfp4" in fmt or (bits == 4 and wtype == "float"):
+        return QuantConfig(method="compressed-tensors", kind="nvfp4", bits=4, group_size=16, ignored=ignored,
+                           kv_cache_fp8=kv)
+    if bits == 8:
+        block = tuple(w["block_structure"]) if strategy == "block" and w.get("block_structure") else None
+        return QuantConfig(
+            method="compressed-tensors", kind="fp8" if wtype == "float" else "int8", bits=8,
+            block_size=block, channel_scales=strategy == "channel", ignored=ignored, kv_cache_fp8=kv,
+        )
+    if bits in (4, 8) or bits == 2 or bits == 3:
+        return QuantConfig(
+            method="compressed-tensors", kind="wna16", bits=bits,
+            group_size=w.get("group_size") if strategy == "group" else None,
+            zero_points=not w.get("symmetric", True), ignored=ignored, kv_cache_fp8=kv,
+        )
+    raise UnsupportedArchitectureError(f"compressed-tensors weights num_bits={bits} type={wtype} not supported")
+
+
+def parse_quantization(config: dict, cli_method: str | None = None) -> QuantConfig | None:
+    """Quantization of a checkpoint (``quantization_config``) or an online method (``--quantization``)."""
+    qc = config.get("quantization_config") or (config.get("text_config") or {}).get("quantization_config")
+    if cli_method and cli_method.lower() in _UNSUPPORTED:
+        raise UnsupportedArchitectureError.for_field(
+            "model.quantization", f"{cli_method} is not supported by vLLM >= 0.21 (removed)"
+        )
+    if not qc:
+        if cli_method is None:
+            return None
+        if cli_method.lower() in _ONLINE_FP8:
+            return QuantConfig(method=cli_method, kind="fp8", bits=8)
+        raise UnsupportedArchitectureError.for_field(
+            "model.quantization",
+            f"online quantization {cli_method!r} needs a quantized checkpoint (quantization_config missing)",
+        )
+    method = str(qc.get("quant_method", "")).lower()
+    ignored = _ignored_parts(qc.get("modules_to_not_convert") or qc.get("ignore") or qc.get("ignored_layers"))
+    if method in _UNSUPPORTED:
+        raise UnsupportedArchitectureError(f"quantization_config.quant_method={method} is not supported by vLLM")
+    if method == "fp8":
+        block = qc.get("weight_block_size")
+        return QuantConfig(method="fp8", kind="fp8", bits=8, block_size=tuple(block) if block else None,
+                           ignored=ignored)
+    if method in ("awq", "awq_marlin", "auto_awq"):
+        bits = int(qc.get("bits", qc.get("w_bit", 4)))
+        group = int(qc.get("group_size", qc.get("q_group_size", 128)))
+        return QuantConfig(method="awq", kind="awq", bits=bits, group_size=group,
+                           zero_points=bool(qc.get("zero_point", True)), ignored=ignored)
+    if method in ("gptq", "gptq_marlin", "auto_gptq"):
+        bits = int(qc.get("bits", 4))
+        group = int(qc.get("group_size", 128))
+        if qc.get("desc_act") and group != -1:
+            raise UnsupportedArchitectureError.for_field(
+                "quantization_config.desc_act",
+                "GPTQ group activation ordering (desc_act=True) is no longer supported by vLLM",
+            )
+        return QuantConfig(method="gptq", kind="gptq", bits=bits, group_size=group, zero_points=True,
+                           ignored=ignored)
+    if method == "compressed-tensors":
+        return _from_compressed_tensors(qc)
+    if method in ("mxfp4", "gpt_oss_mxfp4"):
+        parts = set(ignored) | {"attention"}  # gpt-oss: only the experts are MXFP4
+        return QuantConfig(method="mxfp4", kind="mxfp4", bits=4, group_size=32, ignored=frozenset(parts))
+    if method in ("modelopt", "modelopt_fp4"):
+        algo = str((qc.get("quantization") or qc).get("quant_algo", "")).upper()
+        kv = bool((qc.get("quantization") or qc).get("kv_cache_quant_algo"))
+        if "FP4" in algo:
+            return QuantConfig(method="modelopt_fp4", kind="nvfp4", bits=4, group_size=16, kv_cache_fp8=kv)
+        if "FP8" in algo:
+            return QuantConfig(method="modelopt", kind="fp8", bits=8, kv_cache_fp8=kv)
+        raise UnsupportedArchitectureError(f"modelopt quant_algo {algo!r} not supported")
+    raise UnsupportedArchitectureError(
+        f"quantization_config.quant_method={method!r} is not supported by the planner "
+        "(supported: fp8, awq, gptq, compressed-tensors, mxfp4, modelopt)"
+    )

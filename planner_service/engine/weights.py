@@ -1,0 +1,195 @@
+"""Weights per GPU worker, as "Model loading took" reports them (internals §4).
+
+Column/row-parallel linears are split by TP; KV projections are replicated once ``tp > kv_heads``;
+vocab is padded to 64 and split by TP; tied embeddings are stored once (twice under PP when the first and
+last stage differ); MoE experts are split over ``tp`` (intermediate dim) or, with expert parallel, whole
+experts are spread over ranks. Quantized linears use ``QuantConfig.linear_bytes`` (scales and zeros in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner_service.engine.architecture import ModelArchitecture
+from planner_service.engine.quantization import Part
+
+_VOCAB_PAD = 64
+
+
+@dataclass(frozen=True)
+class WeightsBreakdown:
+    """Bytes on one rank. ``params`` counts logical parameters on that rank (unquantized elements)."""
+
+    bytes: float
+    params: int
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class _Acc:
+    def __init__(self, arch: ModelArchitecture, dtype_bytes: int) -> None:
+        self.arch = arch
+        self.dt = dtype_bytes
+        self.bytes = 0.0
+        self.params = 0
+
+    def linear(self, k: int, n: int, part: Part | None, count: int = 1) -> None:
+        if k <= 0 or n <= 0 or count <= 0:
+            return
+        quant = self.arch.quantization
+        if quant is not None and part is not None and quant.quantizes(part):
+            self.bytes += count * quant.linear_bytes(k, n, self.dt)
+        else:
+            self.bytes += count * k * n * self.dt
+        self.params += count * k * n
+
+    def dense(self, elements: int) -> None:
+        self.bytes += elements * self.dt
+        self.params += elements
+
+
+def kv_heads_per_rank(arch: ModelArchitecture, tp: int) -> int:
+    return max(1, arch.num_kv_heads // tp)
+
+
+def _attention(acc: _Acc, arch: ModelArchitecture, tp: int) -> None:
+    h = arch.hidden_size
+    heads = arch.num_attention_heads // tp
+    if arch.mla is not None:
+        m = arch.mla
+        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+        if m.q_lora_rank:
+            acc.linear(h, m.q_lora_rank, "attention")  # q_a (replicated)
+            acc.dense(m.q_lora_rank)
+            acc.linear(m.q_lora_rank, heads * qk, "attention")
+        else:
+            acc.linear(h, heads * qk, "attention")
+        acc.linear(h, m.kv_lora_rank + m.qk_rope_head_dim, "attention")  # kv_a_proj_with_mqa (replicated)
+        acc.dense(m.kv_lora_rank)
+        acc.linear(m.kv_lora_rank, heads * (m.qk_nope_head_dim + m.v_head_dim), "attention")
+        acc.linear(heads * m.v_head_dim, h, "attention")
+        return
+    hd = arch.head_dim
+    kvh = kv_heads_per_rank(arch, tp)
+    acc.linear(h, (heads + 2 * kvh) * hd, "attention")
+    acc.linear(heads * hd, h, "attention")
+    if arch.attention_bias:
+        acc.dense((heads + 2 * kvh) * hd)
+    acc.dense(2 * hd)  # q/k norms where present (tiny)
+
+
+def _linear_attention(acc: _Acc, arch: ModelArchitecture, tp: int) -> None:
+    m = arch.mamba
+    assert m is not None
+    h = arch.hidden_size
+    if m.kind == "gdn":
+        key, val = m.num_k_heads * m.k_head_dim, m.num_v_heads * m.v_head_dim
+        acc.linear(h, (2 * key + 2 * val) // tp, "linear_attention")  # in_proj_qkvz
+        acc.linear(h, 2 * m.num_v_heads // tp, "linear_attention")  # in_proj_ba
+        acc.dense((2 * key + val) // tp * m.conv_kernel + 2 * m.num_v_heads // tp + m.v_head_dim)
+        acc.linear(val // tp, h, "linear_attention")
+        return
+    inter = m.intermediate_size
+    groups = m.n_groups * m.state_size
+    if m.kind == "mamba2":
+        acc.linear(h, (2 * inter + 2 * groups + m.num_heads) // tp, "linear_attention")
+        acc.dense((inter + 2 * groups) // tp * m.conv_kernel + 3 * m.num_heads // tp + inter // tp)
+    else:
+        acc.linear(h, 2 * inter // tp, "linear_attention")
+        acc.dense(inter // tp * (m.conv_kernel + m.state_size + 2))
+        acc.linear(inter // tp, 2 * m.state_size + max(1, h // 16), "linear_attention")
+    acc.linear(inter // tp, h, "linear_attention")
+
+
+def _experts_on_rank(num_experts: int, ep: int, rank: int = 0) -> int:
+    return num_experts // ep + (1 if rank < num_experts % ep else 0)
+
+
+def _mlp(acc: _Acc, arch: ModelArchitecture, layer: int, tp: int, expert_parallel: bool) -> None:
+    h = arch.hidden_size
+    moe = arch.moe
+    if moe is not None and moe.moe_layers[layer]:
+        acc.dense(h * moe.num_experts)  # router, replicated, model dtype
+        if expert_parallel and tp > 1:
+            experts, inter = _experts_on_rank(moe.num_experts, tp), moe.moe_intermediate_size
+        else:
+            experts, inter = moe.num_experts, moe.moe_intermediate_size // tp
+        quant = arch.quantization
+        eh = h
+        if quant is not None and quant.kind == "mxfp4" and quant.quantizes("experts"):
+            # MXFP4 MoE kernels pad the expert shapes (hidden to 256, intermediate to 128).
+            eh, inter = _cdiv(h, 256) * 256, _cdiv(inter, 128) * 128
+        acc.linear(eh, 2 * inter, "experts", count=experts)
+        acc.linear(inter, eh, "experts", count=experts)
+        if moe.expert_bias:
+            acc.dense(experts * (2 * inter + h))
+        if moe.shared_intermediate_size:
+            shared = moe.shared_intermediate_size // tp
+            acc.linear(h, 2 * shared, "shared_experts")
+            acc.linear(shared, h, "shared_experts")
+            if arch.model_type in ("qwen2_moe", "qwen3_next"):
+                acc.dense(h)  # shared_expert_gate
+        return
+    if arch.intermediate_size:
+        inter = arch.intermediate_size // tp
+        acc.linear(h, 2 * inter, "mlp")
+        acc.linear(inter, h, "mlp")
+
+
+def weights_per_rank(
+    arch: ModelArchitecture,
+    dtype_bytes: int,
+    tp: int,
+    layers: range,
+    first_stage: bool,
+    last_stage: bool,
+    expert_parallel: bool = False,
+) -> WeightsBreakdown:
+    """Bytes of one TP rank of the PP stage holding ``layers``."""
+    acc = _Acc(arch, dtype_bytes)
+    h = arch.hidden_size
+    acc.bytes += arch.rotary_cache_elements * dtype_bytes  # a buffer, not a parameter
+    padded_vocab = _cdiv(arch.vocab_size, _VOCAB_PAD) * _VOCAB_PAD
+    vocab_rows = padded_vocab // tp
+    if first_stage:
+        acc.dense(vocab_rows * h)
+        if arch.vision_params:
+            acc.dense(arch.vision_params // tp)
+    if last_stage:
+        acc.dense(h)  # final norm
+        if not arch.tie_word_embeddings or not first_stage:
+            acc.dense(vocab_rows * h)
+    for layer in layers:
+        kind = arch.layer_kinds[layer]
+        acc.dense(2 * h)  # input / post-attention norms
+        if kind in ("full", "sliding", "chunked"):
+            _attention(acc, arch, tp)
+        elif kind == "mamba":
+            _linear_attention(acc, arch, tp)
+        _mlp(acc, arch, layer, tp, expert_parallel)
+    return WeightsBreakdown(bytes=acc.bytes, params=acc.params)
+
+
+def total_params(arch: ModelArchitecture) -> tuple[int, int | None]:
+    """(all parameters, active parameters per token for MoE) computed from the architecture."""
+    full = weights_per_rank(arch, 2, 1, range(arch.num_layers), True, True).params
+    if arch.moe is None:
+        return full, None
+    moe = arch.moe
+    inactive = sum(moe.moe_layers) * (moe.num_experts - moe.experts_per_token) * 3 * arch.hidden_size * moe.moe_intermediate_size
+    return full, full - inactive
+
+
+def pp_layer_ranges(num_layers: int, pp: int) -> list[range]:
+    """vLLM ``get_pp_indices``: n//pp layers each, the remainder spread over the ranks before the last."""
+    base, rem = divmod(num_layers, pp)
+    sizes = [base] * pp
+    for i in range(rem):
+        sizes[i if pp == 1 else i % (pp - 1)] += 1
+    out, start = [], 0
+    for size in sizes:
+        out.append(range(start, start + size))
+        start += size
+    return out

@@ -1,0 +1,6 @@
+"""Fleet-wide planning: live inventory from GPU agents, placement of deployments, fleet plans.
+
+Pure core (no I/O): ``models``, ``sizing``, ``topology``, ``placement``, ``packing``, ``artifacts``.
+Asyncio adapters: ``registry`` (soft state), ``discovery``, ``watcher``, ``inventory_adapter``,
+``runtime`` (wiring), ``servicer`` + ``converters`` (gRPC ``FleetService``), ``evaluator`` (model I/O).
+"""

@@ -1,0 +1,222 @@
+"""fleet.proto <-> ``planner_service.fleet.models`` (the only place that knows both).
+
+Messages mirror the pydantic models field by field, so most fields copy by name (``_fill`` /
+``_read``); the exceptions are handled explicitly: label dicts (repeated ``FleetLabel``), enums
+(``FLEET_<ENUM>_<VALUE>``), nested models, and the deployment's ``PlanRequest``, which reuses the
+planner service's own name-driven converter so both services read plan requests identically.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+from pydantic import BaseModel
+
+from planner_service.engine.models import PlanRequest
+from planner_service.fleet import models as m
+from vllm_planner.v1 import fleet_pb2 as pb
+from vllm_planner.v1 import planner_pb2
+
+M = TypeVar("M", bound=BaseModel)
+
+_ENUM_PREFIX = {
+    m.HostState: "FLEET_HOST_STATE_",
+    m.DiscoverySource: "FLEET_DISCOVERY_SOURCE_",
+    m.MemorySizing: "FLEET_MEMORY_SIZING_",
+    m.RejectReason: "FLEET_REJECT_REASON_",
+}
+_ENUM_PB = {
+    m.HostState: pb.FleetHostState,
+    m.DiscoverySource: pb.FleetDiscoverySource,
+    m.MemorySizing: pb.FleetMemorySizing,
+    m.RejectReason: pb.FleetRejectReason,
+}
+
+
+def enum_to_proto(value: Enum) -> int:
+    return _ENUM_PB[type(value)].Value(_ENUM_PREFIX[type(value)] + value.name)
+
+
+def enum_from_proto(cls: type[Enum], number: int) -> Enum | None:
+    if number == 0:
+        return None
+    name = _ENUM_PB[cls].Name(number).removeprefix(_ENUM_PREFIX[cls])
+    return cls[name]
+
+
+def _labels_to_proto(labels: dict[str, str], target: Any) -> None:
+    for key in sorted(labels):
+        target.add(key=key, value=labels[key])
+
+
+def _labels_from_proto(items: Any) -> dict[str, str]:
+    return {item.key: item.value for item in items}
+
+
+def _fill(model: BaseModel, message: Message, skip: tuple[str, ...] = ()) -> Message:
+    """Copy scalar, optional and repeated-scalar fields by name."""
+    for name in type(model).model_fields:
+        if name in skip:
+            continue
+        value = getattr(model, name)
+        if value is None:
+            continue
+        if isinstance(value, tuple):
+            getattr(message, name).extend(enum_to_proto(v) if isinstance(v, Enum) else v for v in value)
+        elif isinstance(value, Enum):
+            setattr(message, name, enum_to_proto(value))
+        else:
+            setattr(message, name, value)
+    return message
+
+
+def _read(message: Message, cls: type[M], skip: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    fields = message.DESCRIPTOR.fields_by_name
+    for name in cls.model_fields:
+        if name in skip or name not in fields:
+            continue
+        field = fields[name]
+        if field.is_repeated:
+            out[name] = tuple(getattr(message, name))
+        elif field.has_presence and not message.HasField(name):
+            continue
+        else:
+            out[name] = getattr(message, name)
+    out.update(extra)
+    return out
+
+
+# -- hosts --------------------------------------------------------------------------------------------
+
+
+def gpu_to_proto(gpu: m.FleetGpu) -> pb.FleetGpu:
+    return _fill(gpu, pb.FleetGpu())
+
+
+def gpu_from_proto(msg: pb.FleetGpu) -> m.FleetGpu:
+    return m.FleetGpu(**_read(msg, m.FleetGpu))
+
+
+def host_to_proto(host: m.FleetHost) -> pb.FleetHost:
+    msg = _fill(host, pb.FleetHost(), skip=("labels", "gpus"))
+    _labels_to_proto(host.labels, msg.labels)
+    msg.gpus.extend(gpu_to_proto(g) for g in host.gpus)
+    return msg
+
+
+def host_from_proto(msg: pb.FleetHost) -> m.FleetHost:
+    return m.FleetHost(
+        **_read(msg, m.FleetHost, skip=("labels", "gpus", "state", "sources")),
+        state=enum_from_proto(m.HostState, msg.state) or m.HostState.CONNECTING,
+        sources=tuple(enum_from_proto(m.DiscoverySource, s) for s in msg.sources if s),
+        labels=_labels_from_proto(msg.labels),
+        gpus=tuple(gpu_from_proto(g) for g in msg.gpus),
+    )
+
+
+def filter_to_proto(flt: m.HostFilter) -> pb.FleetHostFilter:
+    msg = _fill(flt, pb.FleetHostFilter(), skip=("labels",))
+    _labels_to_proto(flt.labels, msg.labels)
+    return msg
+
+
+def filter_from_proto(msg: pb.FleetHostFilter) -> m.HostFilter:
+    return m.HostFilter(
+        **_read(msg, m.HostFilter, skip=("labels", "states")),
+        labels=_labels_from_proto(msg.labels),
+        states=tuple(enum_from_proto(m.HostState, s) for s in msg.states if s),
+    )
+
+
+# -- deployments and placements ------------------------------------------------------------------
+
+
+def deployment_to_proto(dep: m.Deployment) -> pb.FleetDeployment:
+    from planner_service.server.convert import to_proto
+
+    msg = _fill(dep, pb.FleetDeployment(), skip=("plan", "filter", "sizing"))
+    msg.plan.CopyFrom(to_proto(dep.plan, planner_pb2.PlanRequest()))
+    msg.filter.CopyFrom(filter_to_proto(dep.filter))
+    if dep.sizing is not None:
+        msg.sizing = enum_to_proto(dep.sizing)
+    return msg
+
+
+def deployment_from_proto(msg: pb.FleetDeployment) -> m.Deployment:
+    from planner_service.server.convert import from_proto
+
+    return m.Deployment(
+        **_read(msg, m.Deployment, skip=("plan", "filter", "sizing", "replicas")),
+        replicas=msg.replicas or 1,
+        plan=from_proto(msg.plan, PlanRequest),
+        filter=filter_from_proto(msg.filter),
+        sizing=enum_from_proto(m.MemorySizing, msg.sizing),
+    )
+
+
+def placement_to_proto(p: m.Placement) -> pb.FleetPlacement:
+    msg = _fill(p, pb.FleetPlacement(), skip=("artifacts",))
+    if p.artifacts is not None:
+        a = p.artifacts
+        art = _fill(a, msg.artifacts, skip=("kubernetes_node_selector",))
+        _labels_to_proto(a.kubernetes_node_selector, art.kubernetes_node_selector)
+    return msg
+
+
+def placement_from_proto(msg: pb.FleetPlacement) -> m.Placement:
+    artifacts = None
+    if msg.HasField("artifacts"):
+        artifacts = m.PlacementArtifacts(
+            **_read(msg.artifacts, m.PlacementArtifacts, skip=("kubernetes_node_selector",)),
+            kubernetes_node_selector=_labels_from_proto(msg.artifacts.kubernetes_node_selector),
+        )
+    return m.Placement(**_read(msg, m.Placement, skip=("artifacts",)), artifacts=artifacts)
+
+
+def place_response_to_proto(r: m.PlaceResponse) -> pb.PlaceResponse:
+    msg = pb.PlaceResponse(
+        deployment=r.deployment, unplaced_replicas=r.unplaced_replicas, hosts_considered=r.hosts_considered
+    )
+    msg.placements.extend(placement_to_proto(p) for p in r.placements)
+    msg.selected.extend(placement_to_proto(p) for p in r.selected)
+    msg.rejections.extend(
+        pb.FleetRejection(host=x.host, reason=enum_to_proto(x.reason), message=x.message) for x in r.rejections
+    )
+    return msg
+
+
+def place_response_from_proto(msg: pb.PlaceResponse) -> m.PlaceResponse:
+    return m.PlaceResponse(
+        deployment=msg.deployment,
+        placements=tuple(placement_from_proto(p) for p in msg.placements),
+        selected=tuple(placement_from_proto(p) for p in msg.selected),
+        rejections=tuple(
+            m.Rejection(host=x.host, reason=enum_from_proto(m.RejectReason, x.reason) or m.RejectReason.INVALID, message=x.message)
+            for x in msg.rejections
+        ),
+        unplaced_replicas=msg.unplaced_replicas,
+        hosts_considered=msg.hosts_considered,
+    )
+
+
+def fleet_plan_to_proto(r: m.FleetPlanResponse) -> pb.PlanFleetResponse:
+    msg = pb.PlanFleetResponse()
+    for a in r.assignments:
+        msg.assignments.add(deployment=a.deployment, replica=a.replica).placement.CopyFrom(placement_to_proto(a.placement))
+    msg.unplaced.extend(pb.FleetUnplaced(deployment=u.deployment, replica=u.replica, reason=u.reason) for u in r.unplaced)
+    msg.budgets.extend(_fill(b, pb.FleetGpuBudget()) for b in r.budgets)
+    return msg
+
+
+def fleet_plan_from_proto(msg: pb.PlanFleetResponse) -> m.FleetPlanResponse:
+    return m.FleetPlanResponse(
+        assignments=tuple(
+            m.Assignment(deployment=a.deployment, replica=a.replica, placement=placement_from_proto(a.placement))
+            for a in msg.assignments
+        ),
+        unplaced=tuple(m.Unplaced(deployment=u.deployment, replica=u.replica, reason=u.reason) for u in msg.unplaced),
+        budgets=tuple(m.GpuBudget(**_read(b, m.GpuBudget)) for b in msg.budgets),
+    )

@@ -1,0 +1,131 @@
+"""Where the agents are: a static list, a DNS name re-resolved periodically, and self-registration.
+
+All three feed ``FleetRegistry.add_target/remove_target`` and may be combined; an address named by
+several sources is watched once. DNS answers are resolved with ``socket.getaddrinfo`` in the default
+executor under a timeout (the stdlib resolver blocks and has no timeout of its own); a failed lookup
+keeps the previous answer, so a DNS blip never empties the fleet. Registrations are leases: an agent
+that stops heartbeating lapses after ``registration_lease_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from pathlib import Path
+from typing import Callable, Iterable
+
+from planner_service.engine.errors import InvalidRequestError
+from planner_service.fleet.models import DiscoverySource
+from planner_service.fleet.registry import FleetRegistry
+
+log = logging.getLogger(__name__)
+
+Resolver = Callable[[str, int], list[str]]
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InvalidRequestError.for_field("address", f"expected HOST:PORT, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_agent_list(values: Iterable[str]) -> list[str]:
+    """``["a:1,b:2", "c:3"]`` -> sorted unique addresses (flags may be repeated or comma-joined)."""
+    out: set[str] = set()
+    for value in values:
+        for item in value.split(","):
+            if item.strip():
+                host, port = split_host_port(item)
+                out.add(join_host_port(host, port))
+    return sorted(out)
+
+
+def read_agent_file(path: Path) -> list[str]:
+    """One address per line (or comma-separated); ``#`` starts a comment."""
+    lines = [line.split("#", 1)[0] for line in Path(path).read_text().splitlines()]
+    return parse_agent_list(lines)
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({join_host_port(info[4][0], port) for info in infos})
+
+
+class StaticDiscovery:
+    def __init__(self, registry: FleetRegistry, addresses: Iterable[str]) -> None:
+        self._registry = registry
+        self.addresses = parse_agent_list(addresses)
+
+    def start(self) -> None:
+        for address in self.addresses:
+            self._registry.add_target(address, DiscoverySource.STATIC)
+
+
+class DnsDiscovery:
+    """Re-resolves ``name:port`` (e.g. a Kubernetes headless Service) into agent addresses."""
+
+    def __init__(self, registry: FleetRegistry, target: str, resolver: Resolver = system_resolver) -> None:
+        self._registry = registry
+        self.host, self.port = split_host_port(target)
+        self._resolver = resolver
+        self.current: set[str] = set()
+
+    async def refresh(self) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = self._registry.timings.dns_timeout_seconds
+        try:
+            answer = await asyncio.wait_for(
+                loop.run_in_executor(None, self._resolver, self.host, self.port), timeout=timeout
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.warning("DNS discovery of %s:%d failed (%s); keeping %d address(es)", self.host, self.port, exc, len(self.current))
+            return
+        new = set(answer)
+        for address in sorted(new - self.current):
+            self._registry.add_target(address, DiscoverySource.DNS)
+        for address in sorted(self.current - new):
+            self._registry.remove_target(address, DiscoverySource.DNS)
+        self.current = new
+
+    async def run(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self._registry.timings.dns_refresh_seconds)
+
+
+class Registrations:
+    """Agent self-registration leases, renewed by each RegisterAgent heartbeat."""
+
+    def __init__(self, registry: FleetRegistry, clock: Callable[[], float]) -> None:
+        self._registry = registry
+        self._clock = clock
+        self._expiry: dict[str, float] = {}
+        self._labels: dict[str, dict[str, str]] = {}
+
+    def register(self, address: str, labels: dict[str, str] | None = None) -> str:
+        """Renew the lease of ``address`` (normalised and returned) with the labels the agent sent."""
+        host, port = split_host_port(address)
+        address = join_host_port(host, port)
+        self._expiry[address] = self._clock() + self._registry.timings.registration_lease_seconds
+        self._labels[address] = dict(labels or {})
+        self._registry.add_target(address, DiscoverySource.REGISTERED)
+        return address
+
+    def labels_for(self, address: str) -> dict[str, str]:
+        return dict(self._labels.get(address, {}))
+
+    def expire(self) -> None:
+        now = self._clock()
+        for address in sorted(a for a, t in self._expiry.items() if t < now):
+            del self._expiry[address]
+            self._labels.pop(address, None)
+            self._registry.remove_target(address, DiscoverySource.REGISTERED)
+
+    def __len__(self) -> int:
+        return len(self._expiry)

@@ -1,0 +1,72 @@
+"""The I/O edge of fleet planning: resolve a deployment's model once, hand the pure core a twin.
+
+``TwinProvider.prepare(deployment)`` returns the ``TwinCache`` for that deployment's base request
+(model, workload, policy, engine; the hardware part is filled per GPU group by placement) and
+whether it needs fp8. Caches are kept per base request in a small LRU, so repeated ``Place`` calls
+for the same model reuse every twin evaluation already done (the benchmark's warm path).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Callable
+
+from planner_service.engine.models import HardwareOptions, ModelOptions, PlanRequest, PlanResponse
+from planner_service.engine.source import ModelSource
+from planner_service.fleet.models import Deployment
+from planner_service.fleet.placement import TwinCache, needs_fp8
+
+Resolve = Callable[[ModelOptions], ModelSource]
+Build = Callable[[ModelSource, PlanRequest], PlanResponse]
+
+
+def default_resolve() -> Resolve:
+    from planner_service.api import default_resolver
+
+    return default_resolver().resolve
+
+
+def default_build() -> Build:
+    from planner_service.engine.plan import build_plan
+
+    return build_plan
+
+
+def checkpoint_quantization(source: ModelSource) -> str | None:
+    quant = source.config.get("quantization_config")
+    if isinstance(quant, dict):
+        method = quant.get("quant_method") or quant.get("quantization")
+        return str(method) if method else None
+    return None
+
+
+class TwinProvider:
+    def __init__(self, resolve: Resolve | None = None, build: Build | None = None, max_entries: int = 64) -> None:
+        self._resolve = resolve
+        self._build = build
+        self._max = max_entries
+        self._entries: OrderedDict[str, tuple[TwinCache, bool]] = OrderedDict()
+        self._lock = threading.Lock()  # prepare() runs in worker threads (the servicer offloads planning)
+
+    def prepare(self, deployment: Deployment) -> tuple[TwinCache, bool]:
+        base = deployment.plan.model_copy(update={"hardware": HardwareOptions()})
+        key = base.model_dump_json()
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                return hit
+        resolve = self._resolve or default_resolve()
+        build = self._build or default_build()
+        source = resolve(deployment.plan.model)  # blocking I/O (catalog, HF cache or Hub)
+
+        def evaluate(request: PlanRequest) -> PlanResponse:
+            return build(source, request)
+
+        entry = (TwinCache(evaluate), needs_fp8(deployment.plan, checkpoint_quantization(source)))
+        with self._lock:
+            self._entries[key] = entry
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+        return entry

@@ -1,0 +1,212 @@
+"""Domain models of the fleet: what the planner knows about each host, and what placement answers.
+
+These are the boundary types of ``planner_service.fleet``: the registry holds ``FleetHost`` values,
+the pure placement/packing core takes them and returns ``PlaceResponse`` / ``FleetPlanResponse``,
+and the gRPC converters map them to and from ``fleet.proto``. Memory is always in bytes, and
+``memory_total_bytes`` is the CUDA-visible total (NVML total minus the driver reservation), which is
+what vLLM multiplies by ``gpu_memory_utilization``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from planner_service.engine.models import PlanRequest
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class HostState(str, Enum):
+    CONNECTING = "connecting"  # discovered, no inventory received yet
+    READY = "ready"  # a live stream delivered inventory recently
+    STALE = "stale"  # stream broken or heartbeat late: not a placement candidate
+    GONE = "gone"  # stale for long: kept only so schedulers see the transition
+
+
+class DiscoverySource(str, Enum):
+    STATIC = "static"
+    DNS = "dns"
+    REGISTERED = "registered"
+
+
+class FleetGpu(_Model):
+    """One placement target: a whole GPU, or one MIG instance (``mig_parent_uuid`` set)."""
+
+    uuid: str
+    index: int = Field(description="nvidia-smi index; for MIG instances the parent's index.")
+    name: str = Field(description="Product name as NVML reports it, e.g. 'NVIDIA H100 80GB HBM3'.")
+    memory_total_bytes: int = Field(ge=0, description="CUDA-visible total (NVML total - reserved).")
+    memory_free_bytes: int = Field(ge=0, description="Live free memory (other processes subtracted).")
+    compute_capability: str | None = None
+    numa_node: int | None = None
+    healthy: bool = True
+    nvlink_peer_uuids: tuple[str, ...] = ()
+    mig_enabled: bool = Field(default=False, description="A MIG-enabled parent: its instances are the targets.")
+    mig_parent_uuid: str | None = None
+    mig_profile: str | None = None
+
+    @property
+    def is_mig_instance(self) -> bool:
+        return self.mig_parent_uuid is not None
+
+
+class FleetHost(_Model):
+    """A host as the fleet sees it (soft state, rebuilt from discovery + agent streams)."""
+
+    host: str = Field(description="Hostname the agent reports (Kubernetes node name).")
+    address: str = Field(description="HOST:PORT of the agent's gRPC endpoint.")
+    state: HostState = HostState.READY
+    labels: dict[str, str] = {}
+    gpus: tuple[FleetGpu, ...] = ()
+    sources: tuple[DiscoverySource, ...] = ()
+    agent_instance_id: str = ""
+    generation: int = 0
+    driver_version: str | None = None
+    state_reason: str | None = None
+    last_update_age_seconds: float | None = None
+
+    @property
+    def gpu_types(self) -> tuple[str, ...]:
+        return tuple(sorted({g.name for g in self.gpus}))
+
+    @property
+    def max_free_bytes(self) -> int:
+        return max((g.memory_free_bytes for g in targets(self)), default=0)
+
+
+def targets(host: FleetHost) -> list[FleetGpu]:
+    """Placement targets of a host: whole GPUs without MIG, plus every MIG instance."""
+    return [g for g in host.gpus if not g.mig_enabled]
+
+
+class HostFilter(_Model):
+    """Which hosts a query considers. Empty lists/dicts mean 'no constraint'."""
+
+    gpu_types: tuple[str, ...] = Field(default=(), description="Substring match on the GPU name, case-insensitive.")
+    hosts: tuple[str, ...] = ()
+    labels: dict[str, str] = {}
+    min_free_memory_bytes: int | None = Field(default=None, ge=0)
+    states: tuple[HostState, ...] = ()
+    gpu_uuids: tuple[str, ...] = ()
+
+
+class MemorySizing(str, Enum):
+    MAX_FREE = "max_free"  # give vLLM what is free (capped by the utilization asked for)
+    FIT_WORKLOAD = "fit_workload"  # the smallest budget whose KV cache holds the workload
+
+
+class Deployment(_Model):
+    """One model to place: a plan request (model, workload, engine settings) plus fleet constraints."""
+
+    name: str = Field(default="", description="Label of the deployment in fleet plans (defaults to the model).")
+    plan: PlanRequest
+    replicas: int = Field(default=1, ge=1, le=10_000)
+    max_ttft_seconds: float | None = Field(default=None, gt=0)
+    max_itl_seconds: float | None = Field(default=None, gt=0)
+    filter: HostFilter = HostFilter()
+    sizing: MemorySizing | None = Field(default=None, description="None: MAX_FREE for Place, FIT_WORKLOAD for PlanFleet.")
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.plan.model.model
+
+
+class RejectReason(str, Enum):
+    STATE = "state"
+    FILTERED = "filtered"
+    NO_FP8 = "no_fp8"
+    TP_IMPOSSIBLE = "tp_impossible"
+    MIG_TOO_SMALL = "mig_too_small"
+    INSUFFICIENT_FREE_MEMORY = "insufficient_free_memory"
+    DOES_NOT_FIT = "does_not_fit"
+    SLO = "slo"
+    INVALID = "invalid"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+
+
+class Rejection(_Model):
+    host: str
+    reason: RejectReason
+    message: str
+
+
+class PlacementArtifacts(_Model):
+    cuda_visible_devices: str
+    serve_command: str
+    docker_run: str
+    kubernetes_node_selector: dict[str, str]
+    kubernetes: str = ""
+
+
+class Placement(_Model):
+    """One TP group on one host, with the twin's verdict for exactly those GPUs."""
+
+    host: str
+    address: str
+    gpu_uuids: tuple[str, ...]
+    gpu_indices: tuple[int, ...]
+    gpu_name: str
+    mig: bool = False
+    tensor_parallel_size: int
+    interconnect: str = Field(description="nvlink | pcie | single")
+    numa_node: int | None = None
+    gpu_memory_utilization: float
+    memory_total_bytes: int
+    memory_free_bytes: int = Field(description="Smallest live free memory in the group.")
+    requested_memory_bytes: int = Field(description="ceil(total x utilization): what vLLM claims per GPU.")
+    reserved_bytes: int = Field(description="What this placement takes out of each GPU's free memory.")
+    fits: bool
+    kv_cache_tokens: int
+    max_concurrency: float
+    max_model_len: int
+    kv_cache_bytes: int
+    weights_bytes: int
+    ttft_seconds: float | None = None
+    itl_seconds: float | None = None
+    decode_tokens_per_second: float | None = None
+    warnings: tuple[str, ...] = ()
+    artifacts: PlacementArtifacts | None = None
+
+
+class PlaceResponse(_Model):
+    deployment: str
+    placements: tuple[Placement, ...] = Field(description="Ranked, best first; at most max_results.")
+    selected: tuple[Placement, ...] = Field(description="The `replicas` placements chosen together, budget-checked.")
+    rejections: tuple[Rejection, ...] = ()
+    unplaced_replicas: int = 0
+    hosts_considered: int = 0
+
+
+class FleetPlanRequest(_Model):
+    deployments: tuple[Deployment, ...]
+    max_results: int = Field(default=10, ge=1, le=1000)
+
+
+class Assignment(_Model):
+    deployment: str
+    replica: int
+    placement: Placement
+
+
+class Unplaced(_Model):
+    deployment: str
+    replica: int
+    reason: str
+
+
+class GpuBudget(_Model):
+    host: str
+    uuid: str
+    memory_free_bytes: int
+    reserved_bytes: int
+    remaining_bytes: int
+
+
+class FleetPlanResponse(_Model):
+    assignments: tuple[Assignment, ...]
+    unplaced: tuple[Unplaced, ...] = ()
+    budgets: tuple[GpuBudget, ...] = ()

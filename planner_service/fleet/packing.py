@@ -1,0 +1,114 @@
+"""Assigning replicas and whole fleet plans without over-committing any GPU (pure).
+
+A per-GPU budget (bytes still free, keyed by GPU/MIG UUID) starts at each GPU's live free memory.
+Each chosen placement subtracts its ``reserved_bytes`` (vLLM's ``ceil(T x u)`` plus the pre-snapshot
+overhead) from every GPU of its group, and the next replica is planned against what remains, so two
+deployments may share a GPU only when both fit in its free memory. Greedy and deterministic: hosts are
+visited sorted by name, deployments in the order given (that order is the priority), candidates are
+ranked with ``placement.rank_key`` after
+spreading replicas over hosts, so the same input always yields the same plan.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from planner_service.fleet import sizing
+from planner_service.fleet.models import (
+    Assignment,
+    Deployment,
+    FleetHost,
+    FleetPlanRequest,
+    FleetPlanResponse,
+    GpuBudget,
+    MemorySizing,
+    Placement,
+    Rejection,
+    Unplaced,
+)
+from planner_service.fleet.placement import TwinCache, place_on_host, rank_key
+
+# For each deployment: the twin cache to use and whether it needs fp8 support.
+Prepare = Callable[[Deployment], tuple[TwinCache, bool]]
+
+
+def _summarise(rejections: Sequence[Rejection], limit: int = 4) -> str:
+    if not rejections:
+        return "no hosts in the fleet"
+    parts = [f"{r.host}: {r.message}" for r in sorted(rejections, key=lambda r: r.host)[:limit]]
+    more = len(rejections) - limit
+    return "; ".join(parts) + (f"; and {more} more host(s)" if more > 0 else "")
+
+
+def assign_replicas(
+    deployment: Deployment,
+    hosts: Sequence[FleetHost],
+    budget: dict[str, int],
+    cache: TwinCache,
+    policy: sizing.SizingPolicy,
+    *,
+    fp8: bool = False,
+    sizing_mode: MemorySizing = MemorySizing.MAX_FREE,
+) -> tuple[list[Placement], list[str]]:
+    """Choose ``deployment.replicas`` placements one by one, charging ``budget`` (mutated) for each."""
+    ordered = sorted(hosts, key=lambda h: (h.host, h.address))
+    by_host = {h.host: h for h in ordered}
+
+    def evaluate(host: FleetHost) -> Placement | Rejection:
+        return place_on_host(deployment, host, cache, policy, fp8=fp8, free=budget, sizing_mode=sizing_mode)
+
+    current = {h.host: evaluate(h) for h in ordered}
+    selected: list[Placement] = []
+    unplaced: list[str] = []
+    used_hosts: dict[str, int] = {}
+    for _ in range(deployment.replicas):
+        options = [p for p in current.values() if isinstance(p, Placement)]
+        if not options:
+            unplaced.append(_summarise([r for r in current.values() if isinstance(r, Rejection)]))
+            continue
+        # Replicas of one deployment spread across hosts first (a host failure takes fewer down).
+        best = min(options, key=lambda p: (used_hosts.get(p.host, 0), rank_key(p)))
+        used_hosts[best.host] = used_hosts.get(best.host, 0) + 1
+        for uuid in best.gpu_uuids:
+            remaining = budget[uuid] - best.reserved_bytes
+            if remaining < 0:  # cannot happen by construction; guard the invariant anyway
+                raise AssertionError(f"over-commit of {uuid}: {remaining} bytes")
+            budget[uuid] = remaining
+        selected.append(best)
+        current[best.host] = evaluate(by_host[best.host])
+    return selected, unplaced
+
+
+def plan_fleet(
+    request: FleetPlanRequest,
+    hosts: Sequence[FleetHost],
+    prepare: Prepare,
+    policy: sizing.SizingPolicy | None = None,
+) -> FleetPlanResponse:
+    """Place every deployment's replicas across the fleet, in request order, sharing one GPU budget."""
+    policy = policy or sizing.SizingPolicy()
+    ordered = sorted(hosts, key=lambda h: (h.host, h.address))
+    initial = {g.uuid: g.memory_free_bytes for h in ordered for g in h.gpus}
+    owner = {g.uuid: h.host for h in ordered for g in h.gpus}
+    budget = dict(initial)
+    assignments: list[Assignment] = []
+    unplaced: list[Unplaced] = []
+    for deployment in request.deployments:
+        cache, fp8 = prepare(deployment)
+        mode = deployment.sizing or MemorySizing.FIT_WORKLOAD
+        selected, missing = assign_replicas(deployment, ordered, budget, cache, policy, fp8=fp8, sizing_mode=mode)
+        name = deployment.display_name
+        assignments += [Assignment(deployment=name, replica=i, placement=p) for i, p in enumerate(selected)]
+        unplaced += [Unplaced(deployment=name, replica=len(selected) + i, reason=r) for i, r in enumerate(missing)]
+    budgets = tuple(
+        GpuBudget(
+            host=owner[uuid],
+            uuid=uuid,
+            memory_free_bytes=initial[uuid],
+            reserved_bytes=initial[uuid] - budget[uuid],
+            remaining_bytes=budget[uuid],
+        )
+        for uuid in sorted(initial, key=lambda u: (owner[u], u))
+        if budget[uuid] != initial[uuid]
+    )
+    return FleetPlanResponse(assignments=tuple(assignments), unplaced=tuple(unplaced), budgets=budgets)

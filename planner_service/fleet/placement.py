@@ -1,0 +1,308 @@
+"""Placement of one deployment on one host, and the ranked ``Place`` answer over the fleet (pure).
+
+The memory twin is injected as ``evaluate(PlanRequest) -> PlanResponse`` (no I/O here). Each host is
+filtered (state, labels, GPU type), then for each tensor-parallel size from small to large the best
+GPU group is chosen (``topology.best_group``), the utilization is derived from that group's LIVE free
+memory (``sizing.max_utilization``) and the twin is run for exactly that GPU, total and free memory.
+The first TP size that fits (and meets the SLO) is the host's placement; otherwise the host is
+rejected with the most telling reason.
+
+Twin results are memoised in ``TwinCache`` on (GPU model, CUDA total, TP, interconnect, utilization,
+bucketed free memory): across a fleet built from a few GPU shapes, a handful of evaluations serve
+thousands of hosts. Ranking: fewest GPUs, better interconnect, more KV capacity, then host and GPU
+indices, so equal inputs always give equal answers.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+from planner_service.engine.errors import PlannerError
+from planner_service.engine.models import HardwareOptions, Interconnect, PlanRequest, PlanResponse
+from planner_service.fleet import sizing
+from planner_service.fleet.artifacts import pinned_artifacts
+from planner_service.fleet.models import (
+    Deployment,
+    FleetGpu,
+    FleetHost,
+    HostState,
+    MemorySizing,
+    Placement,
+    PlaceResponse,
+    RejectReason,
+    Rejection,
+    targets,
+)
+from planner_service.fleet.topology import NVLINK, Group, best_group, max_group_size
+
+Evaluate = Callable[[PlanRequest], PlanResponse]
+GIB = 1 << 30
+_TP_SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+
+class TwinCache:
+    """Memoises twin evaluations; safe to share across calls for one deployment's base request."""
+
+    def __init__(self, evaluate: Evaluate) -> None:
+        self._evaluate = evaluate
+        self._results: dict[tuple, PlanResponse | PlannerError] = {}
+        self.evaluations = 0
+
+    def run(self, key: tuple, request: PlanRequest) -> PlanResponse:
+        hit = self._results.get(key)
+        if hit is None:
+            self.evaluations += 1
+            try:
+                hit = self._evaluate(request)
+            except PlannerError as exc:  # an impossible TP or similar: remember it like a result
+                hit = exc
+            self._results[key] = hit
+        if isinstance(hit, PlannerError):
+            raise hit
+        return hit
+
+
+def needs_fp8(request: PlanRequest, checkpoint_quantization: str | None) -> bool:
+    """True when the deployment runs fp8 weights or an fp8 KV cache."""
+    names = (request.model.quantization, request.model.kv_cache_dtype, checkpoint_quantization)
+    return any(n is not None and "fp8" in n.lower() for n in names)
+
+
+def _cc_at_least(cc: str | None, wanted: tuple[int, int]) -> bool:
+    if not cc:
+        return False
+    major, _, minor = cc.partition(".")
+    try:
+        return (int(major), int(minor or 0)) >= wanted
+    except ValueError:
+        return False
+
+
+def host_matches(host: FleetHost, deployment: Deployment) -> str | None:
+    """None if the host passes the deployment's filter, else why not."""
+    f = deployment.filter
+    if f.hosts and host.host not in f.hosts:
+        return "not in the requested hosts"
+    for key, value in sorted(f.labels.items()):
+        if host.labels.get(key) != value:
+            return f"label {key}={value} not set"
+    return None
+
+
+def _gpu_matches(gpu: FleetGpu, deployment: Deployment) -> bool:
+    f = deployment.filter
+    if f.gpu_types and not any(t.lower() in gpu.name.lower() for t in f.gpu_types):
+        return False
+    if f.gpu_uuids and gpu.uuid not in f.gpu_uuids and (gpu.mig_parent_uuid or "") not in f.gpu_uuids:
+        return False
+    if f.min_free_memory_bytes is not None and gpu.memory_free_bytes < f.min_free_memory_bytes:
+        return False
+    return True
+
+
+def _tp_sizes(deployment: Deployment, largest: int) -> list[int]:
+    asked = deployment.plan.hardware.tensor_parallel_size
+    if asked is not None:
+        return [asked]
+    return [tp for tp in _TP_SIZES if tp <= max(largest, 1)]
+
+
+def _twin_request(deployment: Deployment, group: Group, utilization: float, free_bytes: int) -> PlanRequest:
+    gpu = group.gpus[0]
+    total = min(g.memory_total_bytes for g in group.gpus)
+    plan = deployment.plan
+    hardware = HardwareOptions(
+        gpu=gpu.name,
+        num_gpus=len(group.gpus),
+        vram_gb=total / GIB,
+        interconnect=Interconnect.NVLINK if group.interconnect == NVLINK else Interconnect.PCIE,
+        tensor_parallel_size=len(group.gpus),
+        pipeline_parallel_size=plan.hardware.pipeline_parallel_size,
+        enable_expert_parallel=plan.hardware.enable_expert_parallel,
+        free_memory_bytes=free_bytes,
+    )
+    policy = plan.policy.model_copy(update={"gpu_memory_utilization": utilization})
+    return plan.model_copy(update={"hardware": hardware, "policy": policy})
+
+
+def _evaluate_group(
+    deployment: Deployment, host: FleetHost, group: Group, utilization: float, cache: TwinCache, policy: sizing.SizingPolicy
+) -> Placement:
+    total = min(g.memory_total_bytes for g in group.gpus)
+    free_for_twin = sizing.bucket_free(group.min_free_bytes, policy) - policy.startup_overhead_bytes
+    key = (group.gpus[0].name, total, len(group.gpus), group.interconnect, utilization, free_for_twin)
+    plan = cache.run(key, _twin_request(deployment, group, utilization, free_for_twin))
+    feas = plan.feasibility
+    perf = plan.performance
+    gpu = group.gpus[0]
+    return Placement(
+        host=host.host,
+        address=host.address,
+        gpu_uuids=group.uuids,
+        gpu_indices=tuple(g.index for g in group.gpus),
+        gpu_name=gpu.name + (f" MIG {gpu.mig_profile}" if gpu.is_mig_instance and gpu.mig_profile else ""),
+        mig=gpu.is_mig_instance,
+        tensor_parallel_size=len(group.gpus),
+        interconnect=group.interconnect,
+        numa_node=group.numa_node,
+        gpu_memory_utilization=utilization,
+        memory_total_bytes=total,
+        memory_free_bytes=group.min_free_bytes,
+        requested_memory_bytes=sizing.requested_bytes(total, utilization),
+        reserved_bytes=sizing.reserved_bytes(total, utilization, policy),
+        fits=feas.fits,
+        kv_cache_tokens=feas.kv_cache_tokens,
+        max_concurrency=feas.max_concurrency,
+        max_model_len=plan.config.max_model_len,
+        kv_cache_bytes=feas.per_gpu.kv_cache_bytes,
+        weights_bytes=feas.per_gpu.weights_bytes,
+        ttft_seconds=perf.ttft_seconds.expected if perf else None,
+        itl_seconds=perf.itl_seconds.expected if perf else None,
+        decode_tokens_per_second=perf.decode_tokens_per_second_aggregate.expected if perf else None,
+        warnings=tuple(feas.warnings) + ((feas.error,) if feas.error else ()),
+        artifacts=pinned_artifacts(plan, host.host, group.uuids),
+    )
+
+
+def _slo_violation(deployment: Deployment, placement: Placement) -> str | None:
+    if deployment.max_ttft_seconds is not None and placement.ttft_seconds is not None:
+        if placement.ttft_seconds > deployment.max_ttft_seconds:
+            return f"TTFT {placement.ttft_seconds:.3f}s > SLO {deployment.max_ttft_seconds:.3f}s"
+    if deployment.max_itl_seconds is not None and placement.itl_seconds is not None:
+        if placement.itl_seconds > deployment.max_itl_seconds:
+            return f"ITL {placement.itl_seconds * 1000:.1f}ms > SLO {deployment.max_itl_seconds * 1000:.1f}ms"
+    return None
+
+
+def _workload_tokens(deployment: Deployment) -> int:
+    w = deployment.plan.workload
+    return w.concurrency * (w.prompt_tokens + w.gen_tokens)
+
+
+def _fit_workload(
+    deployment: Deployment, host: FleetHost, group: Group, top: Placement, cache: TwinCache, policy: sizing.SizingPolicy
+) -> Placement:
+    """Smallest utilization whose KV cache still holds the workload (binary search; KV grows with u)."""
+    need = _workload_tokens(deployment)
+    if top.kv_cache_tokens < need:
+        return top
+    steps = sizing.utilization_steps(0.01, top.gpu_memory_utilization)
+    lo, hi, best = 0, len(steps) - 1, top
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        candidate = _evaluate_group(deployment, host, group, steps[mid], cache, policy)
+        if candidate.fits and candidate.kv_cache_tokens >= need and _slo_violation(deployment, candidate) is None:
+            best, hi = candidate, mid - 1
+        else:
+            lo = mid + 1
+    return best
+
+
+def place_on_host(
+    deployment: Deployment,
+    host: FleetHost,
+    cache: TwinCache,
+    policy: sizing.SizingPolicy,
+    *,
+    fp8: bool = False,
+    free: Mapping[str, int] | None = None,
+    sizing_mode: MemorySizing = MemorySizing.MAX_FREE,
+) -> Placement | Rejection:
+    """The best placement of one replica on this host given the remaining ``free`` budget, or why not."""
+    if host.state is not HostState.READY:
+        reason = f"host is {host.state.value}" + (f": {host.state_reason}" if host.state_reason else "")
+        return Rejection(host=host.host, reason=RejectReason.STATE, message=reason)
+    why = host_matches(host, deployment)
+    if why:
+        return Rejection(host=host.host, reason=RejectReason.FILTERED, message=why)
+    candidates = [g for g in targets(host) if _gpu_matches(g, deployment)]
+    if not candidates:
+        return Rejection(host=host.host, reason=RejectReason.FILTERED, message="no GPU matches the GPU filters")
+    if fp8 and policy.require_native_fp8:
+        native = [g for g in candidates if _cc_at_least(g.compute_capability, (8, 9))]
+        if not native:
+            ccs = ",".join(sorted({g.compute_capability or "?" for g in candidates}))
+            return Rejection(host=host.host, reason=RejectReason.NO_FP8, message=f"no fp8 support (compute capability {ccs} < 8.9)")
+        candidates = native
+    largest = max_group_size(candidates)
+    sizes = _tp_sizes(deployment, largest)
+    if sizes and sizes[0] > largest:
+        only_mig = all(g.is_mig_instance for g in candidates)
+        detail = "MIG instances run TP=1 only" if only_mig else f"host has {largest} usable GPU(s) of one model"
+        return Rejection(host=host.host, reason=RejectReason.TP_IMPOSSIBLE, message=f"TP={sizes[0]} impossible: {detail}")
+    cap = deployment.plan.policy.gpu_memory_utilization
+    last: Rejection | None = None
+    for tp in sizes:
+        group = best_group(candidates, tp, free, min_free_bytes=policy.startup_overhead_bytes + 1)
+        if group is None:
+            last = last or Rejection(
+                host=host.host, reason=RejectReason.INSUFFICIENT_FREE_MEMORY, message=f"no {tp} GPU(s) with free memory left"
+            )
+            continue
+        total = min(g.memory_total_bytes for g in group.gpus)
+        utilization = sizing.max_utilization(total, group.min_free_bytes, policy, cap)
+        if utilization is None:
+            last = Rejection(
+                host=host.host,
+                reason=RejectReason.INSUFFICIENT_FREE_MEMORY,
+                message=f"too little free memory: {group.min_free_bytes / GIB:.2f} GiB free on {','.join(group.uuids)}",
+            )
+            continue
+        try:
+            placement = _evaluate_group(deployment, host, group, utilization, cache, policy)
+        except PlannerError as exc:
+            last = Rejection(host=host.host, reason=RejectReason.INVALID, message=f"TP={tp}: {' '.join(str(exc).split())}")
+            continue
+        if not placement.fits:
+            mig = group.gpus[0].is_mig_instance
+            reason = RejectReason.MIG_TOO_SMALL if mig else RejectReason.DOES_NOT_FIT
+            what = "MIG slice too small" if mig else f"does not fit at TP={tp}"
+            err = placement.warnings[-1] if placement.warnings else f"KV cache {placement.kv_cache_bytes / GIB:.2f} GiB"
+            last = Rejection(host=host.host, reason=reason, message=f"{what} (u={utilization:.2f}): {err}")
+            continue
+        slo = _slo_violation(deployment, placement)
+        if slo:
+            last = Rejection(host=host.host, reason=RejectReason.SLO, message=f"TP={tp}: {slo}")
+            continue
+        if sizing_mode is MemorySizing.FIT_WORKLOAD:
+            placement = _fit_workload(deployment, host, group, placement, cache, policy)
+        return placement
+    return last or Rejection(host=host.host, reason=RejectReason.TP_IMPOSSIBLE, message="no tensor-parallel size to try")
+
+
+def rank_key(p: Placement) -> tuple:
+    link_rank = 0 if p.interconnect != "pcie" else 1
+    return (p.tensor_parallel_size, link_rank, -p.max_concurrency, -p.kv_cache_tokens, p.host, p.gpu_indices, p.gpu_uuids)
+
+
+def place(
+    deployment: Deployment,
+    hosts: Sequence[FleetHost],
+    cache: TwinCache,
+    policy: sizing.SizingPolicy | None = None,
+    *,
+    fp8: bool = False,
+    max_results: int = 10,
+) -> PlaceResponse:
+    """Rank one placement per host, then choose ``replicas`` of them together without over-commit."""
+    from planner_service.fleet.packing import assign_replicas  # packing builds on this module
+
+    policy = policy or sizing.SizingPolicy()
+    mode = deployment.sizing or MemorySizing.MAX_FREE
+    ordered = sorted(hosts, key=lambda h: (h.host, h.address))
+    placements: list[Placement] = []
+    rejections: list[Rejection] = []
+    for host in ordered:
+        result = place_on_host(deployment, host, cache, policy, fp8=fp8, sizing_mode=mode)
+        (placements if isinstance(result, Placement) else rejections).append(result)
+    placements.sort(key=rank_key)
+    budget = {g.uuid: g.memory_free_bytes for h in ordered for g in h.gpus}
+    selected, unplaced = assign_replicas(deployment, ordered, budget, cache, policy, fp8=fp8, sizing_mode=mode)
+    return PlaceResponse(
+        deployment=deployment.display_name,
+        placements=tuple(placements[:max_results]),
+        selected=tuple(selected),
+        rejections=tuple(rejections),
+        unplaced_replicas=len(unplaced),
+        hosts_considered=len(ordered),
+    )

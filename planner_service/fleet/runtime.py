@@ -1,0 +1,120 @@
+"""The fleet machinery inside the planner process: settings, discovery, watchers, sweeps, servicer hook.
+
+Usage from a server bootstrap (inside the event loop)::
+
+    fleet = FleetRuntime(FleetSettings(agents=["gpu-1:50052"], agents_dns=["gpu-agents.ns.svc:50052"]))
+    await fleet.start()
+    running = await start_server(options, register=fleet.register, service_full_names=[FLEET_SERVICE_NAME])
+    ...
+    await fleet.stop()
+
+Why replicas agree: a replica's fleet is a function of (discovery answers, agent streams). Static
+lists and DNS are the same for every replica; agents given ``--register-with NAME`` register with
+*every* address NAME resolves to (gpu_agent/register.py), so each replica holds the same leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import grpc
+from pydantic import BaseModel, ConfigDict, Field
+
+from planner_service.fleet.discovery import DnsDiscovery, Registrations, Resolver, StaticDiscovery, read_agent_file, system_resolver
+from planner_service.fleet.evaluator import TwinProvider
+from planner_service.fleet.registry import FleetRegistry, FleetTimings
+from planner_service.fleet.sizing import SizingPolicy
+from planner_service.fleet.watcher import StreamOpener, WatcherPool
+
+log = logging.getLogger(__name__)
+
+FLEET_SERVICE_NAME = "vllm_planner.v1.FleetService"
+
+
+class FleetSettings(BaseModel):
+    """What the planner's ``--agents``, ``--agents-file``, ``--agents-dns`` and timing flags set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agents: list[str] = Field(default_factory=list, description="Static agent addresses HOST:PORT (comma-separated allowed).")
+    agents_file: Path | None = Field(default=None, description="File with one agent address per line.")
+    agents_dns: list[str] = Field(default_factory=list, description="NAME:PORT resolving to many agents (headless Service).")
+    agent_auth_token: str | None = Field(default=None, description="Bearer token for the agents' gRPC endpoints.")
+    agent_tls: bool = False
+    timings: FleetTimings = FleetTimings()
+    sizing: SizingPolicy = SizingPolicy()
+
+
+class FleetRuntime:
+    def __init__(
+        self,
+        settings: FleetSettings | None = None,
+        *,
+        open_stream: StreamOpener | None = None,
+        provider: TwinProvider | None = None,
+        resolver: Resolver = system_resolver,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or FleetSettings()
+        self.instance_id = uuid.uuid4().hex[:12]
+        self.registry = FleetRegistry(self.settings.timings, clock)
+        self.registrations = Registrations(self.registry, clock)
+        self.provider = provider or TwinProvider()
+        if open_stream is None:
+            from planner_service.fleet.inventory_adapter import AgentStreams
+
+            open_stream = AgentStreams(self.settings, self.registrations.labels_for).open
+        self.pool = WatcherPool(self.registry, open_stream)
+        addresses = list(self.settings.agents)
+        if self.settings.agents_file is not None:
+            addresses += read_agent_file(self.settings.agents_file)
+        self._static = StaticDiscovery(self.registry, addresses)
+        self._dns = [DnsDiscovery(self.registry, name, resolver) for name in self.settings.agents_dns]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def timings(self) -> FleetTimings:
+        return self.settings.timings
+
+    async def start(self) -> None:
+        self._static.start()
+        for dns in self._dns:
+            await dns.refresh()  # the first answer before serving: a restarted planner is whole at once
+            self._tasks.append(asyncio.create_task(self._repeat_dns(dns), name=f"dns {dns.host}"))
+        self.reconcile()
+        self._tasks.append(asyncio.create_task(self._sweep_loop(), name="fleet sweep"))
+
+    def reconcile(self) -> None:
+        self.registrations.expire()
+        self.pool.reconcile(self.registry.targets())
+
+    async def _repeat_dns(self, dns: DnsDiscovery) -> None:
+        while True:
+            await asyncio.sleep(self.timings.dns_refresh_seconds)
+            await dns.refresh()
+            self.reconcile()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.timings.sweep_interval_seconds)
+            self.reconcile()
+            self.registry.sweep()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.pool.close()
+
+    def register(self, server: grpc.aio.Server) -> None:
+        """The ``register`` callback for ``start_server`` / the planner bootstrap."""
+        from planner_service.fleet.servicer import FleetServicer
+        from vllm_planner.v1 import fleet_pb2_grpc
+
+        fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(self), server)

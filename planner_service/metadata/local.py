@@ -1,0 +1,99 @@
+"""Local model folders: recognising a path, confining it to the model roots, and reading it.
+
+The gRPC server reads folders a *client* names, so every path is confined before anything is read:
+its real path (symlinks resolved, ``..`` collapsed) must lie inside one of the configured model roots.
+The check runs before the existence check, so a refused path reveals nothing about what exists
+outside the roots; it runs again on every file opened, since config.json or a shard may itself be a
+symlink that escapes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from planner_service.engine.errors import InvalidRequestError, ModelNotFoundError, PermissionDeniedError
+from planner_service.engine.source import ModelSource
+from planner_service.metadata.config_file import read_json_object
+from planner_service.metadata.safetensors import summarize_folder
+
+CONFIG_FILE = "config.json"
+
+
+def looks_like_path(name: str) -> bool:
+    """True for names that can only be a filesystem path (never a Hub repo id or catalog name)."""
+    return (
+        name in {".", ".."}
+        or name.startswith(("/", "./", "../", "~", "\\"))
+        or "\\" in name
+        or name.count("/") > 1
+        or os.path.isabs(name)
+    )
+
+
+class Confinement:
+    """Which directories local reads may touch. ``roots=None`` means anywhere (the local CLI)."""
+
+    def __init__(self, roots: Sequence[Path] | None) -> None:
+        self.roots: tuple[Path, ...] | None = (
+            None if roots is None else tuple(Path(os.path.realpath(os.path.expanduser(r))) for r in roots)
+        )
+
+    def allows(self, path: Path) -> bool:
+        if self.roots is None:
+            return True
+        real = Path(os.path.realpath(path))
+        return any(real == root or real.is_relative_to(root) for root in self.roots)
+
+    def check(self, path: Path) -> None:
+        """Raise PermissionDeniedError unless ``path``'s real location is inside a root."""
+        if not self.allows(path):
+            raise PermissionDeniedError(f"model path {str(path)!r} is outside the server's allowed model roots")
+
+    def candidates(self, name: str) -> list[Path]:
+        """Where ``name`` may live: itself when absolute, else under each root (or the working dir)."""
+        path = Path(os.path.expanduser(name))
+        if path.is_absolute():
+            return [path]
+        if self.roots is None:
+            return [Path.cwd() / path]
+        return [root / path for root in self.roots]
+
+
+def find_local_folder(name: str, confinement: Confinement, *, allow_local_paths: bool) -> Path | None:
+    """The folder ``name`` names, or None when it is not a local path (then it is a repo id).
+
+    Raises PermissionDeniedError for a path outside the roots (or any path when local paths are
+    off) and ModelNotFoundError for a path-shaped name that does not exist.
+    """
+    path_like = looks_like_path(name)
+    if not allow_local_paths:
+        if path_like:
+            raise PermissionDeniedError(f"local model paths are disabled here; {name!r} cannot be read")
+        return None
+    for candidate in confinement.candidates(name):
+        if confinement.roots is not None and not confinement.allows(candidate):
+            raise PermissionDeniedError(f"model path {name!r} is outside the server's allowed model roots")
+        if candidate.is_dir():
+            return candidate
+        if path_like and candidate.exists():
+            raise InvalidRequestError.for_field("model.model", f"{name!r} is a file; name the model folder")
+    if path_like:
+        raise ModelNotFoundError(f"no model folder at {name!r}")
+    return None
+
+
+def load_local_folder(folder: Path, *, name: str, confinement: Confinement) -> ModelSource:
+    """Read config.json and the safetensors headers of ``folder`` (already found and confined)."""
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelNotFoundError(f"{name}: the folder has no {CONFIG_FILE}")
+    confinement.check(config_path)
+    config = read_json_object(config_path, what=f"{name}/{CONFIG_FILE}")
+    return ModelSource(
+        model=name,
+        source="local",
+        config=config,
+        safetensors=summarize_folder(folder, check=confinement.check),
+    )

@@ -1,0 +1,1 @@
+"""The planner gRPC service: servicer, proto<->pydantic converters, error interceptor, bootstrap."""

@@ -1,0 +1,82 @@
+"""``vllm-planner-service``: run the planner gRPC service until SIGTERM/SIGINT.
+
+The first line of stdout is the bound address (``HOST:PORT``, flushed), so a parent process that
+started it with ``--listen 127.0.0.1:0`` learns the port; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from planner_service.server.app import PlannerServiceSettings, build_planner_server
+from vllm_planner.transport.config import add_settings_arguments, load_settings
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _configure_logging(settings: PlannerServiceSettings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+
+
+async def _serve(settings: PlannerServiceSettings) -> None:
+    running = await build_planner_server(settings)
+    sys.stdout.write(f"{running.address}\n")
+    sys.stdout.flush()
+    logging.getLogger(__name__).info(
+        "planner service listening on %s (model roots: %s)",
+        running.address,
+        ", ".join(map(str, settings.model_root)) or "none: local paths refused",
+    )
+    await running.serve_until_signal()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vllm-planner-service",
+        description="Serve vLLM deployment plans over gRPC (vllm_planner.v1.PlannerService).",
+    )
+    add_settings_arguments(parser, PlannerServiceSettings)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(PlannerServiceSettings, args)
+        settings.server_options()  # reads the token file now, so a bad path fails before binding
+    except (ValidationError, ValueError, OSError) as exc:
+        parser.error(" ".join(str(exc).split()))
+    _configure_logging(settings)
+    try:
+        asyncio.run(_serve(settings))
+    except OSError as exc:  # e.g. the port is taken
+        logging.getLogger(__name__).error("cannot serve: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

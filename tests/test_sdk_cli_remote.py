@@ -1,0 +1,100 @@
+"""``vllm-planner plan --planner ADDR`` prints exactly what the embedded mode prints."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from clients.cli.errors import EXIT_UNAVAILABLE, EXIT_USER_ERROR
+from clients.cli.main import main
+from planner_service.server.app import PlannerServiceSettings
+from planner_service.server.background import BackgroundPlannerServer
+
+MODEL_CONFIGS = Path("/work/shared/model-configs")
+if not MODEL_CONFIGS.is_dir():
+    MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "model-configs"
+
+
+@pytest.fixture(scope="module")
+def address(tmp_path_factory):
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    patch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
+    patch.delenv("VLLM_PLANNER_ADDRESS", raising=False)
+    patch.delenv("VLLM_PLANNER_TOKEN", raising=False)
+    with BackgroundPlannerServer(PlannerServiceSettings(listen="127.0.0.1:0", auth_token="cli-token")) as server:
+        yield server.address
+    patch.undo()
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:  # noqa: ANN001
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _profile(tmp_path: Path, config: Path) -> str:
+    """A YAML profile with an inline config.json (the way private models are planned remotely)."""
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(json.dumps({"model": {"model": "private-model", "config_json": json.loads(config.read_text())},
+                                   "hardware": {"gpu": "H100", "num_gpus": 2}}))
+    return str(profile)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100"],
+        ["--model", "Qwen/Qwen3-32B", "--gpu", "A100-40GB", "--tp", "2", "--max-model-len", "32k", "--explain"],
+        ["--model", "meta-llama/Llama-3.1-70B-Instruct", "--gpu", "L4"],  # does not fit: exit 1, fixes
+    ],
+)
+def test_remote_json_output_equals_the_embedded_output(address, capsys, argv):
+    embedded = _run(["plan", *argv, "--json"], capsys)
+    remote = _run(["plan", *argv, "--json", "--planner", address, "--token", "cli-token"], capsys)
+    assert remote == embedded
+    assert json.loads(remote[1])["model"]["model"]
+
+
+def test_remote_report_equals_the_embedded_report(address, capsys, monkeypatch):
+    argv = ["plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100", "--explain"]
+    embedded = _run(argv, capsys)
+    monkeypatch.setenv("VLLM_PLANNER_ADDRESS", address)  # the env twin of --planner
+    monkeypatch.setenv("VLLM_PLANNER_TOKEN", "cli-token")
+    remote = _run(argv, capsys)
+    assert remote == embedded and remote[1]
+
+
+def test_inline_config_from_a_profile_plans_remotely(address, capsys, tmp_path):
+    argv = ["plan", "--profile", _profile(tmp_path, MODEL_CONFIGS / "Qwen" / "Qwen3-8B" / "config.json"), "--json"]
+    embedded = _run(argv, capsys)
+    remote = _run([*argv, "--planner", address, "--token", "cli-token"], capsys)
+    assert remote == embedded
+    assert json.loads(remote[1])["model"]["source"] == "inline"
+
+
+def test_remote_errors_are_one_line_and_a_non_zero_exit(address, capsys):
+    code, out, err = _run(
+        ["plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "NoSuchGPU-9000",
+         "--planner", address, "--token", "cli-token"],
+        capsys,
+    )
+    assert code == EXIT_USER_ERROR and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and "NoSuchGPU-9000" in err
+
+    code, _, err = _run(["plan", "--model", "/etc", "--planner", address, "--token", "cli-token"], capsys)
+    assert code == EXIT_USER_ERROR and err.startswith("error: ")
+
+    code, _, err = _run(["plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--planner", address], capsys)
+    assert code == EXIT_USER_ERROR and "token" in err  # no token: UNAUTHENTICATED
+
+
+def test_an_unreachable_planner_exits_unavailable(capsys):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, out, err = _run(["plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--planner", f"127.0.0.1:{port}"], capsys)
+    assert code == EXIT_UNAVAILABLE and out == "" and err.startswith("error: ")

@@ -1,0 +1,343 @@
+"""TLS, mutual TLS and bearer-token auth on a real grpc.aio server started with start_server.
+
+Certificates are generated here with `cryptography` (a throw-away CA, a server certificate for
+localhost/127.0.0.1, a client certificate, and a second CA nobody trusts). The servicers are the
+standard health and reflection services plus a tiny generic handler with a unary and a
+server-streaming method, so these tests depend on no other engineer's service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from vllm_planner.transport.auth import BearerTokenInterceptor
+from vllm_planner.transport.channel import ChannelOptions, create_aio_channel, create_channel
+from vllm_planner.transport.server import ServerOptions, start_server
+
+TOKEN = "s3cret-token"
+TIMEOUT_SECONDS = 5
+
+
+# --- certificates -----------------------------------------------------------------------------------
+
+
+def _key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _cert(subject_key, subject: str, issuer_key, issuer: str, *, ca: bool, sans=(), usage=None) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(subject_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    if usage:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write(path: Path, cert: x509.Certificate | None = None, key=None) -> Path:
+    if cert is not None:
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    else:
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("pki")
+    ca_key, rogue_key, server_key, client_key, rogue_client_key = (_key() for _ in range(5))
+    ca = _cert(ca_key, "test-ca", ca_key, "test-ca", ca=True)
+    rogue_ca = _cert(rogue_key, "rogue-ca", rogue_key, "rogue-ca", ca=True)
+    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    server = _cert(server_key, "localhost", ca_key, "test-ca", ca=False, sans=sans, usage=ExtendedKeyUsageOID.SERVER_AUTH)
+    client = _cert(client_key, "planner", ca_key, "test-ca", ca=False, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    rogue_client = _cert(
+        rogue_client_key, "intruder", rogue_key, "rogue-ca", ca=False, usage=ExtendedKeyUsageOID.CLIENT_AUTH
+    )
+    return {
+        "ca": _write(d / "ca.pem", ca),
+        "rogue_ca": _write(d / "rogue-ca.pem", rogue_ca),
+        "server_cert": _write(d / "server.pem", server),
+        "server_key": _write(d / "server-key.pem", key=server_key),
+        "client_cert": _write(d / "client.pem", client),
+        "client_key": _write(d / "client-key.pem", key=client_key),
+        "rogue_client_cert": _write(d / "rogue-client.pem", rogue_client),
+        "rogue_client_key": _write(d / "rogue-client-key.pem", key=rogue_client_key),
+    }
+
+
+# --- a tiny service ---------------------------------------------------------------------------------
+
+
+async def _echo(request: bytes, context) -> bytes:
+    return b"echo:" + request
+
+
+async def _count(request: bytes, context):
+    for i in range(3):
+        yield str(i).encode()
+
+
+def _register(server: grpc.aio.Server) -> None:
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "test.Echo",
+                {
+                    "Unary": grpc.unary_unary_rpc_method_handler(_echo),
+                    "Count": grpc.unary_stream_rpc_method_handler(_count),
+                },
+            ),
+        )
+    )
+
+
+async def _serve(options: ServerOptions):
+    return await start_server(options, register=_register, service_full_names=["test.Echo"])
+
+
+async def _unary(channel: grpc.aio.Channel, metadata=None) -> bytes:
+    return await channel.unary_unary("/test.Echo/Unary")(b"hi", timeout=TIMEOUT_SECONDS, metadata=metadata)
+
+
+async def _stream(channel: grpc.aio.Channel, metadata=None) -> list[bytes]:
+    call = channel.unary_stream("/test.Echo/Count")(b"", timeout=TIMEOUT_SECONDS, metadata=metadata)
+    return [item async for item in call]
+
+
+async def _reflection_list(channel: grpc.aio.Channel, metadata=None) -> list[str]:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    async def requests():
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    names = []
+    async for response in stub.ServerReflectionInfo(requests(), timeout=TIMEOUT_SECONDS, metadata=metadata):
+        names += [s.name for s in response.list_services_response.service]
+    return names
+
+
+async def _health(channel: grpc.aio.Channel) -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    return (await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT_SECONDS)).status
+
+
+def _code(coro) -> grpc.StatusCode:
+    async def run():
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await coro
+        return info.value.code()
+
+    return run()
+
+
+# --- TLS / mTLS -------------------------------------------------------------------------------------
+
+
+def test_tls_client_with_the_ca_works_and_one_without_it_fails(pki):
+    async def scenario():
+        running = await _serve(
+            ServerOptions(listen="127.0.0.1:0", tls_cert_file=pki["server_cert"], tls_key_file=pki["server_key"])
+        )
+        target = f"localhost:{running.port}"
+        try:
+            async with create_aio_channel(ChannelOptions(target, tls_ca_file=pki["ca"])) as good:
+                assert await _unary(good) == b"echo:hi"
+            # System roots do not know our CA; a CA that did not sign the server is no better.
+            async with create_aio_channel(ChannelOptions(target, tls=True)) as no_ca:
+                assert await _code(_unary(no_ca)) == grpc.StatusCode.UNAVAILABLE
+            async with create_aio_channel(ChannelOptions(target, tls_ca_file=pki["rogue_ca"])) as wrong_ca:
+                assert await _code(_unary(wrong_ca)) == grpc.StatusCode.UNAVAILABLE
+            # A plaintext client cannot talk to a TLS server at all.
+            async with create_aio_channel(ChannelOptions(target)) as plain:
+                assert await _code(_unary(plain)) == grpc.StatusCode.UNAVAILABLE
+        finally:
+            await running.stop(0)
+
+    asyncio.run(scenario())
+
+
+def test_mtls_requires_a_client_certificate_from_the_trusted_ca(pki):
+    async def scenario():
+        running = await _serve(
+            ServerOptions(
+                listen="127.0.0.1:0",
+                tls_cert_file=pki["server_cert"],
+                tls_key_file=pki["server_key"],
+                tls_client_ca_file=pki["ca"],
+            )
+        )
+        target = f"localhost:{running.port}"
+        try:
+            with_cert = ChannelOptions(
+                target, tls_ca_file=pki["ca"], tls_cert_file=pki["client_cert"], tls_key_file=pki["client_key"]
+            )
+            async with create_aio_channel(with_cert) as good:
+                assert await _unary(good) == b"echo:hi"
+            async with create_aio_channel(ChannelOptions(target, tls_ca_file=pki["ca"])) as no_cert:
+                assert await _code(_unary(no_cert)) == grpc.StatusCode.UNAVAILABLE
+            rogue = ChannelOptions(
+                target,
+                tls_ca_file=pki["ca"],
+                tls_cert_file=pki["rogue_client_cert"],
+                tls_key_file=pki["rogue_client_key"],
+            )
+            async with create_aio_channel(rogue) as bad:
+                assert await _code(_unary(bad)) == grpc.StatusCode.UNAVAILABLE
+        finally:
+            await running.stop(0)
+
+    asyncio.run(scenario())
+
+
+def test_sync_channel_with_mtls_and_token(pki):
+    """The sync SDK path: TLS + client certificate + token as call credentials."""
+
+    async def scenario():
+        running = await _serve(
+            ServerOptions(
+                listen="127.0.0.1:0",
+                tls_cert_file=pki["server_cert"],
+                tls_key_file=pki["server_key"],
+                tls_client_ca_file=pki["ca"],
+                auth_token=TOKEN,
+            )
+        )
+        options = ChannelOptions(
+            f"127.0.0.1:{running.port}",
+            tls_ca_file=pki["ca"],
+            tls_cert_file=pki["client_cert"],
+            tls_key_file=pki["client_key"],
+            tls_server_name="localhost",
+            auth_token=TOKEN,
+        )
+
+        def call_sync() -> bytes:
+            with create_channel(options) as channel:
+                return channel.unary_unary("/test.Echo/Unary")(b"sync", timeout=TIMEOUT_SECONDS)
+
+        try:
+            assert await asyncio.to_thread(call_sync) == b"echo:sync"
+        finally:
+            await running.stop(0)
+
+    asyncio.run(scenario())
+
+
+def test_server_refuses_half_configured_tls(pki):
+    with pytest.raises(ValueError, match="both a certificate and a key"):
+        asyncio.run(_serve(ServerOptions(tls_cert_file=pki["server_cert"])))
+    with pytest.raises(ValueError, match="client CA"):
+        asyncio.run(_serve(ServerOptions(tls_client_ca_file=pki["ca"])))
+    with pytest.raises(ValueError, match="both tls_cert_file and tls_key_file"):
+        create_channel(ChannelOptions("localhost:1", tls_cert_file=pki["client_cert"]))
+
+
+# --- bearer token -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_tls", [False, True], ids=["plaintext", "tls"])
+def test_bearer_token_on_unary_and_streaming_methods(pki, use_tls):
+    async def scenario():
+        tls = dict(tls_cert_file=pki["server_cert"], tls_key_file=pki["server_key"]) if use_tls else {}
+        running = await _serve(ServerOptions(listen="127.0.0.1:0", auth_token=TOKEN, **tls))
+        target = f"localhost:{running.port}"
+        ca = dict(tls_ca_file=pki["ca"]) if use_tls else {}
+        try:
+            async with create_aio_channel(ChannelOptions(target, auth_token=TOKEN, **ca)) as good:
+                assert await _unary(good) == b"echo:hi"
+                assert await _stream(good) == [b"0", b"1", b"2"]
+                assert "test.Echo" in await _reflection_list(good)
+            for token in ("wrong-token", None):
+                async with create_aio_channel(ChannelOptions(target, auth_token=token, **ca)) as bad:
+                    assert await _code(_unary(bad)) == grpc.StatusCode.UNAUTHENTICATED
+                    assert await _code(_stream(bad)) == grpc.StatusCode.UNAUTHENTICATED
+                    assert await _code(_reflection_list(bad)) == grpc.StatusCode.UNAUTHENTICATED
+                    # Unknown methods are rejected the same way: no probing for what exists.
+                    unknown = bad.unary_unary("/test.Echo/Nope")(b"", timeout=TIMEOUT_SECONDS)
+                    assert await _code(unknown) == grpc.StatusCode.UNAUTHENTICATED
+                    # Health is exempt so kubelet probes work without the token.
+                    assert await _health(bad) == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            await running.stop(0)
+
+    asyncio.run(scenario())
+
+
+def test_explicit_auth_metadata_and_sync_plaintext_interceptor():
+    async def scenario():
+        running = await _serve(ServerOptions(listen="127.0.0.1:0", auth_token=TOKEN))
+        target = f"127.0.0.1:{running.port}"
+        try:
+            options = ChannelOptions(target, auth_token=TOKEN)
+            # A caller passing auth_metadata() itself must not end up with two headers.
+            async with create_aio_channel(options) as channel:
+                assert await _unary(channel, metadata=options.auth_metadata()) == b"echo:hi"
+            async with create_aio_channel(ChannelOptions(target)) as channel:
+                assert await _unary(channel, metadata=(("authorization", f"Bearer {TOKEN}"),)) == b"echo:hi"
+                wrong_scheme = (("authorization", f"Basic {TOKEN}"),)
+                assert await _code(_unary(channel, metadata=wrong_scheme)) == grpc.StatusCode.UNAUTHENTICATED
+
+            def sync_calls() -> tuple[bytes, list[bytes], grpc.StatusCode]:
+                with create_channel(options) as channel:
+                    unary = channel.unary_unary("/test.Echo/Unary")(b"x", timeout=TIMEOUT_SECONDS)
+                    streamed = list(channel.unary_stream("/test.Echo/Count")(b"", timeout=TIMEOUT_SECONDS))
+                with create_channel(ChannelOptions(target, auth_token="nope")) as channel:
+                    with pytest.raises(grpc.RpcError) as info:
+                        channel.unary_unary("/test.Echo/Unary")(b"x", timeout=TIMEOUT_SECONDS)
+                return unary, streamed, info.value.code()
+
+            unary, streamed, code = await asyncio.to_thread(sync_calls)
+            assert unary == b"echo:x"
+            assert streamed == [b"0", b"1", b"2"]
+            assert code == grpc.StatusCode.UNAUTHENTICATED
+        finally:
+            await running.stop(0)
+
+    asyncio.run(scenario())
+
+
+def test_token_interceptor_rejects_blank_tokens():
+    for bad in ("", " padded "):
+        with pytest.raises(ValueError):
+            BearerTokenInterceptor(bad)
+    interceptor = BearerTokenInterceptor(TOKEN)
+    assert interceptor.is_authorized([("authorization", f"Bearer {TOKEN}")])
+    assert interceptor.is_authorized([("authorization", f"Bearer {TOKEN}".encode())])
+    assert not interceptor.is_authorized([("authorization", f"Bearer {TOKEN}x")])
+    assert not interceptor.is_authorized([("authorization", TOKEN)])
+    assert not interceptor.is_authorized([])
