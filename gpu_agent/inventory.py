@@ -167,3 +167,11 @@ def pair_links(gpus: tuple[Gpu, ...] | list[Gpu], levels: dict[tuple[int, int], 
             out.append(GpuLink(gpu_uuid_a=by_index[a].uuid, gpu_uuid_b=by_index[b].uuid, gpu_index_a=a,
                                gpu_index_b=b, level=level, nvlink_count=count))
     return tuple(out)
+
+
+class InventoryHeartbeat(_Model):
+    """A WatchInventory heartbeat: the agent and stream are alive, nothing changed."""
+
+    send_time: datetime
+    collect_time: datetime | None = None
+    stale: bool = False

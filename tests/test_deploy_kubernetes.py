@@ -126,11 +126,17 @@ def pod_labels(workload: dict) -> dict:
     return workload["spec"]["template"]["metadata"]["labels"]
 
 
-def _check_headless_agent_service(objects: list[dict]) -> None:
+def _check_headless_agent_service(objects: list[dict], namespace: str) -> None:
     ds = _one(objects, "DaemonSet")
     (headless,) = [s for s in _by_kind(objects, "Service") if s["spec"].get("clusterIP") == "None"]
     assert headless["spec"]["selector"].items() <= pod_labels(ds).items()
-    assert headless["spec"]["ports"][0]["port"] == ds["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    port = headless["spec"]["ports"][0]["port"]
+    assert port == ds["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    # The planner discovers the agents through exactly this Service's DNS name.
+    (planner,) = [d for d in _by_kind(objects, "Deployment")]
+    command = planner["spec"]["template"]["spec"]["containers"][0]["command"]
+    expected = f"{headless['metadata']['name']}.{namespace}.svc.cluster.local:{port}"
+    assert command[command.index("--agents-dns") + 1] == expected
 
 
 def _check_configs(objects: list[dict]) -> list[ServerSettings]:
@@ -146,7 +152,7 @@ def test_kustomize_base_has_what_operations_need():
     assert all(o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "vllm-fleet-planner" for o in objects)
     _check_agent_daemonset(_one(objects, "DaemonSet"))
     _check_planner(objects)
-    _check_headless_agent_service(objects)
+    _check_headless_agent_service(objects, "vllm-fleet-planner")
     settings = _check_configs(objects)
     assert all(s.auth_token_file is not None and s.health_listen for s in settings)
     images = {c["image"] for o in objects if "template" in o.get("spec", {}) for c in o["spec"]["template"]["spec"]["containers"]}
@@ -165,7 +171,7 @@ def test_helm_chart_renders_what_operations_need(variant):
         assert (s.metrics_listen is not None) == HELM_VARIANTS[variant].get("metrics", {}).get("enabled", True)
     if HELM_VARIANTS[variant].get("agent", {}).get("enabled", True):
         _check_agent_daemonset(_one(objects, "DaemonSet"))
-        _check_headless_agent_service(objects)
+        _check_headless_agent_service(objects, "planning")
     else:
         assert not _by_kind(objects, "DaemonSet") and not _by_kind(objects, "NetworkPolicy")
     tls_volumes = [

@@ -84,3 +84,16 @@ def test_corrupt_cached_config_is_an_invalid_request(tmp_path, monkeypatch):
     write_hf_cache_repo(cache, "acme/broken", {"config.json": b"<html>rate limited</html>"}, commit=NEW)
     with pytest.raises(InvalidRequestError, match="acme/broken/config.json"):
         ModelResolver(offline=True).resolve(ModelOptions(model="acme/broken"))
+
+
+@pytest.mark.parametrize("revision", ["../../../etc", "/abs", "", "main/../x"])
+def test_path_like_revisions_are_refused(hf_cache, revision):
+    from planner_service.engine.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match="model.revision"):
+        ModelResolver().resolve(ModelOptions(model="acme/tiny", revision=revision))
+
+
+def test_branch_names_with_slashes_are_valid_revisions(hf_cache):
+    write_hf_cache_repo(hf_cache, "acme/tiny", {"config.json": json.dumps(TINY_CONFIG).encode()}, commit=OLD, ref="refs/pr/1")
+    assert ModelResolver().resolve(ModelOptions(model="acme/tiny", revision="refs/pr/1")).revision == OLD

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import pytest
@@ -114,3 +115,15 @@ def test_token_from_environment_is_sent(monkeypatch):
         ModelResolver(token="hf_explicit").resolve(ModelOptions(model="acme/tiny", revision="v1"))
     assert "Bearer hf_secret_from_env" in seen
     assert "Bearer hf_explicit" in seen
+
+
+def test_silent_hub_times_out_after_the_configured_timeout(monkeypatch):
+    # A listening socket that never answers: the request must give up after hub_timeout_seconds.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        start = time.monotonic()
+        with pytest.raises(MetadataUnavailableError, match="unreachable"):
+            ModelResolver(hub_timeout_seconds=0.5).resolve(ModelOptions(model="acme/slow"))
+        assert time.monotonic() - start < 3.0

@@ -51,16 +51,13 @@ def _with_utilization(request: PlanRequest, value: float) -> PlanRequest:
 
 
 def test_public_surface():
-    assert set(sdk.__all__) >= {
-        "PlannerClient",
-        "AsyncPlannerClient",
-        "AgentClient",
-        "AsyncAgentClient",
-        "FakeAgent",
-        "SdkError",
-        "from_rpc_error",
-    }
+    assert sorted(sdk.__all__) == sorted([
+        "PlannerClient", "AsyncPlannerClient", "AgentClient", "AsyncAgentClient", "FakeAgent",
+        "FleetClient", "AsyncFleetClient", "SdkError", "InvalidArgument", "NotFound", "PermissionDenied",
+        "Unauthenticated", "Unavailable", "DeadlineExceeded", "from_rpc_error",
+    ])
     assert sdk.PlannerClient is PlannerClient
+    assert sdk.FleetClient.__name__ == "FleetClient"  # lazily imported, still the real class
     with pytest.raises(AttributeError):
         sdk.NoSuchThing  # noqa: B018
 

@@ -162,10 +162,17 @@ EMBEDDED_CASES = [
 @pytest.mark.parametrize("request_model", EMBEDDED_CASES, ids=lambda r: r.model.model)
 def test_plan_equals_the_embedded_run_plan(stub, request_model):
     from planner_service.api import run_plan
+    from planner_service.engine.pipeline import complete_plan
 
-    for method, message_cls in (("Plan", planner_pb2.PlanRequest), ("GenerateArtifacts", planner_pb2.GenerateArtifactsRequest)):
-        reply = getattr(stub, method)(to_proto(request_model, message_cls()), timeout=30)
-        assert from_proto(reply, PlanResponse) == run_plan(request_model)
+    embedded = run_plan(request_model)
+    reply = stub.Plan(to_proto(request_model, planner_pb2.PlanRequest()), timeout=30)
+    assert from_proto(reply, PlanResponse) == embedded
+
+    # GenerateArtifacts = what the CLI's plan/generate use: the plan, completed when it lacks artifacts.
+    with_artifacts = embedded if embedded.artifacts else complete_plan(embedded, request_model)
+    reply = stub.GenerateArtifacts(to_proto(request_model, planner_pb2.GenerateArtifactsRequest()), timeout=30)
+    assert from_proto(reply, PlanResponse) == with_artifacts
+    assert "vllm serve" in reply.artifacts.serve_command
 
 
 @pytest.mark.parametrize("config", ["Qwen/Qwen3-8B", "deepseek-ai/DeepSeek-V2-Lite", "openai/gpt-oss-20b"])
@@ -251,6 +258,26 @@ def test_paths_outside_the_model_roots_are_permission_denied(stub, channel, path
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert _error_reason(info.value) == "PERMISSION_DENIED"
     _assert_still_serving(channel)
+
+
+def test_describe_model_reports_the_parsed_metadata(stub):
+    request = planner_pb2.DescribeModelRequest(model=planner_pb2.ModelOptions(model="meta-llama/Llama-3.1-8B-Instruct"))
+    reply = stub.DescribeModel(request, timeout=10).description
+    assert (reply.source, reply.architecture, reply.model_type) == ("catalog", "LlamaForCausalLM", "llama")
+    assert (reply.num_layers, reply.num_attention_heads, reply.num_kv_heads, reply.head_dim) == (32, 32, 8, 128)
+    # K and V, 32 layers, 8 KV heads of 128 dims, 2 bytes (bf16) = 128 KiB per token.
+    assert reply.kv_cache_dtype in ("auto", "bfloat16") and reply.kv_bytes_per_token == 2 * 32 * 8 * 128 * 2
+    assert reply.derived_max_model_len == 131072
+    assert 7.9e9 < reply.num_params < 8.1e9 and not reply.HasField("quantization")
+    assert [(k.key, k.value) for k in reply.layer_kinds] == [("full", 32)]
+
+
+def test_describe_model_of_an_inline_moe_config(stub):
+    config = (MODEL_CONFIGS / "Qwen" / "Qwen3-30B-A3B" / "config.json").read_text()
+    request = planner_pb2.DescribeModelRequest(model=planner_pb2.ModelOptions(model="private", config_json=config))
+    reply = stub.DescribeModel(request, timeout=10).description
+    assert reply.source == "inline" and reply.num_experts == 128 and reply.experts_per_token == 8
+    assert reply.num_active_params < reply.num_params
 
 
 def test_describe_model_outside_the_roots_is_permission_denied(stub):

@@ -32,6 +32,10 @@ async def _fail(request: bytes, context) -> bytes:
     await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "does not fit")
 
 
+async def _crash(request: bytes, context) -> bytes:
+    raise RuntimeError("bug in a handler")
+
+
 async def _slow(request: bytes, context) -> bytes:
     await asyncio.sleep(0.5)
     return b"done"
@@ -46,6 +50,7 @@ def _register(server: grpc.aio.Server) -> None:
     handlers = {
         "Echo": grpc.unary_unary_rpc_method_handler(_echo),
         "Fail": grpc.unary_unary_rpc_method_handler(_fail),
+        "Crash": grpc.unary_unary_rpc_method_handler(_crash),
         "Slow": grpc.unary_unary_rpc_method_handler(_slow),
         "Ticks": grpc.unary_stream_rpc_method_handler(_ticks),
     }
@@ -67,6 +72,7 @@ def test_rpc_metrics_by_method_and_code_and_the_http_endpoint():
         "ok": _handled("Echo", "OK"),
         "fail": _handled("Fail", "FAILED_PRECONDITION"),
         "unauth": _handled("Echo", "UNAUTHENTICATED"),
+        "crash": _handled("Crash", "UNKNOWN"),
         "stream": _handled("Ticks", "OK", "server_stream"),
         "latency": _latency_count("Echo", "OK"),
     }
@@ -84,6 +90,9 @@ def test_rpc_metrics_by_method_and_code_and_the_http_endpoint():
                     await channel.unary_unary("/test.Ops/Echo")(b"x", timeout=TIMEOUT_SECONDS)
                 with pytest.raises(grpc.aio.AioRpcError):
                     await channel.unary_unary("/test.Ops/Fail")(b"", timeout=TIMEOUT_SECONDS)
+                with pytest.raises(grpc.aio.AioRpcError) as crashed:
+                    await channel.unary_unary("/test.Ops/Crash")(b"", timeout=TIMEOUT_SECONDS)
+                assert crashed.value.code() == grpc.StatusCode.UNKNOWN
                 assert [t async for t in channel.unary_stream("/test.Ops/Ticks")(b"", timeout=TIMEOUT_SECONDS)] == [
                     b"\x00",
                     b"\x01",
@@ -100,6 +109,7 @@ def test_rpc_metrics_by_method_and_code_and_the_http_endpoint():
     assert _handled("Echo", "OK") - before["ok"] == 3
     assert _handled("Fail", "FAILED_PRECONDITION") - before["fail"] == 1
     assert _handled("Echo", "UNAUTHENTICATED") - before["unauth"] == 1
+    assert _handled("Crash", "UNKNOWN") - before["crash"] == 1
     assert _handled("Ticks", "OK", "server_stream") - before["stream"] == 1
     assert _latency_count("Echo", "OK") - before["latency"] == 3
     assert 'grpc_server_handled_total{grpc_code="OK",grpc_method="Echo",grpc_service="test.Ops",grpc_type="unary"}' in exposition

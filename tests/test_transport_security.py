@@ -107,6 +107,15 @@ async def _echo(request: bytes, context) -> bytes:
     return b"echo:" + request
 
 
+async def _auth_headers(request: bytes, context) -> bytes:
+    """How many authorization headers arrived (the client must never send two)."""
+    return str(sum(1 for key, _ in context.invocation_metadata() if key == "authorization")).encode()
+
+
+async def _join(request_iterator, context) -> bytes:
+    return b"+".join([item async for item in request_iterator])
+
+
 async def _count(request: bytes, context):
     for i in range(3):
         yield str(i).encode()
@@ -120,6 +129,8 @@ def _register(server: grpc.aio.Server) -> None:
                 {
                     "Unary": grpc.unary_unary_rpc_method_handler(_echo),
                     "Count": grpc.unary_stream_rpc_method_handler(_count),
+                    "AuthHeaders": grpc.unary_unary_rpc_method_handler(_auth_headers),
+                    "Join": grpc.stream_unary_rpc_method_handler(_join),
                 },
             ),
         )
@@ -137,6 +148,14 @@ async def _unary(channel: grpc.aio.Channel, metadata=None) -> bytes:
 async def _stream(channel: grpc.aio.Channel, metadata=None) -> list[bytes]:
     call = channel.unary_stream("/test.Echo/Count")(b"", timeout=TIMEOUT_SECONDS, metadata=metadata)
     return [item async for item in call]
+
+
+async def _client_stream(channel: grpc.aio.Channel) -> bytes:
+    async def parts():
+        for part in (b"a", b"b"):
+            yield part
+
+    return await channel.stream_unary("/test.Echo/Join")(parts(), timeout=TIMEOUT_SECONDS)
 
 
 async def _reflection_list(channel: grpc.aio.Channel, metadata=None) -> list[str]:
@@ -281,11 +300,13 @@ def test_bearer_token_on_unary_and_streaming_methods(pki, use_tls):
             async with create_aio_channel(ChannelOptions(target, auth_token=TOKEN, **ca)) as good:
                 assert await _unary(good) == b"echo:hi"
                 assert await _stream(good) == [b"0", b"1", b"2"]
+                assert await _client_stream(good) == b"a+b"
                 assert "test.Echo" in await _reflection_list(good)
             for token in ("wrong-token", None):
                 async with create_aio_channel(ChannelOptions(target, auth_token=token, **ca)) as bad:
                     assert await _code(_unary(bad)) == grpc.StatusCode.UNAUTHENTICATED
                     assert await _code(_stream(bad)) == grpc.StatusCode.UNAUTHENTICATED
+                    assert await _code(_client_stream(bad)) == grpc.StatusCode.UNAUTHENTICATED
                     assert await _code(_reflection_list(bad)) == grpc.StatusCode.UNAUTHENTICATED
                     # Unknown methods are rejected the same way: no probing for what exists.
                     unknown = bad.unary_unary("/test.Echo/Nope")(b"", timeout=TIMEOUT_SECONDS)
@@ -307,6 +328,9 @@ def test_explicit_auth_metadata_and_sync_plaintext_interceptor():
             # A caller passing auth_metadata() itself must not end up with two headers.
             async with create_aio_channel(options) as channel:
                 assert await _unary(channel, metadata=options.auth_metadata()) == b"echo:hi"
+                headers = channel.unary_unary("/test.Echo/AuthHeaders")
+                assert await headers(b"", timeout=TIMEOUT_SECONDS, metadata=options.auth_metadata()) == b"1"
+                assert await headers(b"", timeout=TIMEOUT_SECONDS) == b"1"
             async with create_aio_channel(ChannelOptions(target)) as channel:
                 assert await _unary(channel, metadata=(("authorization", f"Bearer {TOKEN}"),)) == b"echo:hi"
                 wrong_scheme = (("authorization", f"Basic {TOKEN}"),)

@@ -188,9 +188,9 @@ def _place(args: argparse.Namespace) -> int:
         answer = client.place(deployment, max_results=args.max_results)
     if args.json:
         _emit_json(answer)
-        return 0
-    place_report(answer, show_artifacts=args.show_artifacts)
-    return 0 if answer.selected else 1
+    else:
+        place_report(answer, show_artifacts=args.show_artifacts)
+    return 0 if answer.selected and not answer.unplaced_replicas else 1
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -199,8 +199,8 @@ def _plan(args: argparse.Namespace) -> int:
         answer = client.plan_fleet(deployments)
     if args.json:
         _emit_json(answer)
-        return 0
-    fleet_plan_report(answer)
+    else:
+        fleet_plan_report(answer)
     return 0 if not answer.unplaced else 1
 
 
@@ -263,7 +263,9 @@ def load_deployments(path: Path) -> list[Deployment]:
 def _console():  # noqa: ANN202
     from rich.console import Console
 
-    return Console(width=max(100, Console().width))
+    console = Console()
+    # Piped output (files, CI logs, tests) gets wide tables instead of wrapped cells.
+    return console if console.is_terminal else Console(width=200)
 
 
 def _table(title: str, *columns: str):  # noqa: ANN202

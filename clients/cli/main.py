@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "clients.cli.plan_cmd",
     "clients.cli.generate_cmd",
     "clients.cli.fleet_cmd",
+    "clients.cli.detect_cmd",
 ]
 
 

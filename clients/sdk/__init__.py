@@ -22,20 +22,24 @@ from clients.sdk.errors import (
 )
 from clients.sdk.planner_client import AsyncPlannerClient, PlannerClient
 
-# Loaded on first use: the agent client lives in its own modules, and importing the SDK for the
-# planner alone should not pay for (or depend on) them.
+# Loaded on first use: the agent and fleet clients live in their own modules, and importing the SDK
+# for the planner alone should not pay for (or depend on) them.
 _LAZY = {
     "AgentClient": "clients.sdk.agent_client",
     "AsyncAgentClient": "clients.sdk.agent_client",
     "FakeAgent": "clients.sdk.testing",
+    "FleetClient": "clients.sdk.fleet_client",
+    "AsyncFleetClient": "clients.sdk.fleet_client",
 }
 
 __all__ = [
     "AgentClient",
     "AsyncAgentClient",
+    "AsyncFleetClient",
     "AsyncPlannerClient",
     "DeadlineExceeded",
     "FakeAgent",
+    "FleetClient",
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",

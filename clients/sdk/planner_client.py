@@ -5,7 +5,7 @@ Both return the same pydantic objects the embedded engine returns (``PlanRespons
 Every call has a deadline (per-method defaults below, or ``timeout_seconds``); all of the service's
 methods are idempotent, so the channel retries them on UNAVAILABLE (gRPC retry service config).
 
-    with PlannerClient("planner.internal:50052", token="...") as client:
+    with PlannerClient("planner.internal:50051", token="...") as client:
         response = client.plan(PlanRequest(model=ModelOptions(model="Qwen/Qwen3-8B"), ...))
 """
 

@@ -48,6 +48,7 @@ class ModelShape(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     num_layers: int = Field(ge=1)
+    attention_layers: int | None = Field(default=None, ge=0, description="None = every layer.")
     hidden_size: int = Field(ge=1)
     num_attention_heads: int = Field(ge=1)
     head_dim: int = Field(ge=1)
@@ -153,7 +154,8 @@ class Roofline:
         shape = self.inp.shape
         if shape is None:
             return 0.0
-        per_pair = 4 * shape.num_attention_heads * shape.head_dim * shape.num_layers  # QK^T and PV
+        layers = shape.num_layers if shape.attention_layers is None else shape.attention_layers
+        per_pair = 4 * shape.num_attention_heads * shape.head_dim * layers  # QK^T and PV
         return per_pair * query_tokens * context_tokens / self.ranks
 
     def allreduce_seconds(self, tokens: float) -> float:
@@ -171,12 +173,24 @@ class Roofline:
         return _STEP_OVERHEAD_SECONDS + eager
 
     def stage_seconds(
-        self, eff: _Eff, decode_tokens: float, context: float, prefill_tokens: float = 0.0, prefill_context: float = 0.0
+        self,
+        eff: _Eff,
+        decode_tokens: float,
+        context: float,
+        prefill_tokens: float = 0.0,
+        prefill_context: float = 0.0,
+        prefill_kv_tokens: float = 0.0,
     ) -> tuple[float, float, float]:
-        """(total, memory, compute) seconds of one step on one stage."""
+        """(total, memory, compute) seconds of one step on one stage.
+
+        Each decoding request reads its whole context (``context`` tokens of KV). Prefill attention
+        keeps KV tiles on chip, so a prefill chunk moves only ``prefill_kv_tokens`` of KV (its prior
+        context once, and its own tokens written); its queries still see ``prefill_context`` keys on
+        average, which is what costs FLOPs.
+        """
         tokens = decode_tokens + prefill_tokens
         bandwidth = self.inp.memory_bandwidth_bytes_per_second
-        kv_bytes = (decode_tokens * context + prefill_tokens * prefill_context) * self.inp.kv_bytes_per_token_per_rank
+        kv_bytes = (decode_tokens * context + prefill_kv_tokens) * self.inp.kv_bytes_per_token_per_rank
         memory = self.weights_read_bytes(tokens) / (bandwidth * eff.weights) + kv_bytes / (bandwidth * eff.kv)
         flops = 2 * self.active_params_per_rank * tokens
         flops += self.attention_flops(decode_tokens, context) + self.attention_flops(prefill_tokens, prefill_context)
@@ -191,7 +205,7 @@ class Roofline:
         while done < prompt_tokens:
             size = min(chunk, prompt_tokens - done)
             # Causal attention: the chunk's queries see on average the earlier tokens plus half the chunk.
-            seconds += self.stage_seconds(eff, 0, 0, size, done + size / 2)[0]
+            seconds += self.stage_seconds(eff, 0, 0, size, done + size / 2, done + size)[0]
             done += size
         return seconds * self.inp.pipeline_parallel_size
 
@@ -239,11 +253,12 @@ def estimate_performance(inp: PerfInputs) -> Performance:
     context = inp.prompt_tokens + inp.gen_tokens / 2  # average context over a request's decode
     # Chunked prefill in steady state: each step also carries batch × prompt/gen prompt tokens.
     prefill_per_step = min(batch * inp.prompt_tokens / inp.gen_tokens, max(0, inp.max_num_batched_tokens - batch))
+    half_prompt = inp.prompt_tokens / 2  # a prompt token attends to half the prompt on average
     cases = [roof.efficiencies(case) for case in (0, 1, 2)]
     itl = [
         pp * roof.stage_seconds(cases[0], batch, context)[0],
-        pp * roof.stage_seconds(cases[1], batch, context, prefill_per_step, inp.prompt_tokens / 2)[0],
-        pp * roof.stage_seconds(cases[2], batch, context, prefill_per_step, inp.prompt_tokens / 2)[0],
+        pp * roof.stage_seconds(cases[1], batch, context, prefill_per_step, half_prompt, prefill_per_step)[0],
+        pp * roof.stage_seconds(cases[2], batch, context, prefill_per_step, half_prompt, prefill_per_step)[0],
     ]
     prefill = [roof.prefill_seconds(eff, inp.prompt_tokens) for eff in cases]
     # TTFT: alone (best) / alone + waiting for one running step (typical) / a burst of `batch` prompts.

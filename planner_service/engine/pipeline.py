@@ -6,14 +6,14 @@ adds what follows from it: the roofline ``Performance`` and the rendered ``Artif
 
 from __future__ import annotations
 
-from typing import Any
-
+from planner_service.engine.architecture import ModelArchitecture, parse_architecture
 from planner_service.engine.artifacts import deployment_from_plan, render_artifacts
 from planner_service.engine.errors import GpuNotFoundError
 from planner_service.engine.gpus import lookup_gpu
 from planner_service.engine.models import Interconnect, PlanRequest, PlanResponse, Performance
 from planner_service.engine.performance import ModelShape, PerfInputs, estimate_performance
 from planner_service.engine.profiles import resolve_profile
+from planner_service.engine.source import ModelSource
 
 _FP8_COMPUTE_QUANTIZATIONS = {"fp8", "fbgemm_fp8", "fp8_per_tensor", "fp8_per_block", "fp8_per_channel", "mxfp8"}
 
@@ -26,31 +26,28 @@ def default_interconnect(gpu_name: str) -> Interconnect:
         return Interconnect.PCIE
 
 
-def shape_from_architecture(architecture: Any) -> ModelShape | None:
-    """ModelShape from the twin's ModelArchitecture (read by attribute; None when a field is missing)."""
-    if architecture is None:
+def shape_from_architecture(arch: ModelArchitecture | None) -> ModelShape | None:
+    """The roofline's view of the twin's ModelArchitecture (routed experts: gate, up and down)."""
+    if arch is None:
         return None
-
-    def first(*names: str, default: Any = None) -> Any:
-        for name in names:
-            value = getattr(architecture, name, None)
-            if value is not None:
-                return value
-        return default
-
-    layers = first("num_layers", "num_hidden_layers")
-    hidden = first("hidden_size")
-    heads = first("num_attention_heads", "num_heads")
-    if not (layers and hidden and heads):
-        return None
+    moe = arch.moe
+    expert_params = 0
+    if moe is not None:
+        per_expert = 3 * arch.hidden_size * moe.moe_intermediate_size
+        expert_params = sum(moe.moe_layers) * moe.num_experts * per_expert
+    head_dim = arch.head_dim
+    if arch.mla is not None:
+        # Absorbed MLA: QK^T over kv_lora_rank + rope dims and PV over kv_lora_rank, per head.
+        head_dim = (2 * arch.mla.kv_lora_rank + arch.mla.qk_rope_head_dim) // 2
     return ModelShape(
-        num_layers=layers,
-        hidden_size=hidden,
-        num_attention_heads=heads,
-        head_dim=first("head_dim", "head_size", default=hidden // heads),
-        num_experts=first("num_experts", default=0) or 0,
-        experts_per_token=first("experts_per_token", "num_experts_per_tok", "top_k", default=0) or 0,
-        expert_params=first("expert_params", "routed_expert_params", default=0) or 0,
+        num_layers=arch.num_layers,
+        attention_layers=arch.attention_layers,
+        hidden_size=arch.hidden_size,
+        num_attention_heads=arch.num_attention_heads,
+        head_dim=head_dim,
+        num_experts=moe.num_experts if moe else 0,
+        experts_per_token=moe.experts_per_token if moe else 0,
+        expert_params=expert_params,
     )
 
 
@@ -99,18 +96,22 @@ def complete_plan(
     response: PlanResponse,
     request: PlanRequest,
     *,
-    architecture: Any = None,
+    source: ModelSource | None = None,
+    architecture: ModelArchitecture | None = None,
     gpu_uuids: list[str] | None = None,
     hostname: str | None = None,
     serve_flags: frozenset[str] | None = None,
 ) -> PlanResponse:
     """Return ``response`` with ``performance`` and ``artifacts`` filled in.
 
-    ``architecture`` is the twin's ModelArchitecture (adds attention FLOPs and the MoE expert layout);
+    ``architecture`` (or the ``source`` it is parsed from) adds attention FLOPs and the MoE expert
+    layout to the roofline; without either, those terms are approximated (and the assumptions say so).
     ``gpu_uuids``/``hostname`` pin the artifacts to a placement. Rendering checks every serve flag
     against the target version's flag set (``serve_flags``, default: the version profile's) and fails
     loudly rather than emit a flag that version lacks.
     """
+    if architecture is None and source is not None:
+        architecture = parse_architecture(source.config, request.model.quantization)
     if serve_flags is None:
         serve_flags = resolve_profile(response.vllm_version).serve_flags
     deployment = deployment_from_plan(

@@ -90,6 +90,9 @@ class VersionProfile(BaseModel):
     large_gpu_batch_defaults: bool  # >=160 GiB GPUs get 16384/1024
     mla_block_size_hopper: int  # default KV block size of the MLA backend picked on SM90
     hybrid_prefix_caching: bool  # prefix caching (Mamba "align" mode, 3 state pages) on by default for hybrids
+    # Sampler peak of the profile run per logit (rows x vocab); calibrated per runner generation
+    # (overheads.py explains the cases it comes from).
+    sampler_bytes_per_logit: float
     no_memory_message: str
     not_fit_message: str
     estimate_sentence: str = _ESTIMATE
@@ -126,6 +129,7 @@ PROFILES: tuple[VersionProfile, ...] = (
         large_gpu_batch_defaults=True,
         mla_block_size_hopper=16,
         hybrid_prefix_caching=True,
+        sampler_bytes_per_logit=28.7,
         no_memory_message=_NO_MEMORY_NEW,
         not_fit_message=_NOT_FIT_NEW,
         serve_flags=_FLAGS_0_33,
@@ -142,6 +146,7 @@ PROFILES: tuple[VersionProfile, ...] = (
         large_gpu_batch_defaults=False,
         mla_block_size_hopper=64,
         hybrid_prefix_caching=False,
+        sampler_bytes_per_logit=38.5,
         no_memory_message=_NO_MEMORY_OLD,
         not_fit_message=_NOT_FIT_OLD,
         serve_flags=_FLAGS_0_33 | _REMOVED_SINCE_0_11,

@@ -73,7 +73,8 @@ def _attention(acc: _Acc, arch: ModelArchitecture, tp: int) -> None:
         return
     hd = arch.head_dim
     kvh = kv_heads_per_rank(arch, tp)
-    acc.linear(h, (heads + 2 * kvh) * hd, "attention")
+    q_heads = 2 * heads if arch.model_type == "qwen3_next" else heads  # Qwen3-Next: gated attention output
+    acc.linear(h, (q_heads + 2 * kvh) * hd, "attention")
     acc.linear(heads * hd, h, "attention")
     if arch.attention_bias:
         acc.dense((heads + 2 * kvh) * hd)

@@ -106,25 +106,20 @@ class Registrations:
         self._registry = registry
         self._clock = clock
         self._expiry: dict[str, float] = {}
-        self._labels: dict[str, dict[str, str]] = {}
 
     def register(self, address: str, labels: dict[str, str] | None = None) -> str:
         """Renew the lease of ``address`` (normalised and returned) with the labels the agent sent."""
         host, port = split_host_port(address)
         address = join_host_port(host, port)
         self._expiry[address] = self._clock() + self._registry.timings.registration_lease_seconds
-        self._labels[address] = dict(labels or {})
         self._registry.add_target(address, DiscoverySource.REGISTERED)
+        self._registry.set_labels(address, dict(labels or {}))
         return address
-
-    def labels_for(self, address: str) -> dict[str, str]:
-        return dict(self._labels.get(address, {}))
 
     def expire(self) -> None:
         now = self._clock()
         for address in sorted(a for a, t in self._expiry.items() if t < now):
             del self._expiry[address]
-            self._labels.pop(address, None)
             self._registry.remove_target(address, DiscoverySource.REGISTERED)
 
     def __len__(self) -> int:

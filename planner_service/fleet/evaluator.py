@@ -2,7 +2,8 @@
 
 ``TwinProvider.prepare(deployment)`` returns the ``TwinCache`` for that deployment's base request
 (model, workload, policy, engine; the hardware part is filled per GPU group by placement) and
-whether it needs fp8. Caches are kept per base request in a small LRU, so repeated ``Place`` calls
+whether it needs fp8. With the engine (the default) each evaluation is ``build_plan`` plus the roofline
+performance (SLOs need TTFT/ITL), and artifacts come from the engine's renderers pinned to the GPUs. Caches are kept per base request in a small LRU, so repeated ``Place`` calls
 for the same model reuse every twin evaluation already done (the benchmark's warm path).
 """
 
@@ -14,8 +15,8 @@ from typing import Callable
 
 from planner_service.engine.models import HardwareOptions, ModelOptions, PlanRequest, PlanResponse
 from planner_service.engine.source import ModelSource
-from planner_service.fleet.models import Deployment
-from planner_service.fleet.placement import TwinCache, needs_fp8
+from planner_service.fleet.models import Deployment, PlacementArtifacts
+from planner_service.fleet.placement import Render, TwinCache, needs_fp8
 
 Resolve = Callable[[ModelOptions], ModelSource]
 Build = Callable[[ModelSource, PlanRequest], PlanResponse]
@@ -27,10 +28,28 @@ def default_resolve() -> Resolve:
     return default_resolver().resolve
 
 
-def default_build() -> Build:
+def engine_twin(source: ModelSource, quantization: str | None) -> tuple[Callable[[PlanRequest], PlanResponse], Render]:
+    """The memory twin plus the roofline performance (for SLOs), and the engine's pinned artifacts."""
+    from planner_service.engine.architecture import parse_architecture
+    from planner_service.engine.pipeline import complete_plan, plan_performance, shape_from_architecture
     from planner_service.engine.plan import build_plan
 
-    return build_plan
+    architecture = parse_architecture(source.config, quantization)  # once per deployment, not per GPU
+    shape = shape_from_architecture(architecture)
+
+    def evaluate(request: PlanRequest) -> PlanResponse:
+        plan = build_plan(source, request)
+        return plan.model_copy(update={"performance": plan_performance(plan, request, shape)})
+
+    def render(plan: PlanResponse, request: PlanRequest, uuids, host: str) -> PlacementArtifacts:  # noqa: ANN001
+        done = complete_plan(plan, request, architecture=architecture, gpu_uuids=list(uuids), hostname=host)
+        art = done.artifacts
+        return PlacementArtifacts(
+            cuda_visible_devices=",".join(uuids), serve_command=art.serve_command, docker_run=art.docker_run,
+            kubernetes_node_selector={"kubernetes.io/hostname": host}, kubernetes=art.kubernetes,
+        )
+
+    return evaluate, render
 
 
 def checkpoint_quantization(source: ModelSource) -> str | None:
@@ -58,13 +77,14 @@ class TwinProvider:
                 self._entries.move_to_end(key)
                 return hit
         resolve = self._resolve or default_resolve()
-        build = self._build or default_build()
         source = resolve(deployment.plan.model)  # blocking I/O (catalog, HF cache or Hub)
-
-        def evaluate(request: PlanRequest) -> PlanResponse:
-            return build(source, request)
-
-        entry = (TwinCache(evaluate), needs_fp8(deployment.plan, checkpoint_quantization(source)))
+        if self._build is None:
+            evaluate, render = engine_twin(source, deployment.plan.model.quantization)
+            cache = TwinCache(evaluate, render)
+        else:
+            build = self._build
+            cache = TwinCache(lambda request: build(source, request))
+        entry = (cache, needs_fp8(deployment.plan, checkpoint_quantization(source)))
         with self._lock:
             self._entries[key] = entry
             while len(self._entries) > self._max:

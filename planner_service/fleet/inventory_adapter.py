@@ -5,8 +5,8 @@ MIG mode becomes a ``mig_enabled`` parent plus one target per MIG instance (addr
 UUID, TP=1 only), the CUDA-visible total is ``memory_cuda_total_bytes`` (total - reserved), and NVLink
 peers come from the pairwise link matrix (level NVLINK or a non-zero bonded link count). A GPU whose
 total or free memory is unknown, or whose probe failed, is kept but marked unhealthy: it is listed,
-never placed on. Labels are GFD-style facts derived from the inventory plus whatever the agent sent
-with its registration.
+never placed on. Labels here are GFD-style facts derived from the inventory; the registry adds the
+labels an agent sent with its registration.
 
 The agent's stream interleaves inventories (on change) and heartbeats (every interval, nothing
 changed); a heartbeat re-yields the last inventory so the registry sees the host as alive, and an
@@ -80,8 +80,7 @@ def _gpu_targets(gpu: agent_pb2.Gpu, peers: dict[str, set[str]]) -> list[FleetGp
     return out
 
 
-def host_from_inventory(inv: agent_pb2.HostInventory, address: str, generation: int = 0,
-                        extra_labels: dict[str, str] | None = None) -> FleetHost:
+def host_from_inventory(inv: agent_pb2.HostInventory, address: str, generation: int = 0) -> FleetHost:
     peers = _peers(inv)
     gpus = [t for gpu in sorted(inv.gpus, key=lambda g: (g.index, g.uuid)) for t in _gpu_targets(gpu, peers)]
     labels: dict[str, str] = {}
@@ -90,7 +89,6 @@ def host_from_inventory(inv: agent_pb2.HostInventory, address: str, generation: 
         labels["nvidia.com/gpu.product"] = _product_label(physical[0].name)
         labels["nvidia.com/gpu.count"] = str(len(physical))
         labels["nvidia.com/mig.capable"] = str(any(g.mig_mode == agent_pb2.MIG_MODE_ENABLED for g in physical)).lower()
-    labels.update(extra_labels or {})
     stale = inv.stale
     return FleetHost(
         host=inv.host.hostname or address,
@@ -108,9 +106,8 @@ def host_from_inventory(inv: agent_pb2.HostInventory, address: str, generation: 
 class AgentStreams:
     """Opens ``WatchInventory`` on an agent (shared transport: limits, keepalive, TLS, token)."""
 
-    def __init__(self, settings: "FleetSettings", labels_for=None) -> None:  # noqa: ANN001
+    def __init__(self, settings: "FleetSettings") -> None:
         self._settings = settings
-        self._labels_for = labels_for or (lambda address: {})
 
     async def open(self, address: str) -> AsyncIterator[FleetHost]:
         from vllm_planner.transport.channel import ChannelOptions, create_aio_channel
@@ -130,7 +127,7 @@ class AgentStreams:
                 async for message in call:
                     if message.HasField("inventory"):
                         generation += 1
-                        last = host_from_inventory(message.inventory, address, generation, self._labels_for(address))
+                        last = host_from_inventory(message.inventory, address, generation)
                         yield last
                     elif last is not None:
                         hb = message.heartbeat

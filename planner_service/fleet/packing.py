@@ -1,6 +1,6 @@
 """Assigning replicas and whole fleet plans without over-committing any GPU (pure).
 
-A per-GPU budget (bytes still free, keyed by GPU/MIG UUID) starts at each GPU's live free memory.
+A per-GPU budget (bytes still free, keyed by agent address and GPU/MIG UUID) starts at each GPU's live free memory.
 Each chosen placement subtracts its ``reserved_bytes`` (vLLM's ``ceil(T x u)`` plus the pre-snapshot
 overhead) from every GPU of its group, and the next replica is planned against what remains, so two
 deployments may share a GPU only when both fit in its free memory. Greedy and deterministic: hosts are
@@ -43,19 +43,24 @@ def _summarise(rejections: Sequence[Rejection], limit: int = 4) -> str:
 def assign_replicas(
     deployment: Deployment,
     hosts: Sequence[FleetHost],
-    budget: dict[str, int],
+    budget: dict[str, dict[str, int]],
     cache: TwinCache,
     policy: sizing.SizingPolicy,
     *,
     fp8: bool = False,
     sizing_mode: MemorySizing = MemorySizing.MAX_FREE,
 ) -> tuple[list[Placement], list[str]]:
-    """Choose ``deployment.replicas`` placements one by one, charging ``budget`` (mutated) for each."""
+    """Choose ``deployment.replicas`` placements one by one, charging ``budget`` (mutated) for each.
+
+    ``budget`` is ``{agent address: {GPU/MIG UUID: bytes still free}}``: keyed by address first
+    because a UUID is only unique per machine as far as the planner can trust (replayed captures,
+    cloned VM images).
+    """
     ordered = sorted(hosts, key=lambda h: (h.host, h.address))
     by_host = {h.host: h for h in ordered}
 
     def evaluate(host: FleetHost) -> Placement | Rejection:
-        return place_on_host(deployment, host, cache, policy, fp8=fp8, free=budget, sizing_mode=sizing_mode)
+        return place_on_host(deployment, host, cache, policy, fp8=fp8, free=budget.get(host.address), sizing_mode=sizing_mode)
 
     current = {h.host: evaluate(h) for h in ordered}
     selected: list[Placement] = []
@@ -69,14 +74,20 @@ def assign_replicas(
         # Replicas of one deployment spread across hosts first (a host failure takes fewer down).
         best = min(options, key=lambda p: (used_hosts.get(p.host, 0), rank_key(p)))
         used_hosts[best.host] = used_hosts.get(best.host, 0) + 1
+        gpus = budget[best.address]
         for uuid in best.gpu_uuids:
-            remaining = budget[uuid] - best.reserved_bytes
+            remaining = gpus[uuid] - best.reserved_bytes
             if remaining < 0:  # cannot happen by construction; guard the invariant anyway
-                raise AssertionError(f"over-commit of {uuid}: {remaining} bytes")
-            budget[uuid] = remaining
+                raise AssertionError(f"over-commit of {uuid} on {best.host}: {remaining} bytes")
+            gpus[uuid] = remaining
         selected.append(best)
         current[best.host] = evaluate(by_host[best.host])
     return selected, unplaced
+
+
+def initial_budget(hosts: Sequence[FleetHost]) -> dict[str, dict[str, int]]:
+    """Every target's live free memory, ``{address: {uuid: bytes}}``."""
+    return {h.address: {g.uuid: g.memory_free_bytes for g in h.gpus} for h in hosts}
 
 
 def plan_fleet(
@@ -88,9 +99,9 @@ def plan_fleet(
     """Place every deployment's replicas across the fleet, in request order, sharing one GPU budget."""
     policy = policy or sizing.SizingPolicy()
     ordered = sorted(hosts, key=lambda h: (h.host, h.address))
-    initial = {g.uuid: g.memory_free_bytes for h in ordered for g in h.gpus}
-    owner = {g.uuid: h.host for h in ordered for g in h.gpus}
-    budget = dict(initial)
+    budget = initial_budget(ordered)
+    initial = {(a, u): free for a, gpus in budget.items() for u, free in gpus.items()}
+    host_of = {h.address: h.host for h in ordered}
     assignments: list[Assignment] = []
     unplaced: list[Unplaced] = []
     for deployment in request.deployments:
@@ -98,17 +109,17 @@ def plan_fleet(
         mode = deployment.sizing or MemorySizing.FIT_WORKLOAD
         selected, missing = assign_replicas(deployment, ordered, budget, cache, policy, fp8=fp8, sizing_mode=mode)
         name = deployment.display_name
-        assignments += [Assignment(deployment=name, replica=i, placement=p) for i, p in enumerate(selected)]
+        assignments += [Assignment(deployment=name, replica=i, placement=cache.with_artifacts(p)) for i, p in enumerate(selected)]
         unplaced += [Unplaced(deployment=name, replica=len(selected) + i, reason=r) for i, r in enumerate(missing)]
     budgets = tuple(
         GpuBudget(
-            host=owner[uuid],
+            host=host_of[address],
             uuid=uuid,
-            memory_free_bytes=initial[uuid],
-            reserved_bytes=initial[uuid] - budget[uuid],
-            remaining_bytes=budget[uuid],
+            memory_free_bytes=free,
+            reserved_bytes=free - budget[address][uuid],
+            remaining_bytes=budget[address][uuid],
         )
-        for uuid in sorted(initial, key=lambda u: (owner[u], u))
-        if budget[uuid] != initial[uuid]
+        for (address, uuid), free in sorted(initial.items(), key=lambda kv: (host_of[kv[0][0]], kv[0]))
+        if budget[address][uuid] != free
     )
     return FleetPlanResponse(assignments=tuple(assignments), unplaced=tuple(unplaced), budgets=budgets)

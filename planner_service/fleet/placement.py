@@ -28,6 +28,7 @@ from planner_service.fleet.models import (
     HostState,
     MemorySizing,
     Placement,
+    PlacementArtifacts,
     PlaceResponse,
     RejectReason,
     Rejection,
@@ -36,16 +37,25 @@ from planner_service.fleet.models import (
 from planner_service.fleet.topology import NVLINK, Group, best_group, max_group_size
 
 Evaluate = Callable[[PlanRequest], PlanResponse]
+Render = Callable[[PlanResponse, PlanRequest, Sequence[str], str], "PlacementArtifacts"]
 GIB = 1 << 30
 _TP_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
 
 class TwinCache:
-    """Memoises twin evaluations; safe to share across calls for one deployment's base request."""
+    """Memoises twin evaluations; safe to share across calls for one deployment's base request.
 
-    def __init__(self, evaluate: Evaluate) -> None:
+    Artifacts are rendered only for the placements an answer returns (``with_artifacts``), with
+    ``render(plan, request, gpu_uuids, hostname)``: by default the fleet's own pinned snippets;
+    the service passes the engine's artifact renderer.
+    """
+
+    def __init__(self, evaluate: Evaluate, render: Render | None = None) -> None:
         self._evaluate = evaluate
+        self._render = render or _default_render
         self._results: dict[tuple, PlanResponse | PlannerError] = {}
+        self._requests: dict[tuple, PlanRequest] = {}
+        self._placement_keys: dict[tuple, tuple] = {}
         self.evaluations = 0
 
     def run(self, key: tuple, request: PlanRequest) -> PlanResponse:
@@ -57,9 +67,30 @@ class TwinCache:
             except PlannerError as exc:  # an impossible TP or similar: remember it like a result
                 hit = exc
             self._results[key] = hit
+            self._requests[key] = request
         if isinstance(hit, PlannerError):
             raise hit
         return hit
+
+    def remember(self, placement: Placement, key: tuple) -> Placement:
+        self._placement_keys[_identity(placement)] = key
+        return placement
+
+    def with_artifacts(self, placement: Placement) -> Placement:
+        key = self._placement_keys.get(_identity(placement))
+        if key is None or placement.artifacts is not None:
+            return placement
+        plan = self.run(key, self._requests[key])
+        artifacts = self._render(plan, self._requests[key], placement.gpu_uuids, placement.host)
+        return placement.model_copy(update={"artifacts": artifacts})
+
+
+def _identity(p: Placement) -> tuple:
+    return (p.address, p.gpu_uuids, p.gpu_memory_utilization, p.memory_free_bytes)
+
+
+def _default_render(plan: PlanResponse, request: PlanRequest, uuids: Sequence[str], host: str) -> PlacementArtifacts:
+    return pinned_artifacts(plan, host, uuids)
 
 
 def needs_fp8(request: PlanRequest, checkpoint_quantization: str | None) -> bool:
@@ -135,7 +166,7 @@ def _evaluate_group(
     feas = plan.feasibility
     perf = plan.performance
     gpu = group.gpus[0]
-    return Placement(
+    placement = Placement(
         host=host.host,
         address=host.address,
         gpu_uuids=group.uuids,
@@ -160,8 +191,8 @@ def _evaluate_group(
         itl_seconds=perf.itl_seconds.expected if perf else None,
         decode_tokens_per_second=perf.decode_tokens_per_second_aggregate.expected if perf else None,
         warnings=tuple(feas.warnings) + ((feas.error,) if feas.error else ()),
-        artifacts=pinned_artifacts(plan, host.host, group.uuids),
     )
+    return cache.remember(placement, key)
 
 
 def _slo_violation(deployment: Deployment, placement: Placement) -> str | None:
@@ -285,7 +316,7 @@ def place(
     max_results: int = 10,
 ) -> PlaceResponse:
     """Rank one placement per host, then choose ``replicas`` of them together without over-commit."""
-    from planner_service.fleet.packing import assign_replicas  # packing builds on this module
+    from planner_service.fleet.packing import assign_replicas, initial_budget  # packing builds on this module
 
     policy = policy or sizing.SizingPolicy()
     mode = deployment.sizing or MemorySizing.MAX_FREE
@@ -296,12 +327,12 @@ def place(
         result = place_on_host(deployment, host, cache, policy, fp8=fp8, sizing_mode=mode)
         (placements if isinstance(result, Placement) else rejections).append(result)
     placements.sort(key=rank_key)
-    budget = {g.uuid: g.memory_free_bytes for h in ordered for g in h.gpus}
+    budget = initial_budget(ordered)
     selected, unplaced = assign_replicas(deployment, ordered, budget, cache, policy, fp8=fp8, sizing_mode=mode)
     return PlaceResponse(
         deployment=deployment.display_name,
-        placements=tuple(placements[:max_results]),
-        selected=tuple(selected),
+        placements=tuple(cache.with_artifacts(p) for p in placements[:max_results]),
+        selected=tuple(cache.with_artifacts(p) for p in selected),
         rejections=tuple(rejections),
         unplaced_replicas=len(unplaced),
         hosts_considered=len(ordered),

@@ -49,6 +49,7 @@ class _Entry:
     address: str
     host: FleetHost
     sources: set[DiscoverySource] = field(default_factory=set)
+    labels: dict[str, str] = field(default_factory=dict)  # from the registration, over inventory labels
     last_update: float | None = None
     state_since: float = 0.0
 
@@ -110,6 +111,12 @@ class FleetRegistry:
             return
         entry.sources.discard(source)
         self._publish(entry)
+
+    def set_labels(self, address: str, labels: dict[str, str]) -> None:
+        entry = self._entries.get(address)
+        if entry is not None and entry.labels != labels:
+            entry.labels = dict(labels)
+            self._publish(entry)
 
     def targets(self) -> list[str]:
         """Addresses some discovery source still names (the ones to keep watching)."""
@@ -193,9 +200,10 @@ class FleetRegistry:
 
     def _view(self, entry: _Entry, now: float) -> FleetHost:
         age = None if entry.last_update is None else round(now - entry.last_update, 3)
-        return entry.host.model_copy(
-            update={"sources": tuple(sorted(entry.sources, key=lambda s: s.value)), "last_update_age_seconds": age}
-        )
+        update: dict = {"sources": tuple(sorted(entry.sources, key=lambda s: s.value)), "last_update_age_seconds": age}
+        if entry.labels:
+            update["labels"] = {**entry.host.labels, **entry.labels}
+        return entry.host.model_copy(update=update)
 
     def _set_state(self, entry: _Entry, state: HostState, reason: str | None) -> None:
         log.info("host %s (%s): %s -> %s (%s)", entry.host.host, entry.address, entry.host.state.value, state.value, reason)

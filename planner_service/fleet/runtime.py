@@ -68,7 +68,7 @@ class FleetRuntime:
         if open_stream is None:
             from planner_service.fleet.inventory_adapter import AgentStreams
 
-            open_stream = AgentStreams(self.settings, self.registrations.labels_for).open
+            open_stream = AgentStreams(self.settings).open
         self.pool = WatcherPool(self.registry, open_stream)
         addresses = list(self.settings.agents)
         if self.settings.agents_file is not None:

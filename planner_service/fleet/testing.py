@@ -74,7 +74,10 @@ def a100_mig_host(host: str, address: str | None = None) -> FleetHost:
 
 
 class StandInTwin:
-    """Linear stand-in: per GPU, weights/TP + 2 GiB non-KV; KV tokens at ``kv_bytes_per_token``/TP."""
+    """Linear stand-in: per GPU, weights/TP + 2 GiB non-KV; KV tokens at ``kv_bytes_per_token``/TP.
+
+    ``model.params_b`` in the request overrides the parameter count given here.
+    """
 
     def __init__(self, params_b: float = 8.0, kv_bytes_per_token: int = 131072, bytes_per_param: int = 2) -> None:
         self.params_b = params_b
@@ -89,7 +92,8 @@ class StandInTwin:
         total = int((hw.vram_gb or 80) * GIB)
         u = request.policy.gpu_memory_utilization or 0.9
         budget = math.ceil(total * u)
-        weights = int(self.params_b * 1e9 * self.bytes_per_param / tp)
+        params_b = request.model.params_b or self.params_b
+        weights = int(params_b * 1e9 * self.bytes_per_param / tp)
         kv = budget - weights - 2 * GIB
         free_ok = hw.free_memory_bytes is None or hw.free_memory_bytes >= budget
         per_token = self.kv_bytes_per_token // tp
@@ -120,3 +124,25 @@ class StandInTwin:
                                     ttft_seconds=r(0.2 / tp), itl_seconds=r(0.01 / tp), memory_bound_until_concurrency=64,
                                     concurrency=request.workload.concurrency),
         )
+
+
+class BackgroundLoop:
+    """An event loop in a daemon thread, for tests that drive servers with sync clients or the CLI."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="fleet-test-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro, timeout_seconds: float = 30.0):  # noqa: ANN001, ANN201
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_seconds)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()

@@ -4,10 +4,11 @@ Failing fast matters more than anything here: the planner must answer in seconds
 no route to the Hub. ``hf_hub_download`` retries network errors with back-off (about 20 s against a
 refused port), so we first ask for the file's metadata with ``get_hf_file_metadata``, which does not
 retry: it tells us at once whether the Hub is reachable, whether the repo and file exist and how big
-the file is, and pins the commit. Only then is config.json downloaded (into the HF cache, so a later
-offline run finds it; the HEAD above has just shown the Hub reachable, so the download's own
-retries only cover a genuinely flaky connection). Exact parameter counts come from ``get_safetensors_metadata``, which reads
-only the shard headers; if that fails the plan still proceeds with counts computed from the config.
+the file is. Only then is config.json downloaded (into the HF cache, so a
+later offline run finds it; the HEAD has just shown the Hub reachable, so the download's own retries
+only cover a genuinely flaky connection). Exact parameter counts come from
+``get_safetensors_metadata``, which reads only the shard headers; if that fails the plan still
+proceeds with counts computed from the config.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 def _transport_errors() -> tuple[type[BaseException], ...]:
     """The HTTP client's network errors; huggingface_hub has used requests, httpx and httpx2."""
     errors: list[type[BaseException]] = [OSError, TimeoutError]
-    for module_name, attr in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "RequestException")):
+    candidates = (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "RequestException"))
+    for module_name, attr in candidates:
         try:
             module = __import__(module_name)
         except ImportError:
@@ -74,7 +76,9 @@ def translate_hub_error(exc: BaseException, repo_id: str, revision: str | None) 
             f"{repo_id} is gated on the Hugging Face Hub: accept its license and set HF_TOKEN, or pass config_json"
         )
     if isinstance(exc, RepositoryNotFoundError):
-        return ModelNotFoundError(f"{repo_id}: no such model on the Hugging Face Hub (or it is private; set HF_TOKEN)")
+        return ModelNotFoundError(
+            f"{repo_id}: no such model on the Hugging Face Hub (or it is private; set HF_TOKEN)"
+        )
     if isinstance(exc, RevisionNotFoundError):
         return ModelNotFoundError(f"{repo_id}: revision {revision!r} not found on the Hugging Face Hub")
     if isinstance(exc, RemoteEntryNotFoundError):
@@ -139,7 +143,9 @@ def fetch_from_hub(
     )
 
 
-def _safetensors_summary(api: HfApi, repo_id: str, revision: str | None, timeout_seconds: float) -> SafetensorsSummary | None:
+def _safetensors_summary(
+    api: HfApi, repo_id: str, revision: str | None, timeout_seconds: float
+) -> SafetensorsSummary | None:
     try:
         meta = api.get_safetensors_metadata(repo_id, revision=revision, timeout=timeout_seconds)
     except NotASafetensorsRepoError:

@@ -13,10 +13,10 @@ confinement runs before the cache is consulted, so a cached entry never bypasses
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from planner_service.engine.errors import MetadataUnavailableError, ModelNotFoundError
+from planner_service.engine.errors import InvalidRequestError, MetadataUnavailableError, ModelNotFoundError
 from planner_service.engine.models import ModelOptions
 from planner_service.engine.source import ModelSource
 from planner_service.metadata.cache import CacheKey, MetadataCache
@@ -32,6 +32,14 @@ _TRUE = {"1", "true", "yes", "on"}
 def _env_offline() -> bool:
     env = os.environ
     return (env.get("HF_HUB_OFFLINE") or env.get("TRANSFORMERS_OFFLINE") or "").strip().lower() in _TRUE
+
+
+def _check_revision(revision: str | None) -> None:
+    # A revision becomes a path component inside the HF cache (refs/<revision>); keep it one.
+    if revision is not None and (
+        not revision.strip() or ".." in revision or revision.startswith("/") or "\\" in revision or len(revision) > 256
+    ):
+        raise InvalidRequestError.for_field("model.revision", f"{revision!r} is not a valid git revision")
 
 
 class ModelResolver:
@@ -84,10 +92,11 @@ class ModelResolver:
             key = CacheKey(os.path.realpath(folder), None, "local")
             return self._cached(key, lambda: load_local_folder(folder, name=name, confinement=self._confinement))
 
+        _check_revision(options.revision)
         key = CacheKey(name.lower(), options.revision, "repo")
         return self._cached(key, lambda: self._resolve_repo(name, options.revision))
 
-    def _cached(self, key: CacheKey, load) -> ModelSource:  # noqa: ANN001 - a zero-arg loader
+    def _cached(self, key: CacheKey, load: Callable[[], ModelSource]) -> ModelSource:
         hit = self.cache.get(key)
         if hit is not None:
             return hit

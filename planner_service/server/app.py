@@ -28,7 +28,6 @@ class PlannerServiceSettings(ServerSettings):
 
     model_config = SettingsConfigDict(env_prefix="VLLM_PLANNER_", extra="forbid", protected_namespaces=())
 
-    listen: str = Field(default="127.0.0.1:50052", description="HOST:PORT to listen on (port 0 = any free port).")
     model_root: list[Path] = Field(
         default_factory=list,
         description="Directory under which clients may name local model folders (none = no local paths).",

@@ -3,8 +3,8 @@
 The numbers come from the engine's own parsers (``architecture.parse_architecture``,
 ``weights.total_params``) over the same resolved metadata a plan uses, so a description never
 disagrees with a plan of the same model. KV bytes per token are for the whole model on one GPU
-(TP=1, PP=1) at the KV dtype vLLM would pick by default (the checkpoint dtype, or fp8 when the
-checkpoint carries fp8 KV scales).
+(TP=1, PP=1), all attention layers, at the requested ``kv_cache_dtype`` or else vLLM's ``auto``
+(the model dtype).
 """
 
 from __future__ import annotations
@@ -12,8 +12,13 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner_service.engine.architecture import ModelArchitecture, parse_architecture
+from planner_service.engine.kv_cache import attention_bytes_per_token
 from planner_service.engine.models import ModelOptions
 from planner_service.engine.weights import total_params
+
+
+_ATTENTION_KINDS = ("full", "sliding", "chunked")
+_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 
 class ModelDescription(BaseModel):
@@ -50,6 +55,16 @@ class ModelDescription(BaseModel):
     max_len_source: str = Field(description="The config.json key the derived max_model_len comes from.")
 
 
+def _kv_dtype(options: ModelOptions, arch: ModelArchitecture) -> tuple[str, int]:
+    """(name, bytes per element) of the KV cache; ``auto`` is the model dtype, as in vLLM."""
+    requested = options.kv_cache_dtype or "auto"
+    if requested == "auto":
+        name = options.dtype if options.dtype != "auto" else arch.checkpoint_dtype
+        name = {"half": "float16", "float": "float32"}.get(name, name)
+        return name, _DTYPE_BYTES.get(name, 2)
+    return requested, 1 if requested.startswith("fp8") else _DTYPE_BYTES.get(requested, 2)
+
+
 def _layer_kind_counts(arch: ModelArchitecture) -> dict[str, int]:
     counts: dict[str, int] = {}
     for kind in arch.layer_kinds:
@@ -68,12 +83,11 @@ def _params(options: ModelOptions, source, arch: ModelArchitecture) -> tuple[int
 
 def describe_model(options: ModelOptions, resolver) -> ModelDescription:  # noqa: ANN001  (ModelResolver)
     """Resolve ``options`` through ``resolver`` (confined, cached) and summarize the parsed metadata."""
-    from planner_service.engine.kv_cache import default_kv_cache_dtype, kv_bytes_per_token
-
     source = resolver.resolve(options)
     arch = parse_architecture(source.config, options.quantization)
     num_params, active, params_source = _params(options, source, arch)
-    kv_dtype = options.kv_cache_dtype or default_kv_cache_dtype(arch)
+    kv_dtype, kv_dtype_bytes = _kv_dtype(options, arch)
+    attention_layers = sum(kind in _ATTENTION_KINDS for kind in arch.layer_kinds)
     return ModelDescription(
         model=source.model,
         source=source.source,
@@ -99,7 +113,7 @@ def describe_model(options: ModelOptions, resolver) -> ModelDescription:  # noqa
         num_active_params=active,
         params_source=params_source,
         kv_cache_dtype=kv_dtype,
-        kv_bytes_per_token=kv_bytes_per_token(arch, kv_dtype),
+        kv_bytes_per_token=attention_bytes_per_token(arch, 1, kv_dtype, kv_dtype_bytes) * attention_layers,
         derived_max_model_len=arch.derived_max_model_len,
         max_len_source=arch.max_len_source,
     )

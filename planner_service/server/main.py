@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 
@@ -16,28 +15,7 @@ from pydantic import ValidationError
 
 from planner_service.server.app import PlannerServiceSettings, build_planner_server
 from vllm_planner.transport.config import add_settings_arguments, load_settings
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def _configure_logging(settings: PlannerServiceSettings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if settings.log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+from vllm_planner.transport.logs import configure_logging
 
 
 async def _serve(settings: PlannerServiceSettings) -> None:
@@ -69,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.server_options()  # reads the token file now, so a bad path fails before binding
     except (ValidationError, ValueError, OSError) as exc:
         parser.error(" ".join(str(exc).split()))
-    _configure_logging(settings)
+    configure_logging(settings)
     try:
         asyncio.run(_serve(settings))
     except OSError as exc:  # e.g. the port is taken

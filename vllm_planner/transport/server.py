@@ -210,6 +210,13 @@ async def start_server(
         if health_server is not None:
             await health_server.stop(0)
         raise
+    log.info(
+        "gRPC on %s (%s, token %s)%s",
+        _bind_address(host, bound),
+        "mutual TLS" if options.tls_client_ca_file else "TLS" if creds else "plaintext",
+        "required" if options.auth_token else "off",
+        f"; health-only port {_bind_address(split_listen(options.health_listen)[0], health_port)}" if health_server else "",
+    )
     running = RunningServer(
         server, bound, host, health_servicer, options.grace_seconds,
         health_server=health_server, health_port=health_port, metrics_server=metrics_server,

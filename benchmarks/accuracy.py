@@ -1,0 +1,286 @@
+"""Accuracy of the memory twin against real vLLM startup logs (the calibration table).
+
+Run: ``.venv/bin/python benchmarks/accuracy.py``. How to read the output: one row per included case with
+predicted vs reported weights ("Model loading took", GiB), available KV memory (GiB), KV-cache tokens and
+max concurrency, and whether vLLM started; ``err`` columns are predicted - reported (GiB) or relative
+error (%). The summary gives median / worst absolute errors; acceptance is weights within 2 %, KV memory
+within 0.5 GiB median / 1.5 GiB worst, tokens and concurrency within 3 % median, and every start /
+refusal predicted right. Excluded cases are listed with the reason. Nothing here is fitted per case:
+each case only supplies what its log states (or its ``assumed_defaults``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from planner_service.engine.models import (  # noqa: E402
+    GIB, EngineOptions, HardwareOptions, ModelOptions, PlanRequest, PlanResponse, PolicyOptions,
+)
+from planner_service.engine.plan import build_plan  # noqa: E402
+from planner_service.engine.source import ModelSource  # noqa: E402
+
+FIXTURES = REPO / "tests" / "fixtures" / "engine"
+
+
+def load_config(name: str) -> dict:
+    return json.loads((FIXTURES / "model-configs" / name / "config.json").read_text())
+
+
+def _awq(bits: int = 4, group: int = 128) -> dict:
+    return {"quant_method": "awq", "bits": bits, "group_size": group, "zero_point": True, "version": "gemm"}
+
+
+def _ct_w4a16(group: int, symmetric: bool, ignore: list[str]) -> dict:
+    return {
+        "quant_method": "compressed-tensors", "format": "pack-quantized", "ignore": ignore,
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+            "num_bits": 4, "type": "int", "strategy": "group", "group_size": group, "symmetric": symmetric}}},
+    }
+
+
+def _with(base: str, **updates) -> dict:
+    cfg = load_config(base)
+    cfg.update(updates)
+    return cfg
+
+
+# Configs built from the cases' notes where no verified config.json exists (sizes are the published ones).
+def _mistral_small_24b() -> dict:
+    return {"architectures": ["Mistral3ForConditionalGeneration"], "model_type": "mistral3",
+            "text_config": {"model_type": "mistral", "hidden_size": 5120, "num_hidden_layers": 40,
+                            "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+                            "intermediate_size": 32768, "vocab_size": 131072, "max_position_embeddings": 131072},
+            "vision_config": {"hidden_size": 1024, "num_hidden_layers": 24, "intermediate_size": 4096},
+            "torch_dtype": "bfloat16"}
+
+
+def _qwen25_14b_awq() -> dict:
+    return {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 5120,
+            "intermediate_size": 13824, "num_hidden_layers": 48, "num_attention_heads": 40,
+            "num_key_value_heads": 8, "vocab_size": 152064, "max_position_embeddings": 32768,
+            "torch_dtype": "float16", "tie_word_embeddings": False, "quantization_config": _awq()}
+
+
+def _llava15_7b_awq() -> dict:
+    return {"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava",
+            "text_config": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
+                            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+                            "vocab_size": 32064, "max_position_embeddings": 4096},
+            "vision_config": {"hidden_size": 1024, "num_hidden_layers": 24, "intermediate_size": 4096},
+            "torch_dtype": "float16", "quantization_config": _awq()}
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    config: dict
+    gpu: str
+    version: str
+    why: str  # how the case maps onto the twin's inputs
+    request: dict = field(default_factory=dict)  # extra PlanRequest settings (stated or assumed defaults)
+
+
+def included_cases() -> list[Case]:
+    """Every case the acceptance table uses, with the settings its log states (or its assumed defaults)."""
+    q2 = load_config("Qwen/Qwen2-7B-Instruct")
+    llama = load_config("meta-llama/Llama-3.1-8B-Instruct")
+    return [
+        Case("dl22-qwen2-7b-a100-80g-tp1-gmu025", q2, "A100 80GB", "0.10.1", "as logged"),
+        Case("dl22-qwen2-7b-a100-80g-tp1-gmu050", q2, "A100 80GB", "0.10.1", "as logged"),
+        Case("dl22-qwen2-7b-a100-80g-tp2-gmu025", q2, "A100 80GB", "0.10.1", "as logged"),
+        Case("dl22-qwen2-7b-a100-80g-tp2-gmu050", q2, "A100 80GB", "0.10.1", "as logged"),
+        Case("dl22-qwen2-7b-a100-40g-tp2-2nodes-gmu050", q2, "A100 40GB", "0.10.1",
+             "cross-node TP (Ray) adds non-torch memory the twin does not model"),
+        Case("llmd-llama31-8b-h100", llama, "H100 80GB HBM3", "0.11.0", "as logged"),
+        Case("llmd-qwen3-0.6b-h100", load_config("Qwen/Qwen3-0.6B"), "H100 80GB HBM3", "0.11.0", "as logged"),
+        Case("llmd-mistral-small-3.2-24b-h100", _mistral_small_24b(), "H100 80GB HBM3", "0.11.0",
+             "config built from the published sizes (40 layers, 8 KV heads, hidden 5120, I 32768, vocab 131072)"),
+        Case("vllm23278-gpt-oss-120b-h100-default", load_config("openai/gpt-oss-120b"), "H100 80GB HBM3", "0.10.1",
+             "version from log line numbers (0.10.1); gmu 0.9 and max_model_len 131072 per assumed_defaults",
+             {"gpu_memory_utilization": 0.9}),
+        Case("duotalk-qwen25-14b-awq-a5000", _qwen25_14b_awq(), "RTX A5000", "0.13.0",
+             "config built from Qwen2.5-14B sizes + AWQ 4-bit g128; gmu 0.9 per assumed_defaults",
+             {"gpu_memory_utilization": 0.9}),
+        Case("imageworks-llava15-7b-awq-4080-freemem-fail", _llava15_7b_awq(), "RTX 4080", "0.10.2",
+             "free memory 13.58 GiB at startup (stated)", {"free_memory_bytes": int(13.58 * GIB)}),
+        Case("imageworks-llava15-7b-awq-4080-gmu085", _llava15_7b_awq(), "RTX 4080", "0.10.2",
+             "free memory 14.66 GiB at startup (stated)", {"free_memory_bytes": int(14.66 * GIB)}),
+        Case("idx-qwen3-next-w4a16-2xl40s-tp2-fp8kv",
+             _with("Qwen/Qwen3-Next-80B-A3B-Instruct", quantization_config=_ct_w4a16(
+                 32, True, ["lm_head", "re:.*mlp.gate$", "re:.*shared_expert_gate$", "re:.*linear_attn.*",
+                             "re:.*self_attn.*", "re:.*shared_expert.*"])),
+             "L40S", "0.13.0",
+             "W4A16 MoE checkpoint (exact repo not logged): experts 4-bit g32, attention/GDN/shared experts 16-bit "
+             "(assumed format; the group size is the one consistent with the logged weights); "
+             "prefix caching disabled by 0.13 for this hybrid"),
+        Case("idx-qwen25-7b-awq-rtx4080-v026",
+             _with("Qwen/Qwen2.5-7B-Instruct", torch_dtype="float16", quantization_config=_awq()),
+             "RTX 4080", "0.26.0", "Qwen2.5-7B config + the AWQ repo's quantization_config (4-bit g128, fp16)",
+             {"free_memory_bytes": int(14.69 * GIB)}),
+        Case("idx-qwen3-8b-rtx5090-len32768-gmu092", load_config("Qwen/Qwen3-8B"), "RTX 5090", "0.25.1",
+             "version not stated; log line numbers match the 0.25.1 logs (CUDA-graph profiling era)"),
+        Case("anton-qwen3-30b-a3b-thinking-awq-3090-len2048",
+             _with("Qwen/Qwen3-30B-A3B", quantization_config=_ct_w4a16(
+                 128, True, ["lm_head", "re:.*mlp.gate$"])),
+             "RTX 3090", "0.10.0", "Qwen3-30B-A3B config + compressed-tensors AWQ int4 (assumed group 128, all linears; checkpoint "
+             "config not available)"),
+        Case("vllmpr20665-deepseek-v2-lite-4xl4-tp2-pp2", load_config("deepseek-ai/DeepSeek-V2-Lite"), "L4", "0.10.0",
+             "main build of 2025-07-09 (V1, two weeks before 0.10.0) mapped to the 0.10 profile; gmu 0.9 assumed",
+             {"gpu_memory_utilization": 0.9}),
+    ]
+
+
+EXCLUDED: dict[str, str] = {
+    "vllm10517-llama31-8b-3090-20k": "V0 engine (log format of v0.6.4)",
+    "vllm10517-llama31-8b-3090-29k": "V0 engine",
+    "vllm10517-llama31-8b-3090-35k": "V0 engine, partial log",
+    "vllm21348-qwen3-235b-fp8-4xh100-tp4": "vLLM version not stated (~0.9.2/0.10.0), LMCache connector, gmu assumed",
+    "vllmpr12569-llama31-70b-w8a8-len2048": "pre-0.10 dev build (~0.7.1), GPU not named",
+    "vllmpr10511-llama3-8b-80g-tp1": "pre-0.10 dev build (0.6.4-0.6.5)",
+    "vllmpr10511-llama3-8b-80g-tp2": "pre-0.10 dev build (0.6.4-0.6.5)",
+    "vllm13061-r1-distill-qwen14b-2x4090-tp2": "V0 engine (~v0.7.2)",
+    "lmcache1739-qwen3-14b-1gpu-32k": "GPU and gpu_memory_utilization not stated",
+    "vllmpr29796-olmo3-7b-len6144": "GPU, version and gmu not stated; no verified Olmo-3 config",
+    "vllmpr29796-olmo3-7b-len34048": "GPU, version and gmu not stated; no verified Olmo-3 config",
+    "vllm6746-llama31-405b-fp8-8xh100": "0.5.3 (V0)",
+    "armlp-mistral7b-gptq-dgxspark-gb10": "unified-memory GB10 (DGX Spark)",
+    "orbit-gemma3-4b-mi300x": "AMD ROCm",
+    "dgxspark-gemma4-26b-a4b-awq-int4-len262k": "unified-memory GB10 (DGX Spark)",
+    "dgxspark-gemma4-26b-a4b-nvfp4-len262k": "unified-memory GB10 (DGX Spark)",
+    "dgxspark-qwen36-35b-a3b-nvfp4-mtp-len262k": "unified-memory GB10 (DGX Spark)",
+    "dgxspark-qwen38-27b-int4-mtp-len262k": "unified-memory GB10 (DGX Spark)",
+    "dgxspark-laguna-s21-int4-dflash-len65536": "unified-memory GB10 (DGX Spark)",
+    "dgxspark-laguna-s21-int4-dflash-len262k-fail": "unified-memory GB10 (DGX Spark)",
+    "t4-qwen3vl-embedding-2b-pooling-flexattn": "pooling (embedding) run, custom build",
+    "t4-qwen3vl-embedding-2b-pooling-xformers-nochunk": "pooling (embedding) run, custom build",
+    "arno-qwen25-7b-rocm-len4096": "AMD ROCm",
+    "vllmrouter-gptoss20b-abliterated-gb10-gmu025": "unified-memory GB10",
+    "apollo-r1-distill-qwen14b-awq-rx9070xt": "AMD Radeon (ROCm)",
+    "vca-qwen3-vl-30b-a3b-2xh100-tp2-len65536": "multimodal encoder profile (vision tower activation) not modelled; "
+                                                 "no verified Qwen3-VL config",
+    "meetingtranslator-qwen36-27b-fp8-h100-eager": "no config for Qwen3.6-27B (hybrid GDN layout unknown)",
+    "idx-gemma3-27b-rocm-len4096": "AMD ROCm",
+    "idx-gemma3-1b-it-offline-len2048": "GPU not named",
+    "idx-qwen3-30b-a3b-fp8-gb10-gmu03-fp8kv": "unified-memory GB10",
+    "idx-glm51-fp8-8xh200-tp8-eager": "no config for GLM-5.1 (MLA + DSA indexer)",
+}
+
+
+def load_log_cases() -> dict[str, dict]:
+    data = json.loads((FIXTURES / "vllm-startup-logs.json").read_text())
+    return {c["id"]: c for c in data["cases"]}
+
+
+def request_for(case: Case, log: dict) -> PlanRequest:
+    extra = dict(case.request)
+    gmu = log.get("gpu_memory_utilization") or extra.pop("gpu_memory_utilization", None)
+    extra.pop("gpu_memory_utilization", None)
+    free = extra.pop("free_memory_bytes", None)
+    dtype = log.get("dtype")
+    dtype = "float16" if dtype and "float16" in dtype else ("bfloat16" if dtype == "bfloat16" else "auto")
+    kv = log.get("kv_cache_dtype")
+    return PlanRequest(
+        model=ModelOptions(model=case.id, dtype=dtype, kv_cache_dtype=kv if kv else None,
+                           max_model_len=log.get("max_model_len")),
+        hardware=HardwareOptions(gpu=case.gpu, tensor_parallel_size=log.get("tp") or 1,
+                                 pipeline_parallel_size=log.get("pp") or 1, free_memory_bytes=free),
+        policy=PolicyOptions(gpu_memory_utilization=gmu),
+        engine=EngineOptions(
+            vllm_version=case.version, max_num_seqs=log.get("max_num_seqs"),
+            max_num_batched_tokens=log.get("max_num_batched_tokens"),
+            enable_prefix_caching=log.get("enable_prefix_caching"), enforce_eager=bool(log.get("enforce_eager")),
+            block_size=log.get("block_size_setting"),
+        ),
+    )
+
+
+@dataclass
+class Row:
+    id: str
+    started: bool
+    predicted_fits: bool
+    weights: tuple[float, float | None]  # (predicted GiB, reported GiB)
+    kv: tuple[float, float | None]
+    tokens: tuple[int, int | None]
+    concurrency: tuple[float, float | None]
+    error: str | None
+
+
+def run_case(case: Case, log: dict) -> tuple[Row, PlanResponse]:
+    plan = build_plan(ModelSource(model=case.id, source="inline", config=case.config), request_for(case, log))
+    rep, f = log["reported"], plan.feasibility
+    row = Row(
+        id=case.id, started=bool(log["startup_ok"]), predicted_fits=f.fits,
+        weights=(f.per_gpu.weights_bytes / GIB, rep.get("weights_gib")),
+        kv=(f.per_gpu.kv_cache_bytes / GIB, rep.get("available_kv_cache_gib")),
+        tokens=(f.kv_cache_tokens, rep.get("kv_cache_tokens")),
+        concurrency=(f.max_concurrency, rep.get("max_concurrency")),
+        error=f.error,
+    )
+    return row, plan
+
+
+def run_table() -> list[Row]:
+    logs = load_log_cases()
+    return [run_case(case, logs[case.id])[0] for case in included_cases()]
+
+
+def _rel(pair) -> float | None:
+    pred, rep = pair
+    return None if rep in (None, 0) else (pred - rep) / rep
+
+
+def summarize(rows: list[Row]) -> dict[str, float]:
+    w = [abs(_rel(r.weights)) for r in rows if r.weights[1] is not None]
+    kv = [abs(r.kv[0] - r.kv[1]) for r in rows if r.kv[1] is not None and r.started]
+    tok = [abs(_rel(r.tokens)) for r in rows if r.tokens[1] and r.started]
+    conc = [abs(_rel(r.concurrency)) for r in rows if r.concurrency[1] and r.started]
+    return {
+        "weights_rel_median": statistics.median(w), "weights_rel_worst": max(w),
+        "kv_gib_median": statistics.median(kv), "kv_gib_worst": max(kv),
+        "tokens_rel_median": statistics.median(tok), "tokens_rel_worst": max(tok),
+        "concurrency_rel_median": statistics.median(conc), "concurrency_rel_worst": max(conc),
+        "start_mismatches": sum(r.started != r.predicted_fits for r in rows),
+        "cases": len(rows),
+    }
+
+
+def _fmt(pair, spec: str) -> str:
+    pred, rep = pair
+    return f"{pred:{spec}} / " + ("-" if rep is None else f"{rep:{spec}}")
+
+
+def main() -> None:
+    rows = run_table()
+    print(__doc__.split("\n\n")[1])
+    print()
+    print(f"{'case':48} {'start p/r':9} {'weights GiB p/r':>17} {'KV GiB p/r':>15} {'errKV':>6} "
+          f"{'tokens p/r':>21} {'conc p/r':>17}")
+    for r in rows:
+        err = "" if r.kv[1] is None else f"{r.kv[0] - r.kv[1]:+.2f}"
+        print(f"{r.id[:48]:48} {int(r.predicted_fits)}/{int(r.started):7} {_fmt(r.weights, '.2f'):>17} "
+              f"{_fmt(r.kv, '.2f'):>15} {err:>6} {_fmt(r.tokens, 'd'):>21} {_fmt(r.concurrency, '.2f'):>17}")
+        if r.error:
+            print(f"{'':48}   error: {r.error[:150]}")
+    s = summarize(rows)
+    print()
+    print(f"weights: median {s['weights_rel_median']:.2%}, worst {s['weights_rel_worst']:.2%} (bound 2%)")
+    print(f"available KV: median {s['kv_gib_median']:.2f} GiB, worst {s['kv_gib_worst']:.2f} GiB (bounds 0.5 / 1.5)")
+    print(f"KV tokens: median {s['tokens_rel_median']:.2%}, worst {s['tokens_rel_worst']:.2%} (median bound 3%)")
+    print(f"concurrency: median {s['concurrency_rel_median']:.2%}, worst {s['concurrency_rel_worst']:.2%}")
+    print(f"start/refuse mismatches: {s['start_mismatches']} of {s['cases']} cases")
+    print(f"\nexcluded ({len(EXCLUDED)}):")
+    for cid, why in EXCLUDED.items():
+        print(f"  {cid}: {why}")
+
+
+if __name__ == "__main__":
+    main()

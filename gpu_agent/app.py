@@ -1,0 +1,161 @@
+"""Build the agent: settings, backend, collector, gRPC server, readiness tied to freshness.
+
+Health: ``""`` reports the process (SERVING while it runs); ``vllm_planner.v1.GpuAgentService``
+reports readiness: SERVING only while the snapshot is fresh (see ``Collector``), so a Kubernetes
+readiness probe on that service name drops a host whose driver hung, while liveness on ``""``
+does not restart it (a restart cannot fix a hung driver).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from gpu_agent.backends import InventoryBackend
+from gpu_agent.collector import Collector
+from gpu_agent.factory import BACKENDS, REPLAY_SOURCES, live_backend, replay_backend
+from gpu_agent.servicer import SERVICE_FULL_NAME, ChangeSignal, GpuAgentServicer
+from vllm_planner.transport.config import ServerSettings
+from vllm_planner.transport.server import RunningServer, start_server
+from vllm_planner.v1 import agent_pb2_grpc
+
+
+class GpuAgentSettings(ServerSettings):
+    model_config = SettingsConfigDict(env_prefix="GPU_AGENT_", extra="forbid")
+
+    listen: str = Field(default="0.0.0.0:50061", description="HOST:PORT to listen on (port 0 = any free port).")
+    backend: str = Field(default="auto", description="nvml, nvidia-smi, none or auto (NVML, else nvidia-smi, else none).")
+    replay: Path | None = Field(default=None, description="Serve a recorded capture folder instead of this host's GPUs.")
+    replay_variant: str = Field(default="idle", description="idle or busy (the capture's *-busy.* files).")
+    replay_source: str = Field(default="auto", description="auto, nvidia-smi (the recorded nvidia-smi output) or nvml (nvml.json).")
+    interval_seconds: float = Field(default=10.0, gt=0, description="How often the collector refreshes the snapshot.")
+    heartbeat_seconds: float = Field(default=15.0, gt=0, description="WatchInventory heartbeat period while nothing changes.")
+    call_timeout_seconds: float = Field(default=5.0, gt=0, description="Timeout of each NVML call / nvidia-smi run.")
+    collect_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of one whole collection.")
+    stale_after_intervals: float = Field(default=3.0, gt=0, description="Snapshot is stale (NOT_SERVING) after this many intervals.")
+    hostname: str | None = Field(default=None, description="Host name to report (default: this machine's).")
+
+    @model_validator(mode="after")
+    def _check_agent(self) -> "GpuAgentSettings":
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
+        if self.replay_variant not in ("idle", "busy"):
+            raise ValueError("replay_variant must be idle or busy")
+        if self.replay_source not in REPLAY_SOURCES:
+            raise ValueError(f"replay_source must be one of {', '.join(REPLAY_SOURCES)}")
+        return self
+
+    def build_backend(self) -> InventoryBackend:
+        if self.replay is not None:
+            return replay_backend(self.replay, self.replay_variant, self.replay_source, self.hostname)
+        return live_backend(self.backend, hostname=self.hostname, call_timeout_seconds=self.call_timeout_seconds)
+
+
+@dataclass
+class AgentServer:
+    running: RunningServer
+    collector: Collector
+    _monitor: asyncio.Task | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        return self.running.address
+
+    async def stop(self, grace_seconds: float | None = None) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        await self.running.stop(grace_seconds)
+        await asyncio.to_thread(self.collector.stop)
+
+    async def serve_until_signal(self) -> None:
+        try:
+            await self.running.serve_until_signal()
+        finally:
+            await self.stop(0)
+
+
+async def _track_freshness(running: RunningServer, collector: Collector, period_seconds: float) -> None:
+    serving: bool | None = None
+    while True:
+        fresh = collector.is_fresh()
+        if fresh != serving:
+            await running.set_serving(fresh, SERVICE_FULL_NAME)
+            serving = fresh
+        await asyncio.sleep(period_seconds)
+
+
+async def build_agent_server(settings: GpuAgentSettings, backend: InventoryBackend | None = None) -> AgentServer:
+    """Start collecting, wait (bounded) for the first collection, then start serving."""
+    collector = Collector(
+        backend or settings.build_backend(),
+        interval_seconds=settings.interval_seconds,
+        call_timeout_seconds=settings.call_timeout_seconds,
+        collect_timeout_seconds=settings.collect_timeout_seconds,
+        stale_after_intervals=settings.stale_after_intervals,
+    )
+    changes = ChangeSignal(asyncio.get_running_loop())
+    collector.add_listener(changes.notify_threadsafe)
+    collector.start()
+    await asyncio.to_thread(collector.wait_first, settings.collect_timeout_seconds)
+    servicer = GpuAgentServicer(collector, changes, settings.heartbeat_seconds)
+    try:
+        running = await start_server(
+            settings.server_options(),
+            register=lambda server: agent_pb2_grpc.add_GpuAgentServiceServicer_to_server(servicer, server),
+            service_full_names=[SERVICE_FULL_NAME],
+        )
+    except BaseException:
+        collector.stop()
+        raise
+    period = min(settings.interval_seconds / 2, 1.0)
+    monitor = asyncio.ensure_future(_track_freshness(running, collector, period))
+    return AgentServer(running, collector, monitor)
+
+
+class BackgroundAgent:
+    """A real agent on its own event loop in a daemon thread (tests, ``FakeAgent``, embedding)."""
+
+    def __init__(self, settings: GpuAgentSettings, backend: InventoryBackend | None = None) -> None:
+        self._settings, self._backend = settings, backend
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gpu-agent", daemon=True)
+        self.server: AgentServer | None = None
+
+    @property
+    def address(self) -> str:
+        if self.server is None:
+            raise RuntimeError("agent not started")
+        return self.server.address
+
+    def call(self, coroutine, timeout_seconds: float = 30.0):  # noqa: ANN001, ANN201
+        future: Future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return future.result(timeout=timeout_seconds)
+
+    def start(self) -> "BackgroundAgent":
+        self._thread.start()
+        self.server = self.call(build_agent_server(self._settings, self._backend))
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.call(self.server.stop(0))
+            self.server = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def __enter__(self) -> "BackgroundAgent":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,61 @@
+"""``gpu-agent``: serve this host's GPU inventory over gRPC until SIGTERM/SIGINT.
+
+The first line of stdout is the bound address (``HOST:PORT``, flushed), so a parent that started the
+agent with ``--listen 127.0.0.1:0`` learns its port; logs go to stderr. Settings: flags > env
+(``GPU_AGENT_*``) > YAML (``--config``) > defaults.
+
+    gpu-agent --listen 0.0.0.0:50061                       # NVML, else nvidia-smi, else none
+    gpu-agent --listen 127.0.0.1:0 --replay CAPTURE_DIR --replay-variant busy
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from gpu_agent.app import GpuAgentSettings, build_agent_server
+from gpu_agent.backends import BackendUnavailable, InventoryBackend
+from vllm_planner.transport.config import add_settings_arguments, load_settings
+from vllm_planner.transport.logs import configure_logging
+
+log = logging.getLogger("gpu_agent")
+
+
+async def _serve(settings: GpuAgentSettings, backend: InventoryBackend) -> None:
+    agent = await build_agent_server(settings, backend)
+    sys.stdout.write(f"{agent.address}\n")
+    sys.stdout.flush()
+    log.info("gpu agent listening on %s (backend %s)", agent.address, agent.collector.backend.name)
+    await agent.serve_until_signal()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpu-agent", description="Serve this host's GPU inventory over gRPC (vllm_planner.v1.GpuAgentService).")
+    add_settings_arguments(parser, GpuAgentSettings)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(GpuAgentSettings, args)
+        settings.server_options()  # reads the token file now, so a bad path fails before binding
+        backend = settings.build_backend()  # a bad --replay folder or a missing nvidia-smi fails here, in one line
+    except (ValidationError, ValueError, OSError, BackendUnavailable) as exc:
+        parser.error(" ".join(str(exc).split()))
+    configure_logging(log_format=settings.log_format, log_level=settings.log_level)
+    try:
+        asyncio.run(_serve(settings, backend))
+    except OSError as exc:  # e.g. the port is taken
+        log.error("cannot serve: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
