@@ -44,7 +44,11 @@ def generate_protos(out_dir: Path = ROOT) -> list[Path]:
 
 class BuildPyWithProtos(build_py):
     def run(self) -> None:
-        generate_protos(ROOT)
+        protos = generate_protos(ROOT)
+        # Packages were discovered before the stubs existed: add the generated ones explicitly,
+        # or a wheel / non-editable install from a clean checkout would ship without them.
+        generated = {".".join(p.parent.relative_to(ROOT / "protos").parts) for p in protos}
+        self.packages = sorted(set(self.packages or ()) | generated)
         super().run()
 
 

@@ -120,6 +120,7 @@ def test_kubernetes_manifests_validate(llama8b, llama70b_tp4):
     for _, response in (llama8b, llama70b_tp4):
         docs = _k8s_docs(response.artifacts.kubernetes)
         assert [d["kind"] for d in docs] == ["PersistentVolumeClaim", "Deployment", "Service"]
+        assert "&id" not in response.artifacts.kubernetes  # no YAML anchors: plain, diff-able manifests
         for doc in docs:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)  # raises on any schema violation
 

@@ -11,6 +11,7 @@ from planner_service.engine.models import HardwareOptions, Interconnect, ModelOp
 from planner_service.engine.performance import (
     ModelShape,
     PerfInputs,
+    Roofline,
     estimate_performance,
     expected_experts_fraction,
     matrix_efficiency,
@@ -142,6 +143,11 @@ def test_moe_reads_only_touched_experts():
     assert single.itl_seconds.low == pytest.approx(
         (dense_bytes + touched) / (H100_BANDWIDTH * 0.90) + 1152 * LLAMA_8B_KV_PER_TOKEN / (H100_BANDWIDTH * 0.93)
         + 0.3e-3, rel=1e-3
+    )
+    # Without a stated active count it follows from the layout: 30.53e9 - 28.99e9 x (1 - 8/128) = 3.35e9.
+    unstated = {**moe, "num_active_params": None}
+    assert Roofline(llama8b_h100(**unstated)).active_params_per_rank == pytest.approx(
+        30_532_122_624 - 28_991_029_248 * (1 - 8 / 128)
     )
     batched = estimate_performance(llama8b_h100(concurrency=64, **moe))
     assert batched.itl_seconds.low > 3 * single.itl_seconds.low  # 64 tokens touch ~98 % of experts

@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def render_files(request: PlanRequest, response: PlanResponse, outputs: OutputOptions) -> dict[str, str]:
     """File name -> content for every emitted kind."""
     artifacts = response.artifacts
-    assert artifacts is not None  # plan_from_args always completes the plan
+    if artifacts is None:  # plan_from_args always completes the plan; this guards other callers
+        raise ValueError("render_files needs a completed plan (see pipeline.complete_plan)")
     contents = {
         "command": lambda: render_serve_script(deployment_from_plan(response, request)),
         "profile": lambda: dump_profile(request, outputs),

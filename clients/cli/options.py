@@ -14,7 +14,7 @@ from typing import Any
 
 from planner_service.engine.errors import InvalidRequestError
 from planner_service.engine.models import GIB, BatchingMode, Interconnect
-from planner_service.engine.profile_yaml import OutputOptions, Profile, load_profile
+from planner_service.engine.profile_yaml import Profile, load_profile
 
 _DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _BINARY = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}

@@ -21,6 +21,7 @@ from planner_service.engine.gpus import GpuSpec
 from planner_service.engine.models import ModelOptions, PlanRequest, PlanResponse
 from planner_service.metadata.catalog import CatalogEntry
 from planner_service.server import convert
+from planner_service.server.describe import ModelDescription
 from vllm_planner.transport.channel import ChannelOptions, create_aio_channel, create_channel
 from vllm_planner.v1 import planner_pb2, planner_pb2_grpc
 
@@ -59,12 +60,6 @@ def _channel_options(
 
 def _model_options(model: str | ModelOptions) -> ModelOptions:
     return model if isinstance(model, ModelOptions) else ModelOptions(model=model)
-
-
-def _description_type():  # noqa: ANN202
-    from planner_service.server.describe import ModelDescription
-
-    return ModelDescription
 
 
 class _Base:
@@ -132,12 +127,12 @@ class PlannerClient(_Base):
         response = self._call("ListCatalogModels", planner_pb2.ListCatalogModelsRequest(), timeout_seconds)
         return [convert.from_proto(item, CatalogEntry) for item in response.models]
 
-    def describe_model(self, model: str | ModelOptions, *, timeout_seconds: float | None = None):  # noqa: ANN201
+    def describe_model(self, model: str | ModelOptions, *, timeout_seconds: float | None = None) -> ModelDescription:
         """Parsed metadata of a model id / catalog name / inline config (``ModelDescription``)."""
         message = planner_pb2.DescribeModelRequest()
         convert.to_proto(_model_options(model), message.model)
         response = self._call("DescribeModel", message, timeout_seconds)
-        return convert.from_proto(response.description, _description_type())
+        return convert.from_proto(response.description, ModelDescription)
 
     def close(self) -> None:
         self._channel.close()
@@ -179,11 +174,13 @@ class AsyncPlannerClient(_Base):
         response = await self._call("ListCatalogModels", planner_pb2.ListCatalogModelsRequest(), timeout_seconds)
         return [convert.from_proto(item, CatalogEntry) for item in response.models]
 
-    async def describe_model(self, model: str | ModelOptions, *, timeout_seconds: float | None = None):  # noqa: ANN201
+    async def describe_model(
+        self, model: str | ModelOptions, *, timeout_seconds: float | None = None
+    ) -> ModelDescription:
         message = planner_pb2.DescribeModelRequest()
         convert.to_proto(_model_options(model), message.model)
         response = await self._call("DescribeModel", message, timeout_seconds)
-        return convert.from_proto(response.description, _description_type())
+        return convert.from_proto(response.description, ModelDescription)
 
     async def close(self) -> None:
         await self._channel.close()

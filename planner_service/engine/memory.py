@@ -145,7 +145,7 @@ def _worker(
         s.enable_expert_parallel,
     )
     non_torch = overheads.non_torch_bytes(tp, pp)
-    graphs = overheads.cuda_graph_bytes(len(layers), tp, s.enforce_eager)
+    graphs = overheads.cuda_graph_bytes(len(layers), tp, s.enforce_eager, profile.cuda_graph_bytes_per_layer)
     if s.kv_cache_memory_bytes is not None:
         kv = s.kv_cache_memory_bytes
     else:

@@ -14,8 +14,11 @@ only (never from max_model_len, which the V1 profile run does not touch):
   largest live set of one layer: hidden states, fused QKV, gate/up + activation or the fused-MoE caches.
 * non-torch: CUDA/NCCL growth after the baseline snapshot; 0.13 GiB on one GPU (printed by the H100
   cases), plus custom all-reduce / NCCL buffers under TP (the Qwen2-7B TP2 runs show ~0.15 GiB more).
-* CUDA graphs: about 18 MiB per decoder layer on the rank for the default capture sizes (0.5 GiB for 28
-  layers in the Qwen2-7B and Qwen2.5-7B-AWQ logs), plus the TP all-reduce buffers captured per graph.
+* CUDA graphs: a per-layer size from the profile plus the TP all-reduce buffers captured per graph.
+  0.10-0.20 only log the capture (after the KV cache is sized): about 18 MiB per decoder layer for the
+  default capture sizes (0.50 GiB for 28 layers in the Qwen2-7B logs). 0.21+ subtract an *estimate*
+  instead; the two 0.21+ cases imply a much smaller one (Qwen2.5-7B-AWQ on 0.26 closes with ~0 GiB
+  subtracted although capture took 0.48 GiB; Qwen3-8B on an RTX 5090 implies ~0.2 GiB): 6 MiB per layer.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ GIB = 1 << 30
 NON_TORCH_BASE_BYTES = int(0.13 * GIB)
 NON_TORCH_TP_BYTES = int(0.15 * GIB)
 NON_TORCH_PP_BYTES = int(0.05 * GIB)
-CUDA_GRAPH_BYTES_PER_LAYER = 18 * MIB
 CUDA_GRAPH_TP_BYTES = int(0.15 * GIB)
 FORWARD_FIXED_BYTES = 64 * MIB  # cuBLAS / attention-metadata workspaces of the dummy run
 
@@ -78,7 +80,7 @@ def non_torch_bytes(tp: int, pp: int) -> int:
     return NON_TORCH_BASE_BYTES + (NON_TORCH_TP_BYTES if tp > 1 else 0) + (NON_TORCH_PP_BYTES if pp > 1 else 0)
 
 
-def cuda_graph_bytes(layers_on_rank: int, tp: int, enforce_eager: bool) -> int:
+def cuda_graph_bytes(layers_on_rank: int, tp: int, enforce_eager: bool, bytes_per_layer: int) -> int:
     if enforce_eager:
         return 0
-    return layers_on_rank * CUDA_GRAPH_BYTES_PER_LAYER + (CUDA_GRAPH_TP_BYTES if tp > 1 else 0)
+    return layers_on_rank * bytes_per_layer + (CUDA_GRAPH_TP_BYTES if tp > 1 else 0)

@@ -116,11 +116,14 @@ class Roofline:
         shape = inp.shape
         self.layers_per_rank = (shape.num_layers / inp.pipeline_parallel_size) if shape else None
         active = inp.num_active_params or inp.num_params
+        if inp.num_active_params is None and shape and shape.num_experts and shape.expert_params:
+            active = inp.num_params - shape.expert_params * (1 - shape.experts_per_token / shape.num_experts)
         self.active_params_per_rank = active / self.ranks
         # Bytes per parameter as loaded (quantized weights move fewer bytes).
         bytes_per_param = inp.weights_bytes_per_rank * self.ranks / inp.num_params
         if shape and shape.num_experts and shape.expert_params:
-            self.expert_bytes_per_rank = min(shape.expert_params * bytes_per_param / self.ranks, inp.weights_bytes_per_rank)
+            expert_bytes = shape.expert_params * bytes_per_param / self.ranks
+            self.expert_bytes_per_rank = min(expert_bytes, inp.weights_bytes_per_rank)
             self.moe_k, self.moe_e = shape.experts_per_token, shape.num_experts
         elif inp.num_active_params and inp.num_active_params < inp.num_params:
             # No expert layout known: treat the inactive share as experts with k/E = active/total.
@@ -268,7 +271,9 @@ def estimate_performance(inp: PerfInputs) -> Performance:
         decode_tokens_per_second_per_request=Range(low=1 / itl[2], expected=1 / itl[1], high=1 / itl[0]),
         decode_tokens_per_second_aggregate=Range(low=batch / itl[2], expected=batch / itl[1], high=batch / itl[0]),
         prefill_tokens_per_second=Range(
-            low=inp.prompt_tokens / prefill[2], expected=inp.prompt_tokens / prefill[1], high=inp.prompt_tokens / prefill[0]
+            low=inp.prompt_tokens / prefill[2],
+            expected=inp.prompt_tokens / prefill[1],
+            high=inp.prompt_tokens / prefill[0],
         ),
         ttft_seconds=ttft,
         itl_seconds=Range(low=itl[0], expected=itl[1], high=itl[2]),
@@ -293,7 +298,9 @@ def _assumptions(inp: PerfInputs, roof: Roofline, batch: int, context: float) ->
         + (f" plus {_EAGER_SECONDS_PER_LAYER * 1e6:.0f} us per layer without CUDA graphs" if inp.enforce_eager else ""),
     ]
     if batch < inp.concurrency:
-        notes.append(f"only {batch} of {inp.concurrency} requests run at once (max_num_seqs or KV capacity); the rest queue")
+        notes.append(
+            f"only {batch} of {inp.concurrency} requests run at once (max_num_seqs or KV capacity); the rest queue"
+        )
     if inp.tensor_parallel_size > 1:
         bandwidth, latency = _LINKS[inp.interconnect]
         notes.append(

@@ -84,7 +84,9 @@ def performance_inputs(
     )
 
 
-def plan_performance(response: PlanResponse, request: PlanRequest, shape: ModelShape | None = None) -> Performance | None:
+def plan_performance(
+    response: PlanResponse, request: PlanRequest, shape: ModelShape | None = None
+) -> Performance | None:
     """Performance only for a plan that starts; a failing plan has no speed to estimate."""
     if not response.feasibility.fits:
         return None

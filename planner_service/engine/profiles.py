@@ -93,6 +93,9 @@ class VersionProfile(BaseModel):
     # Sampler peak of the profile run per logit (rows x vocab); calibrated per runner generation
     # (overheads.py explains the cases it comes from).
     sampler_bytes_per_logit: float
+    # CUDA-graph memory per decoder layer on the rank: the subtracted *estimate* where the profile
+    # subtracts it (calibrated on the 0.21+ cases), else the capture size vLLM logs after sizing the KV cache.
+    cuda_graph_bytes_per_layer: int
     no_memory_message: str
     not_fit_message: str
     estimate_sentence: str = _ESTIMATE
@@ -130,6 +133,7 @@ PROFILES: tuple[VersionProfile, ...] = (
         mla_block_size_hopper=16,
         hybrid_prefix_caching=True,
         sampler_bytes_per_logit=28.7,
+        cuda_graph_bytes_per_layer=6 << 20,
         no_memory_message=_NO_MEMORY_NEW,
         not_fit_message=_NOT_FIT_NEW,
         serve_flags=_FLAGS_0_33,
@@ -147,6 +151,7 @@ PROFILES: tuple[VersionProfile, ...] = (
         mla_block_size_hopper=64,
         hybrid_prefix_caching=False,
         sampler_bytes_per_logit=38.5,
+        cuda_graph_bytes_per_layer=18 << 20,
         no_memory_message=_NO_MEMORY_OLD,
         not_fit_message=_NOT_FIT_OLD,
         serve_flags=_FLAGS_0_33 | _REMOVED_SINCE_0_11,

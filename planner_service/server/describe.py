@@ -3,8 +3,8 @@
 The numbers come from the engine's own parsers (``architecture.parse_architecture``,
 ``weights.total_params``) over the same resolved metadata a plan uses, so a description never
 disagrees with a plan of the same model. KV bytes per token are for the whole model on one GPU
-(TP=1, PP=1), all attention layers, at the requested ``kv_cache_dtype`` or else vLLM's ``auto``
-(the model dtype).
+(TP=1, PP=1), all attention layers, at the requested ``kv_cache_dtype`` or else the one a plan
+would use on a bf16-capable GPU.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from planner_service.engine.architecture import ModelArchitecture, parse_architecture
 from planner_service.engine.kv_cache import attention_bytes_per_token
+from planner_service.engine.memory import kv_dtype_bytes
 from planner_service.engine.models import ModelOptions
 from planner_service.engine.weights import total_params
 
 
 _ATTENTION_KINDS = ("full", "sliding", "chunked")
-_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 
 class ModelDescription(BaseModel):
@@ -56,13 +56,17 @@ class ModelDescription(BaseModel):
 
 
 def _kv_dtype(options: ModelOptions, arch: ModelArchitecture) -> tuple[str, int]:
-    """(name, bytes per element) of the KV cache; ``auto`` is the model dtype, as in vLLM."""
-    requested = options.kv_cache_dtype or "auto"
-    if requested == "auto":
-        name = options.dtype if options.dtype != "auto" else arch.checkpoint_dtype
-        name = {"half": "float16", "float": "float32"}.get(name, name)
-        return name, _DTYPE_BYTES.get(name, 2)
-    return requested, 1 if requested.startswith("fp8") else _DTYPE_BYTES.get(requested, 2)
+    """(vLLM --kv-cache-dtype, bytes per element) as a plan on a bf16-capable GPU (sm80+) resolves it:
+    ``auto`` stores KV in the model dtype (float32 checkpoints run in bfloat16), fp8 when the
+    checkpoint carries fp8 KV scales."""
+    aliases = {"half": "float16", "float": "float32"}
+    model_dtype = aliases.get(options.dtype, options.dtype) if options.dtype != "auto" else arch.checkpoint_dtype
+    if options.dtype == "auto" and model_dtype == "float32":
+        model_dtype = "bfloat16"
+    kv_dtype = options.kv_cache_dtype or "auto"
+    if kv_dtype == "auto" and options.kv_cache_dtype is None and arch.quantization and arch.quantization.kv_cache_fp8:
+        kv_dtype = "fp8"
+    return kv_dtype, kv_dtype_bytes(kv_dtype, model_dtype)
 
 
 def _layer_kind_counts(arch: ModelArchitecture) -> dict[str, int]:

@@ -20,10 +20,13 @@ from typing import Callable, TypeVar
 import grpc
 from pydantic import BaseModel, ConfigDict
 
+from planner_service.api import run_plan
 from planner_service.engine.gpus import list_gpus
 from planner_service.engine.models import ModelOptions, PlanRequest, PlanResponse
+from planner_service.engine.pipeline import complete_plan
 from planner_service.metadata.catalog import list_catalog
 from planner_service.server import convert
+from planner_service.server.describe import describe_model
 from planner_service.server.interceptor import DeadlineExceededError
 from vllm_planner.v1 import planner_pb2, planner_pb2_grpc
 
@@ -43,9 +46,6 @@ class DescribeModelArgs(BaseModel):
 def plan_for(request: PlanRequest, resolver, *, artifacts: bool) -> PlanResponse:  # noqa: ANN001
     """``run_plan`` with the service's resolver; with ``artifacts``, completed like the CLI's
     ``plan_from_args`` does when the engine stopped before rendering them."""
-    from planner_service.api import run_plan
-    from planner_service.engine.pipeline import complete_plan
-
     response = run_plan(request, resolver=resolver)
     if artifacts and response.artifacts is None:
         response = complete_plan(response, request)
@@ -100,8 +100,6 @@ class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
     async def DescribeModel(
         self, request: planner_pb2.DescribeModelRequest, context: grpc.aio.ServicerContext
     ) -> planner_pb2.DescribeModelResponse:
-        from planner_service.server.describe import describe_model
-
         args = convert.from_proto(request, DescribeModelArgs)
         description = await self._offload(context, describe_model, args.model, self._resolver)
         response = planner_pb2.DescribeModelResponse()

@@ -30,7 +30,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_se
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-_created: dict[str, Counter | Gauge | Histogram] = {}
+# name -> (metric, its type, its label names): asking twice must ask for the same thing.
+_created: dict[str, tuple[Counter | Gauge | Histogram, type, tuple[str, ...]]] = {}
 
 # Latency buckets from 1 ms to 60 s: a cached inventory answers in ms, a plan with Hub lookups in s.
 RPC_LATENCY_BUCKETS_SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -38,13 +39,13 @@ RPC_LATENCY_BUCKETS_SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 
 def _get_or_create(kind: type, name: str, documentation: str, labelnames: Sequence[str], **kwargs):
     with _lock:
-        existing = _created.get(name)
-        if existing is not None:
-            if not isinstance(existing, kind) or tuple(existing._labelnames) != tuple(labelnames):
+        if name in _created:
+            metric, existing_kind, existing_labels = _created[name]
+            if existing_kind is not kind or existing_labels != tuple(labelnames):
                 raise ValueError(f"metric {name} already exists with another type or labels")
-            return existing
+            return metric
         metric = kind(name, documentation, labelnames=tuple(labelnames), registry=REGISTRY, **kwargs)
-        _created[name] = metric
+        _created[name] = (metric, kind, tuple(labelnames))
         return metric
 
 

@@ -14,6 +14,7 @@ import logging
 import re
 import time
 import uuid
+from functools import partial
 from typing import Any, Awaitable, Callable
 
 import grpc
@@ -152,13 +153,13 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
         )
         if handler.request_streaming and handler.response_streaming:
-            factory = lambda: _Call(method, "bidi_stream", request_id)  # noqa: E731
-            return grpc.stream_stream_rpc_method_handler(_streaming_response(handler.stream_stream, factory), **kwargs)
+            call = partial(_Call, method, "bidi_stream", request_id)
+            return grpc.stream_stream_rpc_method_handler(_streaming_response(handler.stream_stream, call), **kwargs)
         if handler.request_streaming:
-            factory = lambda: _Call(method, "client_stream", request_id)  # noqa: E731
-            return grpc.stream_unary_rpc_method_handler(_unary_response(handler.stream_unary, factory), **kwargs)
+            call = partial(_Call, method, "client_stream", request_id)
+            return grpc.stream_unary_rpc_method_handler(_unary_response(handler.stream_unary, call), **kwargs)
         if handler.response_streaming:
-            factory = lambda: _Call(method, "server_stream", request_id)  # noqa: E731
-            return grpc.unary_stream_rpc_method_handler(_streaming_response(handler.unary_stream, factory), **kwargs)
-        factory = lambda: _Call(method, "unary", request_id)  # noqa: E731
-        return grpc.unary_unary_rpc_method_handler(_unary_response(handler.unary_unary, factory), **kwargs)
+            call = partial(_Call, method, "server_stream", request_id)
+            return grpc.unary_stream_rpc_method_handler(_streaming_response(handler.unary_stream, call), **kwargs)
+        call = partial(_Call, method, "unary", request_id)
+        return grpc.unary_unary_rpc_method_handler(_unary_response(handler.unary_unary, call), **kwargs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner_service.engine.models import PlanRequest, PlanResponse, VllmConfig
@@ -62,6 +63,16 @@ class Deployment(BaseModel):
         return ("vllm-" + label)[:63].rstrip("-") or "vllm"
 
     @property
+    def cpu_request(self) -> int:
+        # Tokenization, the API server and one worker process per GPU each want a core or two.
+        return 2 + 2 * self.num_gpus
+
+    @property
+    def memory_request_gib(self) -> int:
+        # Host RAM for the API server and workers; safetensors are mmapped through the page cache.
+        return 16 + 8 * self.num_gpus
+
+    @property
     def startup_seconds(self) -> int:
         return STARTUP_FIXED_SECONDS + math.ceil(self.weights_bytes_total / STARTUP_BYTES_PER_SECOND)
 
@@ -99,3 +110,18 @@ def deployment_from_plan(
         port=port,
         serve_flags=serve_flags,
     )
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Shared sub-objects (labels, probes) are written out in full, not as &anchors/*aliases."""
+
+    def ignore_aliases(self, data) -> bool:  # noqa: ANN001 (PyYAML hook)
+        return True
+
+
+def dump_yaml(document: object) -> str:
+    return yaml.dump(document, Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False)
+
+
+def dump_yaml_all(documents: list) -> str:
+    return yaml.dump_all(documents, Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False)

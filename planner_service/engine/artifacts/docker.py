@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import shlex
 
-import yaml
-
-from planner_service.engine.artifacts.deployment import HF_CACHE_IN_CONTAINER, Deployment
+from planner_service.engine.artifacts.deployment import HF_CACHE_IN_CONTAINER, Deployment, dump_yaml
 from planner_service.engine.artifacts.serve import serve_args
 
 
@@ -56,4 +54,4 @@ def compose_document(d: Deployment) -> dict:
 
 
 def render_docker_compose(d: Deployment) -> str:
-    return yaml.safe_dump(compose_document(d), sort_keys=False, default_flow_style=False)
+    return dump_yaml(compose_document(d))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import yaml
-
-from planner_service.engine.artifacts.deployment import IMAGE_REPOSITORY, PROBE_PERIOD_SECONDS, Deployment
-from planner_service.engine.artifacts.kubernetes import HF_SECRET_KEY, HF_SECRET_NAME, pvc_size
+from planner_service.engine.artifacts.deployment import IMAGE_REPOSITORY, PROBE_PERIOD_SECONDS, Deployment, dump_yaml
+from planner_service.engine.artifacts.kubernetes import HF_SECRET_KEY, HF_SECRET_NAME, pvc_size, shm_size
 from planner_service.engine.artifacts.serve import serve_args
 
 # Flags that have a first-class vllmConfig key; everything else goes to extraArgs.
@@ -49,10 +47,12 @@ def helm_values(d: Deployment) -> dict:
         "tag": f"v{d.vllm_version}",
         "modelURL": d.model,
         "replicaCount": 1,
+        "requestCPU": d.cpu_request,
+        "requestMemory": f"{d.memory_request_gib}Gi",
         "requestGPU": d.num_gpus,
         "pvcStorage": pvc_size(d),
         "pvcAccessMode": ["ReadWriteOnce"],
-        "shmSize": "2Gi",
+        "shmSize": shm_size(d),
         "hf_token": {"secretName": HF_SECRET_NAME, "secretKey": HF_SECRET_KEY},
         "vllmConfig": vllm_config,
     }
@@ -75,4 +75,4 @@ def helm_values(d: Deployment) -> dict:
 
 
 def render_helm_values(d: Deployment) -> str:
-    return yaml.safe_dump(helm_values(d), sort_keys=False, default_flow_style=False)
+    return dump_yaml(helm_values(d))

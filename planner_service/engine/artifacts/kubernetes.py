@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import math
 
-import yaml
-
 from planner_service.engine.artifacts.deployment import (
     HF_CACHE_IN_CONTAINER,
     PROBE_PERIOD_SECONDS,
     Deployment,
+    dump_yaml_all,
 )
 from planner_service.engine.artifacts.serve import serve_args
 
@@ -58,7 +57,10 @@ def manifests(d: Deployment) -> list[dict]:
         "args": serve_args(d),
         "ports": [{"name": "http", "containerPort": d.port}],
         "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": HF_SECRET_NAME, "key": HF_SECRET_KEY}}}],
-        "resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus}},
+        "resources": {
+            "limits": {"nvidia.com/gpu": gpus},
+            "requests": {"nvidia.com/gpu": gpus, "cpu": str(d.cpu_request), "memory": f"{d.memory_request_gib}Gi"},
+        },
         "volumeMounts": [
             {"name": "hf-cache", "mountPath": HF_CACHE_IN_CONTAINER},
             {"name": "dshm", "mountPath": "/dev/shm"},
@@ -102,4 +104,4 @@ def manifests(d: Deployment) -> list[dict]:
 
 
 def render_kubernetes(d: Deployment) -> str:
-    return yaml.safe_dump_all(manifests(d), sort_keys=False, default_flow_style=False)
+    return dump_yaml_all(manifests(d))
