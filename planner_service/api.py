@@ -9,6 +9,7 @@ from (the gRPC service passes one confined to its ``--model-root`` directories).
 from __future__ import annotations
 
 from planner_service.engine.models import PlanRequest, PlanResponse
+from planner_service.engine.pipeline import complete_plan
 from planner_service.engine.plan import build_plan
 from planner_service.metadata.resolver import ModelResolver
 
@@ -25,4 +26,4 @@ def default_resolver() -> ModelResolver:
 def run_plan(request: PlanRequest, *, resolver: ModelResolver | None = None) -> PlanResponse:
     """Resolve the model's metadata, then run the pure planning engine on it."""
     source = (resolver or default_resolver()).resolve(request.model)
-    return build_plan(source, request)
+    return complete_plan(build_plan(source, request), request, source=source)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from planner_service.api import run_plan
+from planner_service.api import default_resolver, run_plan
 from planner_service.engine.models import HardwareOptions, Interconnect, ModelOptions, PlanRequest, WorkloadOptions
 from planner_service.engine.performance import (
     ModelShape,
@@ -166,11 +166,15 @@ def test_real_plan_gets_performance():
         hardware=HardwareOptions(gpu="H100"),
         workload=WorkloadOptions(concurrency=16),
     )
-    response = complete_plan(run_plan(request), request)
+    source = default_resolver().resolve(request.model)
+    response = complete_plan(run_plan(request), request, source=source)
     perf = response.performance
     assert perf is not None and perf.concurrency == 16
     assert 80 < perf.decode_tokens_per_second_per_request.expected < 200
-    assert any("efficiency" in note or "spec" in note for note in perf.assumptions)
+    assert not any("shape unknown" in note for note in perf.assumptions)  # attention FLOPs counted
+    shapeless = complete_plan(run_plan(request), request).performance
+    assert any("shape unknown" in note for note in shapeless.assumptions)
+    assert shapeless.ttft_seconds.low < perf.ttft_seconds.low  # the attention FLOPs were left out
 
 
 def test_failing_plan_has_no_performance():

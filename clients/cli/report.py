@@ -133,7 +133,7 @@ def _range_row(table: Table, label: str, r: Range, fmt: str) -> None:
     table.add_row(label, format(r.low, fmt), format(r.expected, fmt), format(r.high, fmt))
 
 
-def _performance_table(response: PlanResponse, explain: bool) -> Table | Text:
+def _performance_table(response: PlanResponse, explain: bool) -> Table | Group | Text:
     perf = response.performance
     if perf is None:
         return Text("Performance: not estimated (the plan does not start, or the GPU's speed is unknown).", style="dim")
@@ -148,9 +148,11 @@ def _performance_table(response: PlanResponse, explain: bool) -> Table | Text:
     _range_row(table, "ITL (ms)", Range(low=perf.itl_seconds.low * 1e3, expected=perf.itl_seconds.expected * 1e3,
                                           high=perf.itl_seconds.high * 1e3), ".2f")
     table.caption = f"memory-bound up to a decode batch of ~{perf.memory_bound_until_concurrency:,}"
-    if explain and perf.assumptions:
-        table.caption += "\n" + "\n".join(f"• {note}" for note in perf.assumptions)
     table.caption_justify = "left"
+    if explain and perf.assumptions:  # full width below the table, not squeezed into its caption
+        notes = Text("Assumptions:\n", style="bold")
+        notes.append("\n".join(f"• {note}" for note in perf.assumptions), style="dim")
+        return Group(table, notes)
     return table
 
 

@@ -30,6 +30,7 @@ _TYPE_DEFAULTS: dict[str, dict] = {
     "gemma": {"tie_word_embeddings": True},
     "llama4_text": {"tie_word_embeddings": False},
 }
+_QK_NORM_TYPES = {"qwen3", "qwen3_moe", "qwen3_next", "gemma3_text", "olmo2", "olmo3", "olmoe"}
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "half": 2, "float": 4}
 
 
@@ -85,6 +86,7 @@ class ModelArchitecture(BaseModel):
     tie_word_embeddings: bool
     checkpoint_dtype: str  # bfloat16 | float16 | float32
     attention_bias: bool = False
+    qk_norm: bool = False
     layer_kinds: tuple[LayerKind, ...]
     sliding_window: int | None = None
     attention_chunk_size: int | None = None
@@ -320,6 +322,7 @@ def parse_architecture(config: dict, quantization: str | None = None) -> ModelAr
         tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
         checkpoint_dtype={"half": "float16", "float": "float32"}.get(dtype, dtype),
         attention_bias=bool(text.get("attention_bias") or model_type in ("qwen2", "qwen2_moe", "qwen2_vl")),
+        qk_norm=bool(text.get("use_qk_norm")) or model_type in _QK_NORM_TYPES,
         layer_kinds=tuple(kinds),
         sliding_window=window,
         attention_chunk_size=chunk,

@@ -78,7 +78,8 @@ def _attention(acc: _Acc, arch: ModelArchitecture, tp: int) -> None:
     acc.linear(heads * hd, h, "attention")
     if arch.attention_bias:
         acc.dense((heads + 2 * kvh) * hd)
-    acc.dense(2 * hd)  # q/k norms where present (tiny)
+    if arch.qk_norm:
+        acc.dense(2 * hd)
 
 
 def _linear_attention(acc: _Acc, arch: ModelArchitecture, tp: int) -> None:
@@ -184,11 +185,11 @@ def total_params(arch: ModelArchitecture) -> tuple[int, int | None]:
 
 
 def pp_layer_ranges(num_layers: int, pp: int) -> list[range]:
-    """vLLM ``get_pp_indices``: n//pp layers each, the remainder spread over the ranks before the last."""
+    """vLLM ``get_pp_indices``: n//pp layers each, one more for the ``n % pp`` ranks just before the last."""
     base, rem = divmod(num_layers, pp)
     sizes = [base] * pp
-    for i in range(rem):
-        sizes[i if pp == 1 else i % (pp - 1)] += 1
+    for i in range(2, rem + 2):
+        sizes[-i] += 1
     out, start = [], 0
     for size in sizes:
         out.append(range(start, start + size))

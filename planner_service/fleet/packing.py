@@ -49,6 +49,7 @@ def assign_replicas(
     *,
     fp8: bool = False,
     sizing_mode: MemorySizing = MemorySizing.MAX_FREE,
+    initial: dict[str, Placement | Rejection] | None = None,
 ) -> tuple[list[Placement], list[str]]:
     """Choose ``deployment.replicas`` placements one by one, charging ``budget`` (mutated) for each.
 
@@ -62,7 +63,8 @@ def assign_replicas(
     def evaluate(host: FleetHost) -> Placement | Rejection:
         return place_on_host(deployment, host, cache, policy, fp8=fp8, free=budget.get(host.address), sizing_mode=sizing_mode)
 
-    current = {h.host: evaluate(h) for h in ordered}
+    # ``initial``: per-host results already computed against this same, untouched budget (Place).
+    current = dict(initial) if initial is not None else {h.host: evaluate(h) for h in ordered}
     selected: list[Placement] = []
     unplaced: list[str] = []
     used_hosts: dict[str, int] = {}
