@@ -84,6 +84,7 @@ def test_nemotron_h_and_jamba_patterns():
     a = parse_architecture(nemo)
     assert a.layer_kinds == ("mamba", "none", "mamba", "full", "none", "mamba")
     assert a.mamba.kind == "mamba2" and a.mamba.ssm_dtype_fp32
+    assert a.mlp_layers == (False, True, False, False, True, False)
     jamba = {"model_type": "jamba", "hidden_size": 4096, "num_hidden_layers": 8, "num_attention_heads": 32,
              "num_key_value_heads": 8, "vocab_size": 65536, "intermediate_size": 14336, "attn_layer_period": 8,
              "attn_layer_offset": 4, "num_experts": 16, "num_experts_per_tok": 2, "expert_layer_period": 2,
@@ -113,6 +114,9 @@ def test_max_model_len_rules():
     assert parse_architecture({**base, "max_position_embeddings": 8192,
                                "model_max_length": 16384}).derived_max_model_len == 16384
     assert parse_architecture(base).derived_max_model_len == 2048
+    longrope = parse_architecture({**base, "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+                                   "rope_scaling": {"type": "longrope", "long_factor": [1.0], "short_factor": [1.0]}})
+    assert (longrope.derived_max_model_len, longrope.default_max_model_len) == (131072, 4096)
 
 
 def test_unknown_architecture_names_the_missing_fields():

@@ -211,3 +211,22 @@ def test_pipeline_parallel_capacity_is_the_minimum_over_stages(pp):
     assert sum(len(w.layers) for w in r.workers) == a.num_layers
     # the first stage holds the embedding, the last the LM head and the sampler peak
     assert r.workers[-1].activation_peak_bytes > r.workers[0].activation_peak_bytes
+
+
+def test_mamba2_hybrid_page_with_fp32_ssm_state_nemotron_h():
+    cfg = {"model_type": "nemotron_h", "hidden_size": 4096, "num_hidden_layers": 6, "num_attention_heads": 32,
+           "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 131072, "intermediate_size": 21504,
+           "hybrid_override_pattern": "M-M*-M", "mamba_num_heads": 128, "mamba_head_dim": 64, "n_groups": 8,
+           "ssm_state_size": 128, "conv_kernel": 4, "max_position_embeddings": 8192}
+    a = parse_architecture(cfg)
+    conv = 3 * (128 * 64 + 2 * 8 * 128) * 2  # (kernel-1) x (intermediate + 2 groups x state), bf16
+    ssm = 128 * 64 * 128 * 4  # heads x head_dim x state, fp32 for NemotronH
+    assert mamba_page_bytes(a, 1, 2) == conv + ssm == 4_255_744
+    layout = build_layout(a, range(6), 1, "auto", 2, 2, 16, 1)
+    per_token = 2 * 8 * 128 * 2
+    assert layout.block_size == 16 * -(-(conv + ssm) // (16 * per_token))
+    # 3 Mamba layers + 1 attention layer: group size 1 -> 4 groups, no padding
+    assert len(layout.groups) == 4 and layout.padding_layers == 0
+    assert layout.bytes_per_block == layout.block_size * per_token
+    # TP 2: heads and groups split; groups stay whole when n_groups % tp == 0
+    assert mamba_page_bytes(a, 2, 2) == (3 * (128 * 64 + 2 * 8 * 128) // 2) * 2 + 64 * 64 * 128 * 4

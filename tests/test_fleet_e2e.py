@@ -34,7 +34,7 @@ GIB = 1 << 30
 H100 = "NVIDIA H100 80GB HBM3"
 TIMINGS = FleetTimings(
     heartbeat_interval_seconds=0.5, stale_after_seconds=1.5, gone_after_seconds=30, sweep_interval_seconds=0.05,
-    backoff_initial_seconds=0.05, backoff_max_seconds=0.3, connect_timeout_seconds=2,
+    backoff_initial_seconds=0.05, backoff_max_seconds=0.3,
 )
 
 pytestmark = pytest.mark.skipif(H100_CAPTURE is None, reason="shared/fixtures/nvidia capture not present")

@@ -131,7 +131,10 @@ def test_agent_registration_heartbeat_and_lease(planner):
 
     async def stop(task):
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        done, pending = await asyncio.wait({task}, timeout=3)
+        if pending:
+            task.print_stack()
+            raise AssertionError("heartbeat did not stop")
 
     with FleetClient(planner.address) as client:
         task = planner.loop.run(start_heartbeat())

@@ -98,3 +98,17 @@ def test_an_unreachable_planner_exits_unavailable(capsys):
         port = sock.getsockname()[1]
     code, out, err = _run(["plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--planner", f"127.0.0.1:{port}"], capsys)
     assert code == EXIT_UNAVAILABLE and out == "" and err.startswith("error: ")
+
+
+def test_remote_generate_writes_the_same_files_as_the_embedded_one(address, capsys, tmp_path):
+    argv = ["generate", "--model", "Qwen/Qwen3-8B", "--gpu", "H100", "--gpus", "2"]
+    here, there = tmp_path / "out-a", tmp_path / "out-b"
+    embedded = _run([*argv, "--output-dir", str(here)], capsys)
+    remote = _run([*argv, "--output-dir", str(there), "--planner", address, "--token", "cli-token"], capsys)
+    assert remote[0] == embedded[0] == 0
+    assert remote[1].replace("out-b", "out-a") == embedded[1] and remote[2] == embedded[2]
+    written = sorted(p.name for p in here.iterdir())
+    assert written and written == sorted(p.name for p in there.iterdir())
+    for name in written:
+        # profile.yaml records its own --output-dir; everything else must be byte-identical.
+        assert (there / name).read_text().replace("out-b", "out-a") == (here / name).read_text(), name

@@ -88,6 +88,7 @@ class ModelArchitecture(BaseModel):
     attention_bias: bool = False
     qk_norm: bool = False
     layer_kinds: tuple[LayerKind, ...]
+    mlp_layers: tuple[bool, ...] | None = None  # None: every layer has an MLP (NemotronH: only "-"/"E" layers)
     sliding_window: int | None = None
     attention_chunk_size: int | None = None
     mla: MlaConfig | None = None
@@ -96,8 +97,9 @@ class ModelArchitecture(BaseModel):
     quantization: QuantConfig | None = None
     vision_params: int = 0
     rotary_cache_elements: int = 0  # vLLM's shared cos/sin cache (a persistent buffer counted as weights)
-    derived_max_model_len: int
+    derived_max_model_len: int  # the upper limit a user value is checked against
     max_len_source: str
+    default_max_model_len: int  # what vLLM uses when --max-model-len is unset (LongRoPE: the original length)
 
     @property
     def is_hybrid_mamba(self) -> bool:
@@ -307,6 +309,10 @@ def parse_architecture(config: dict, quantization: str | None = None) -> ModelAr
     if dtype not in _DTYPE_BYTES:
         dtype = "bfloat16"
     max_len, source = _derive_max_len(text, model_type)
+    rope = text.get("rope_scaling") or {}
+    default_len = max_len
+    if isinstance(rope, dict) and rope.get("rope_type", rope.get("type")) in ("longrope", "su"):
+        default_len = int(text.get("original_max_position_embeddings") or max_len)
     rotary_dim = mla.qk_rope_head_dim if mla else int(int(head_dim) * float(text.get("partial_rotary_factor", 1.0)))
     rope_positions = int(text.get("max_position_embeddings") or max_len)
     return ModelArchitecture(
@@ -324,6 +330,8 @@ def parse_architecture(config: dict, quantization: str | None = None) -> ModelAr
         attention_bias=bool(text.get("attention_bias") or model_type in ("qwen2", "qwen2_moe", "qwen2_vl")),
         qk_norm=bool(text.get("use_qk_norm")) or model_type in _QK_NORM_TYPES,
         layer_kinds=tuple(kinds),
+        mlp_layers=tuple(c in "-E" for c in text["hybrid_override_pattern"]) if text.get("hybrid_override_pattern")
+        else None,
         sliding_window=window,
         attention_chunk_size=chunk,
         mla=mla,
@@ -334,4 +342,5 @@ def parse_architecture(config: dict, quantization: str | None = None) -> ModelAr
         rotary_cache_elements=0 if text.get("position_embedding_type") == "absolute" else rope_positions * rotary_dim,
         derived_max_model_len=max_len,
         max_len_source=source,
+        default_max_model_len=min(default_len, max_len),
     )

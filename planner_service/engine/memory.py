@@ -176,7 +176,7 @@ def evaluate(
     )
     binding = min(workers, key=lambda w: (w.num_blocks, w.kv_cache_bytes))
     in_flight = profile.in_flight_tokens(s.max_num_batched_tokens, pp)
-    reserve_null = profile.kv_tokens_rule == "concurrency"
+    reserve_null = profile.fit_check_reserves_null_block
     warnings: list[str] = []
     error: str | None = None
     estimated: int | None = None

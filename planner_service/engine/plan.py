@@ -67,10 +67,8 @@ def _resolve_dtype(arch: ModelArchitecture, gpu: GpuSpec, requested: str) -> tup
     return dtype, "derived"
 
 
-def _resolve_kv_dtype(arch: ModelArchitecture, gpu: GpuSpec, requested: str | None) -> tuple[str, str]:
+def _resolve_kv_dtype(arch: ModelArchitecture, requested: str | None) -> tuple[str, str]:
     if requested and requested != "auto":
-        if requested.startswith("fp8") and not gpu.supports_fp8 and requested != "fp8_e5m2":
-            pass  # vLLM still accepts fp8 KV storage on older GPUs (Triton backend)
         return requested, "user"
     if arch.quantization is not None and arch.quantization.kv_cache_fp8:
         return "fp8", "derived"
@@ -118,18 +116,19 @@ def build_plan(source: ModelSource, request: PlanRequest) -> PlanResponse:
     profile = resolve_profile(eng.vllm_version)
     gpu = _resolve_gpu(request, notes)
     dtype, dtype_src = _resolve_dtype(arch, gpu, m.dtype)
-    kv_dtype, kv_src = _resolve_kv_dtype(arch, gpu, m.kv_cache_dtype)
+    kv_dtype, kv_src = _resolve_kv_dtype(arch, m.kv_cache_dtype)
     defaults = profile.batch_defaults(gpu.name, gpu.memory_total_bytes)
     mnbt = eng.max_num_batched_tokens or defaults.max_num_batched_tokens
     mns = min(eng.max_num_seqs or defaults.max_num_seqs, mnbt)
     util = pol.gpu_memory_utilization or profile.default_gpu_memory_utilization
     pp = hw.pipeline_parallel_size or 1
     derived = arch.derived_max_model_len
+    prefix_caching = eng.enable_prefix_caching if eng.enable_prefix_caching is not None else True
 
     computed, active = total_params(arch)
     weights_scale, params_source, num_params = 1.0, "computed", computed
     if m.params_b:
-        num_params, params_source = int(m.params_b * 1e9), "override"
+        num_params, params_source = round(m.params_b * 1e9), "override"
         weights_scale = num_params / computed
     elif source.safetensors is not None:
         num_params, params_source = source.safetensors.total_parameters, "safetensors"
@@ -149,9 +148,9 @@ def build_plan(source: ModelSource, request: PlanRequest) -> PlanResponse:
     def settings(tp: int, max_len: int | None) -> TwinSettings:
         return TwinSettings(
             tensor_parallel_size=tp, pipeline_parallel_size=pp, dtype=dtype, kv_cache_dtype=kv_dtype,
-            max_model_len=max_len, max_model_len_upper=derived, gpu_memory_utilization=util,
+            max_model_len=max_len, max_model_len_upper=arch.default_max_model_len, gpu_memory_utilization=util,
             max_num_seqs=mns, max_num_batched_tokens=mnbt, block_size=eng.block_size,
-            enable_prefix_caching=eng.enable_prefix_caching if eng.enable_prefix_caching is not None else True,
+            enable_prefix_caching=prefix_caching,
             enforce_eager=eng.enforce_eager, enable_expert_parallel=hw.enable_expert_parallel,
             kv_cache_memory_bytes=eng.kv_cache_memory_bytes, free_memory_bytes=hw.free_memory_bytes,
             overhead_bytes=int(pol.overhead_gb * GIB), fragmentation_factor=pol.fragmentation_factor,
@@ -159,7 +158,7 @@ def build_plan(source: ModelSource, request: PlanRequest) -> PlanResponse:
         )
 
     headroom = int(pol.headroom_gb * GIB)
-    len_for_eval = None if m.max_model_len == "auto" else (user_len or derived)
+    len_for_eval = None if m.max_model_len == "auto" else (user_len or arch.default_max_model_len)
     if hw.tensor_parallel_size:
         tp, tp_src, tp_reason = hw.tensor_parallel_size, "user", "set by the user"
         result = evaluate(arch, gpu, settings(tp, len_for_eval), profile)
@@ -171,6 +170,8 @@ def build_plan(source: ModelSource, request: PlanRequest) -> PlanResponse:
         len_src, len_reason = "derived", "vLLM auto-fit (-1): the largest length that fits the KV cache"
     elif user_len is None:
         len_src, len_reason = "derived", f"derived from config.json ({arch.max_len_source})"
+        if arch.default_max_model_len < derived:
+            len_reason = "LongRoPE: vLLM defaults to original_max_position_embeddings"
         if not result.fits and eng.kv_cache_memory_bytes is None:
             fitted = evaluate(arch, gpu, settings(tp, None), profile)
             if fitted.fits:
@@ -185,7 +186,11 @@ def build_plan(source: ModelSource, request: PlanRequest) -> PlanResponse:
                     reason="set by the user" if hw.pipeline_parallel_size else "one stage unless asked"),
         Explanation(setting="dtype", value=dtype, source=dtype_src, reason=f"checkpoint dtype {arch.checkpoint_dtype}"),
         Explanation(setting="kv_cache_dtype", value=kv_dtype, source=kv_src,
-                    reason="auto stores KV in the model dtype" if kv_dtype == "auto" else "as given / from checkpoint"),
+                    reason=f"auto stores KV in the model dtype ({dtype})" if kv_dtype == "auto"
+                    else ("set by the user" if kv_src == "user" else "the checkpoint carries fp8 KV scales")),
+        Explanation(setting="quantization", value=str(arch.quantization.method if arch.quantization else None),
+                    source="user" if m.quantization else "derived",
+                    reason="from the checkpoint's quantization_config" if arch.quantization else "unquantized"),
         Explanation(setting="max_model_len", value=str(result.max_model_len), source=len_src, reason=len_reason),
         Explanation(setting="gpu_memory_utilization", value=f"{util:g}",
                     source="user" if pol.gpu_memory_utilization else "default",
@@ -197,6 +202,16 @@ def build_plan(source: ModelSource, request: PlanRequest) -> PlanResponse:
                     reason="set by the user" if eng.max_num_batched_tokens else f"vLLM server default for {gpu.name}"),
         Explanation(setting="block_size", value=str(result.block_size), source="user" if eng.block_size else "derived",
                     reason="set by the user" if eng.block_size else "attention backend default / hybrid alignment"),
+        Explanation(setting="enable_prefix_caching", value=str(prefix_caching),
+                    source="user" if eng.enable_prefix_caching is not None else "default",
+                    reason="vLLM enables it for generative models" if eng.enable_prefix_caching is None
+                    else "set by the user"),
+        Explanation(setting="enforce_eager", value=str(eng.enforce_eager),
+                    source="user" if eng.enforce_eager else "default",
+                    reason="no CUDA graphs" if eng.enforce_eager else "CUDA graphs on (vLLM default)"),
+        Explanation(setting="enable_expert_parallel", value=str(hw.enable_expert_parallel),
+                    source="user" if hw.enable_expert_parallel else "default",
+                    reason="set by the user" if hw.enable_expert_parallel else "MoE experts are tensor-parallel"),
     ]
     b = result.binding
     warnings = list(result.warnings)
@@ -222,7 +237,7 @@ def build_plan(source: ModelSource, request: PlanRequest) -> PlanResponse:
             quantization=arch.quantization.method if arch.quantization else None, kv_cache_dtype=kv_dtype,
             max_model_len=result.max_model_len, gpu_memory_utilization=util, max_num_seqs=mns,
             max_num_batched_tokens=mnbt, block_size=result.block_size,
-            enable_prefix_caching=eng.enable_prefix_caching if eng.enable_prefix_caching is not None else True,
+            enable_prefix_caching=prefix_caching,
             enforce_eager=eng.enforce_eager, enable_expert_parallel=hw.enable_expert_parallel,
             kv_cache_memory_bytes=eng.kv_cache_memory_bytes,
         ),

@@ -87,6 +87,7 @@ class VersionProfile(BaseModel):
     sliding_window_rule: Literal["in_flight", "mnbt"]
     # "concurrency": tokens = int(max_concurrency * L); "blocks_per_group": (num_blocks // groups) * bs.
     kv_tokens_rule: Literal["concurrency", "blocks_per_group"]
+    fit_check_reserves_null_block: bool  # the fit check compares against KV minus one block
     large_gpu_batch_defaults: bool  # >=160 GiB GPUs get 16384/1024
     mla_block_size_hopper: int  # default KV block size of the MLA backend picked on SM90
     hybrid_prefix_caching: bool  # prefix caching (Mamba "align" mode, 3 state pages) on by default for hybrids
@@ -129,6 +130,7 @@ PROFILES: tuple[VersionProfile, ...] = (
         subtract_cuda_graph_estimate=True,
         sliding_window_rule="in_flight",
         kv_tokens_rule="concurrency",
+        fit_check_reserves_null_block=True,
         large_gpu_batch_defaults=True,
         mla_block_size_hopper=16,
         hybrid_prefix_caching=True,
@@ -147,6 +149,7 @@ PROFILES: tuple[VersionProfile, ...] = (
         subtract_cuda_graph_estimate=False,
         sliding_window_rule="mnbt",
         kv_tokens_rule="blocks_per_group",
+        fit_check_reserves_null_block=False,
         large_gpu_batch_defaults=False,
         mla_block_size_hopper=64,
         hybrid_prefix_caching=False,
@@ -178,7 +181,6 @@ def resolve_profile(version: str | None) -> VersionProfile:
         if profile.covers(parsed):
             return profile
     covered = ", ".join(p.name for p in PROFILES)
-    err = UnsupportedVersionError.for_field(
+    raise UnsupportedVersionError.for_field(
         "engine.vllm_version", f"no version profile covers vLLM {version} (covered: {covered})"
     )
-    raise err

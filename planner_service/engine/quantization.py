@@ -100,7 +100,7 @@ def _from_compressed_tensors(qc: dict) -> QuantConfig:
             method="compressed-tensors", kind="fp8" if wtype == "float" else "int8", bits=8,
             block_size=block, channel_scales=strategy == "channel", ignored=ignored, kv_cache_fp8=kv,
         )
-    if bits in (4, 8) or bits == 2 or bits == 3:
+    if bits in (2, 3, 4):
         return QuantConfig(
             method="compressed-tensors", kind="wna16", bits=bits,
             group_size=w.get("group_size") if strategy == "group" else None,

@@ -170,7 +170,8 @@ def weights_per_rank(
             _attention(acc, arch, tp)
         elif kind == "mamba":
             _linear_attention(acc, arch, tp)
-        _mlp(acc, arch, layer, tp, expert_parallel)
+        if arch.mlp_layers is None or arch.mlp_layers[layer]:
+            _mlp(acc, arch, layer, tp, expert_parallel)
     return WeightsBreakdown(bytes=acc.bytes, params=acc.params)
 
 

@@ -114,16 +114,15 @@ class AgentStreams:
         from vllm_planner.v1 import agent_pb2_grpc
 
         options = ChannelOptions(target=address, tls=self._settings.agent_tls, auth_token=self._settings.agent_auth_token)
-        timings = self._settings.timings
         async with create_aio_channel(options) as channel:
             stub = agent_pb2_grpc.GpuAgentServiceStub(channel)
-            # No deadline on the stream itself: liveness is judged by heartbeats (stale_after_seconds).
+            # No deadline on the stream itself: liveness is judged by heartbeats (stale_after_seconds),
+            # a dead peer by the channel's keepalive; a refused connection fails at once (no wait_for_ready).
             call = stub.WatchInventory(agent_pb2.WatchInventoryRequest(), metadata=options.auth_metadata() or None,
                                        wait_for_ready=False)
             last: FleetHost | None = None
             generation = 0
             try:
-                await _first_message_within(call, timings.connect_timeout_seconds)
                 async for message in call:
                     if message.HasField("inventory"):
                         generation += 1
@@ -137,9 +136,3 @@ class AgentStreams:
             finally:
                 call.cancel()
 
-
-async def _first_message_within(call, timeout_seconds: float) -> None:  # noqa: ANN001
-    """Fail fast when the agent does not answer at all (the stream has no deadline of its own)."""
-    import asyncio
-
-    await asyncio.wait_for(call.wait_for_connection(), timeout=timeout_seconds)

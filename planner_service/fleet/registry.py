@@ -38,7 +38,6 @@ class FleetTimings(BaseModel):
     evict_after_seconds: float = Field(default=600.0, gt=0, description="GONE for this long: forgotten.")
     dns_refresh_seconds: float = Field(default=30.0, gt=0)
     dns_timeout_seconds: float = Field(default=2.0, gt=0)
-    connect_timeout_seconds: float = Field(default=5.0, gt=0)
     backoff_initial_seconds: float = Field(default=0.5, gt=0)
     backoff_max_seconds: float = Field(default=30.0, gt=0)
     sweep_interval_seconds: float = Field(default=1.0, gt=0)

@@ -80,9 +80,12 @@ class WatcherPool:
     def addresses(self) -> list[str]:
         return sorted(self._tasks)
 
-    async def close(self) -> None:
+    async def close(self, timeout_seconds: float = 5.0) -> None:
         tasks = list(self._tasks.values())
         self._tasks.clear()
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # bounded: a stream stuck in the transport must not hold up shutdown
+            _, pending = await asyncio.wait(tasks, timeout=timeout_seconds)
+            if pending:
+                log.warning("%d agent stream(s) did not stop within %.1fs", len(pending), timeout_seconds)
