@@ -76,20 +76,31 @@ def bench_place(registry: FleetRegistry, runs: int) -> dict[str, float]:
         provider = TwinProvider()
         start = time.perf_counter()
         cache, fp8 = provider.prepare(deployment)
-        place(deployment, registry.hosts(), cache, fp8=fp8)
+        place(deployment, registry.snapshot(), cache, fp8=fp8)
         cold.append(time.perf_counter() - start)
     provider = TwinProvider()
     cache, fp8 = provider.prepare(deployment)
-    place(deployment, registry.hosts(), cache, fp8=fp8)
+    place(deployment, registry.snapshot(), cache, fp8=fp8)
     warm: list[float] = []
     evaluations = cache.evaluations
     for _ in range(runs):
         start = time.perf_counter()
-        hosts = registry.hosts()  # the servicer snapshots the registry on every call
+        hosts = registry.snapshot()  # what the servicer reads on every call
         cache, fp8 = provider.prepare(deployment)
         place(deployment, hosts, cache, fp8=fp8)
         warm.append(time.perf_counter() - start)
+    churn: list[float] = []
+    rng = random.Random(1)
+    addresses = [h.address for h in registry.snapshot()]
+    for run in range(runs):  # 5% of the agents report new free memory between two requests
+        for address in rng.sample(addresses, max(1, len(addresses) // 20)):
+            registry.update(address, synthetic_host(int(address.split("-")[1].split(":")[0]), rng))
+        start = time.perf_counter()
+        cache, fp8 = provider.prepare(deployment)
+        place(deployment, registry.snapshot(), cache, fp8=fp8)
+        churn.append(time.perf_counter() - start)
     return {
+        "churn_p50": _pct(churn, 0.5), "churn_p99": _pct(churn, 0.99),
         "cold_p50": statistics.median(cold), "cold_max": max(cold),
         "warm_p50": _pct(warm, 0.5), "warm_p99": _pct(warm, 0.99), "evaluations": float(evaluations),
     }
@@ -105,7 +116,7 @@ def bench_plan_fleet(registry: FleetRegistry, runs: int) -> dict[str, float]:
     placed = 0
     for _ in range(runs):
         start = time.perf_counter()
-        answer = plan_fleet(request, registry.hosts(), provider.prepare)
+        answer = plan_fleet(request, registry.snapshot(), provider.prepare)
         samples.append(time.perf_counter() - start)
         placed = len(answer.assignments)
     return {"p50": _pct(samples, 0.5), "p99": _pct(samples, 0.99), "first": samples[0], "placed": float(placed),
@@ -134,25 +145,29 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     table = Table(title="fleet planner at scale (synthetic hosts fed to the registry directly; real memory twin)")
-    for column in ("hosts", "GPUs", "Place cold ms", f"Place warm p50 ms", f"Place warm p99 ms", "twin evals",
+    for column in ("hosts", "GPUs", "Place cold ms", "Place warm p50 ms", "Place warm p99 ms", "5% churn p50 ms",
+                   "5% churn p99 ms", "twin evals",
                    "PlanFleet p50 ms", "PlanFleet p99 ms", "placed/asked", "registry MiB (tracemalloc)", "max RSS MiB"):
         table.add_column(column, justify="right")
     for n in args.hosts:
         registry = build_registry(n)
-        gpus = sum(len(h.gpus) for h in registry.hosts())
+        gpus = sum(len(h.gpus) for h in registry.snapshot())
         p = bench_place(registry, args.runs)
         f = bench_plan_fleet(registry, args.plan_runs)
         mem = registry_bytes(n)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         table.add_row(f"{n:,}", f"{gpus:,}", f"{p['cold_p50'] * 1e3:.0f}", f"{p['warm_p50'] * 1e3:.1f}", f"{p['warm_p99'] * 1e3:.1f}",
+                      f"{p['churn_p50'] * 1e3:.1f}", f"{p['churn_p99'] * 1e3:.1f}",
                       f"{p['evaluations']:.0f}", f"{f['p50'] * 1e3:.0f}", f"{f['p99'] * 1e3:.0f}", f"{f['placed']:.0f}/{f['replicas']:.0f}",
                       f"{mem / (1 << 20):.1f}", f"{rss:.0f}")
-    console = Console()
+    console = Console(width=200)
     console.print(table)
     console.print(
         "How to read: Place = one model (Qwen3-8B, 2 replicas, TP searched) ranked over every host, with the registry\n"
         "snapshot the servicer takes per call. 'cold' is the first request for that model (metadata + one twin run per\n"
-        "distinct (GPU model, CUDA total, TP, utilization, free-memory bucket)); 'warm' reuses the service's twin cache.\n"
+        "distinct (GPU model, CUDA total, TP, utilization, free-memory bucket)); 'warm' = the same request again on an\n"
+        "unchanged fleet (twin cache + per-host memo: unchanged hosts keep their registry objects); '5% churn' = 5% of\n"
+        "the agents reported new free memory since the previous request, so only those hosts are re-planned.\n"
         "'twin evals' = distinct twin evaluations the whole fleet needed. PlanFleet = 4 models x 55 replicas over the\n"
         "same fleet. Percentiles over --runs / --plan-runs samples on this machine; no gRPC or network in the loop.\n"
         "Registry MiB = Python heap held by the registry's host records; max RSS = the whole benchmark process."

@@ -41,6 +41,9 @@ class GpuAgentSettings(ServerSettings):
     collect_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of one whole collection.")
     stale_after_intervals: float = Field(default=3.0, gt=0, description="Snapshot is stale (NOT_SERVING) after this many intervals.")
     hostname: str | None = Field(default=None, description="Host name to report (default: this machine's).")
+    register_with: str | None = Field(default=None, description="Planner HOST:PORT to self-register with (RegisterAgent heartbeat).")
+    advertise_address: str | None = Field(default=None, description="HOST:PORT the planner should dial (default: the bound address; this host's name for 0.0.0.0).")
+    register_token_file: Path | None = Field(default=None, description="File holding the planner's bearer token, for --register-with (default: this agent's own token).")
 
     @model_validator(mode="after")
     def _check_agent(self) -> "GpuAgentSettings":

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import socket
 import sys
+import uuid
 
 from pydantic import ValidationError
 
@@ -25,12 +28,34 @@ from vllm_planner.transport.logs import configure_logging
 log = logging.getLogger("gpu_agent")
 
 
+def _dialable(address: str) -> str:
+    """0.0.0.0:P / [::]:P cannot be dialled from elsewhere: advertise this host's name instead."""
+    host, _, port = address.rpartition(":")
+    return f"{socket.gethostname()}:{port}" if host.strip("[]") in ("0.0.0.0", "::") else address
+
+
 async def _serve(settings: GpuAgentSettings, backend: InventoryBackend) -> None:
     agent = await build_agent_server(settings, backend)
     sys.stdout.write(f"{agent.address}\n")
     sys.stdout.flush()
     log.info("gpu agent listening on %s (backend %s)", agent.address, agent.collector.backend.name)
-    await agent.serve_until_signal()
+    registration = None
+    if settings.register_with:
+        from gpu_agent.register import start_registration
+
+        # One fleet token is the common setup: without a planner token file, present the agent's own.
+        token = settings.register_token_file.read_text().strip() if settings.register_token_file else settings.resolved_auth_token()
+        registration = start_registration(
+            settings.register_with, advertise_address=settings.advertise_address or _dialable(agent.address),
+            host=settings.hostname, agent_instance_id=uuid.uuid4().hex, token=token,
+        )
+    try:
+        await agent.serve_until_signal()
+    finally:
+        if registration is not None:
+            registration.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await registration
 
 
 def build_parser() -> argparse.ArgumentParser:

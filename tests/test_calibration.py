@@ -29,7 +29,6 @@ def test_every_logged_case_is_either_included_or_excluded_with_a_reason():
     assert not included & excluded
     assert logged == included | excluded
     assert all(reason.strip() for reason in accuracy.EXCLUDED.values())
-    assert set(accuracy.KV_OUTLIERS) <= included
 
 
 def test_weights_within_two_percent(rows):
@@ -45,8 +44,7 @@ def test_available_kv_memory_median_and_worst(rows):
     assert len(errors) >= 12
     assert statistics.median(errors.values()) <= 0.5
     for cid, err in errors.items():
-        bound = accuracy.KV_OUTLIER_BOUND_GIB if cid in accuracy.KV_OUTLIERS else 1.5
-        assert err <= bound, (cid, err)
+        assert err <= 1.5, (cid, err)
 
 
 def test_kv_tokens_and_concurrency_median_within_three_percent(rows):

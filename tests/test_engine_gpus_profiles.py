@@ -6,7 +6,7 @@ import pytest
 
 from planner_service.engine.errors import GpuNotFoundError, UnsupportedVersionError
 from planner_service.engine.gpus import list_gpus, lookup_gpu
-from planner_service.engine.profiles import CURRENT_PROFILE, resolve_profile
+from planner_service.engine.profiles import CURRENT_PROFILE, PROFILES, resolve_profile
 
 GIB = 1 << 30
 
@@ -53,13 +53,23 @@ def test_unknown_gpu_lists_close_matches():
 
 
 def test_profiles_by_version():
-    assert resolve_profile(None) is CURRENT_PROFILE
+    assert resolve_profile(None) is CURRENT_PROFILE and CURRENT_PROFILE.name == "vllm-0.29-0.33"
+    assert resolve_profile("0.33.0") is CURRENT_PROFILE and resolve_profile("0.29") is CURRENT_PROFILE
     assert resolve_profile("0.33.0").default_gpu_memory_utilization == 0.92
-    assert resolve_profile("0.21").subtract_cuda_graph_estimate
     old = resolve_profile("0.10.1")
-    assert old.name == "vllm-0.10-0.20" and old.default_gpu_memory_utilization == 0.90
+    assert old.name == "vllm-0.10-0.19" and old.default_gpu_memory_utilization == 0.90
     assert not old.subtract_cuda_graph_estimate
-    assert resolve_profile("0.20.9") is old
+    assert resolve_profile("0.19.1") is old
+    # the boundaries read from the released wheels
+    assert resolve_profile("0.20").subtract_cuda_graph_estimate and resolve_profile("0.20").kv_tokens_rule == "blocks_per_group"
+    assert resolve_profile("0.21").kv_tokens_rule == "concurrency"
+    assert "models's" in resolve_profile("0.21").not_fit_message and "model's" in resolve_profile("0.22").not_fit_message
+    assert resolve_profile("0.25.1").sliding_window_rule == "mnbt" and resolve_profile("0.26").sliding_window_rule == "in_flight"
+    assert not resolve_profile("0.28").fit_check_reserves_null_block and CURRENT_PROFILE.fit_check_reserves_null_block
+    covered = sorted(p.min_version for p in PROFILES)
+    assert covered[0] == (0, 10, 0) and max(p.max_version for p in PROFILES) == (0, 34, 0)
+    for a, b in zip(sorted(PROFILES, key=lambda p: p.min_version), sorted(PROFILES, key=lambda p: p.min_version)[1:]):
+        assert a.max_version == b.min_version  # no gaps, no overlaps
     for bad in ("0.9.2", "0.34", "1.0"):
         with pytest.raises(UnsupportedVersionError) as err:
             resolve_profile(bad)
@@ -75,6 +85,7 @@ def test_batch_defaults_by_gpu():
     assert new.batch_defaults(a100.name, a100.memory_total_bytes).max_num_batched_tokens == 2048
     assert new.batch_defaults(b200.name, b200.memory_total_bytes).max_num_batched_tokens == 16384
     assert old.batch_defaults(b200.name, b200.memory_total_bytes).max_num_batched_tokens == 8192
+    assert resolve_profile("0.27").batch_defaults(b200.name, b200.memory_total_bytes).max_num_batched_tokens == 8192
     assert new.batch_defaults(l4.name, l4.memory_total_bytes).max_num_seqs == 256
     assert new.in_flight_tokens(8192) == 16384 and old.in_flight_tokens(8192) == 8192
 

@@ -230,3 +230,20 @@ def test_mamba2_hybrid_page_with_fp32_ssm_state_nemotron_h():
     assert layout.bytes_per_block == layout.block_size * per_token
     # TP 2: heads and groups split; groups stay whole when n_groups % tp == 0
     assert mamba_page_bytes(a, 2, 2) == (3 * (128 * 64 + 2 * 8 * 128) // 2) * 2 + 64 * 64 * 128 * 4
+
+
+def test_old_profile_messages_and_no_null_block_reserve():
+    a = arch("meta-llama/Llama-3.1-8B-Instruct")
+    old = resolve_profile("0.11.0")
+    result = evaluate(a, lookup_gpu("RTX 4090"), _settings(gpu_memory_utilization=0.9), old)
+    w = result.binding
+    assert not result.fits
+    estimated = (w.kv_cache_bytes // w.layout.bytes_per_block) * 16  # no block held back before 0.29
+    assert result.estimated_max_model_len == estimated
+    assert result.error == (
+        "To serve at least one request with the models's max seq len (131072), (16.00 GiB KV cache is needed, "
+        f"which is larger than the available KV cache memory ({round(w.kv_cache_bytes / GIB, 2):.2f} GiB). Based on "
+        f"the available memory, the estimated maximum model length is {estimated}. Try increasing "
+        "`gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine. See "
+        "https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more details."
+    )

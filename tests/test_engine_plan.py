@@ -44,7 +44,7 @@ def plan(name=LLAMA, src=None, model=None, hardware=None, engine=None, policy=No
 
 def test_default_plan_fills_every_part_one_owns():
     r = plan()
-    assert r.version_profile == "vllm-0.21-0.33" and r.vllm_version == "0.33.0"
+    assert r.version_profile == "vllm-0.29-0.33" and r.vllm_version == "0.33.0"
     assert r.model.num_params == 8_030_261_248 and r.model.params_source == "computed"
     assert r.gpu.name == "H100 SXM" and r.gpu.memory_total_bytes == 85017493504 and r.gpu.num_gpus == 1
     c = r.config
@@ -119,7 +119,7 @@ def test_version_and_gpu_errors():
 
 def test_old_profile_defaults():
     r = plan(engine={"vllm_version": "0.11.0"}, model={"max_model_len": 16000})
-    assert r.version_profile == "vllm-0.10-0.20" and r.config.gpu_memory_utilization == 0.90
+    assert r.version_profile == "vllm-0.10-0.19" and r.config.gpu_memory_utilization == 0.90
     assert r.feasibility.kv_cache_tokens == r.feasibility.num_gpu_blocks * 16
 
 
@@ -176,3 +176,18 @@ def test_mla_pipeline_and_expert_parallel_plan():
     ep = plan("Qwen/Qwen3-30B-A3B", hardware={"gpu": "H100", "tensor_parallel_size": 2,
                                               "enable_expert_parallel": True}, model={"max_model_len": 8192})
     assert ep.config.enable_expert_parallel and ep.feasibility.fits
+
+
+def test_twin_inputs_rerun_the_plan_exactly_and_cheaply():
+    from planner_service.engine.memory import evaluate
+    from planner_service.engine.plan import twin_inputs
+
+    req = PlanRequest(model=ModelOptions(model=LLAMA), hardware=HardwareOptions(gpu="RTX 4090", num_gpus=1))
+    src = source(LLAMA)
+    r = build_plan(src, req)
+    inputs = twin_inputs(src, req, r)
+    again = evaluate(inputs.arch, inputs.gpu, inputs.settings, inputs.profile)
+    assert again.num_blocks == r.feasibility.num_gpu_blocks and again.kv_cache_tokens == r.feasibility.kv_cache_tokens
+    longer = evaluate(inputs.arch, inputs.gpu, inputs.settings.model_copy(update={"max_model_len": 131072}),
+                      inputs.profile)
+    assert not longer.fits and longer.error.startswith("To serve at least one request")

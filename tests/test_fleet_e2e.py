@@ -199,6 +199,15 @@ def test_fleet_end_to_end(fleet):
             free = {(h.host, g.uuid): g.memory_free_bytes for h in hosts for g in h.gpus}
             assert all(charged[k] <= free[k] for k in charged)
 
+            # A second replica behind the same address derives the same fleet, so the same answers.
+            replica = Planner(loop, sorted(addresses.values()))
+            try:
+                with FleetClient(replica.address) as other:
+                    _wait(lambda: _ready(other, 4))
+                    assert other.place(_dep("Qwen/Qwen3-8B", replicas=2)) == client.place(_dep("Qwen/Qwen3-8B", replicas=2))
+            finally:
+                replica.stop()
+
             # Kill the idle agent: its host goes STALE and leaves the candidates.
             agents["idle"].stop()
             stale = _wait(lambda: (lambda h: h if h.state is HostState.STALE else None)(client.get_host("h100-idle")))
@@ -223,3 +232,50 @@ def test_fleet_end_to_end(fleet):
             assert {p.host for p in again.placements} == {"a100-mig", "dgx-h100", "h100-busy"}
     finally:
         planner.stop()
+
+
+def test_agent_process_registers_itself_and_a_restarted_planner_gets_it_back(monkeypatch):
+    """``gpu-agent --register-with`` as a real subprocess; the planner restarts on the same port."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loop = BackgroundLoop()
+    planner = Planner(loop, [])
+    port = planner.server.port
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "gpu_agent.main", "--listen", "127.0.0.1:0", "--replay", str(H100_CAPTURE), "--replay-variant", "busy",
+         "--hostname", "h100-registered", "--interval-seconds", "0.2", "--heartbeat-seconds", "0.3", "--register-with", planner.address,
+         "--grace-seconds", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        agent_address = agent.stdout.readline().strip()
+        with FleetClient(planner.address) as client:
+            host = _wait(lambda: next((h for h in client.list_hosts() if h.state is HostState.READY), None), timeout=15)
+            assert host.host == "h100-registered" and host.address == agent_address
+            assert [s.value for s in host.sources] == ["registered"]
+        planner.stop()
+
+        started = time.monotonic()
+        planner = Planner.__new__(Planner)  # same port: the agent keeps heartbeating to it
+        planner.loop = loop
+        planner.runtime = FleetRuntime(FleetSettings(timings=TIMINGS))
+
+        async def start():
+            await planner.runtime.start()
+            return await start_server(ServerOptions(listen=f"127.0.0.1:{port}", interceptors=[ErrorMappingInterceptor()]),
+                                      register=planner.runtime.register, service_full_names=[FLEET_SERVICE_NAME])
+
+        planner.server = loop.run(start())
+        planner.address = planner.server.address
+        with FleetClient(planner.address) as client:
+            # The agent learned the 0.5 s interval; its next heartbeat (plus reconnect backoff) restores it.
+            back = _wait(lambda: next((h for h in client.list_hosts() if h.state is HostState.READY), None), timeout=10)
+            print(f"registered host back after {time.monotonic() - started:.2f}s")
+            assert back.host == "h100-registered"
+    finally:
+        planner.stop()
+        agent.terminate()
+        agent.wait(10)
+        loop.close()

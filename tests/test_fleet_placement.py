@@ -172,3 +172,21 @@ def test_utilization_never_asks_for_more_than_is_free(total_gib: float, used_fra
 @pytest.mark.parametrize("free_gib", [0.5, 1.0])
 def test_no_utilization_when_only_the_context_would_fit(free_gib: float):
     assert sizing.max_utilization(80 * GIB, int(free_gib * GIB), POLICY) is None
+
+
+def test_repeated_place_replans_only_changed_hosts_and_never_mixes_deployments():
+    from planner_service.fleet.registry import FleetRegistry
+
+    reg = FleetRegistry()
+    for host in _fleet():
+        reg.update(host.address, host)
+    first = reg.snapshot()
+    reg.update("h100-busy:50052", h100_host("h100-busy", busy=False))  # the other process exited
+    second = reg.snapshot()
+    assert [a is b for a, b in zip(first, second)] == [True, True, False, True]  # a100, dgx, busy, idle
+    cache = TwinCache(StandInTwin())
+    tp1 = place(_deployment(), second, cache)
+    assert {p.host: p.gpu_memory_utilization for p in tp1.placements}["h100-busy"] == 0.9
+    tp4 = place(_deployment(tp=4), second, cache)  # same cache, other deployment: no stale memo
+    assert [p.tensor_parallel_size for p in tp4.placements] == [4]
+    assert place(_deployment(), second, cache) == tp1

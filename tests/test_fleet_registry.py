@@ -220,3 +220,27 @@ def test_system_resolver_of_localhost():
     answer = system_resolver("localhost", 9)
     assert "127.0.0.1:9" in answer or "[::1]:9" in answer
     assert socket.getaddrinfo  # the resolver is the stdlib one
+
+
+def test_fleet_flags_mix_into_server_settings(tmp_path, monkeypatch):
+    import argparse
+
+    from pydantic_settings import SettingsConfigDict
+
+    from planner_service.fleet.runtime import FleetFlags
+    from vllm_planner.transport.config import ServerSettings, add_settings_arguments, load_settings
+
+    class Settings(ServerSettings, FleetFlags):
+        model_config = SettingsConfigDict(env_prefix="TEST_FLEET_", extra="forbid")
+
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser, Settings)
+    monkeypatch.setenv("TEST_FLEET_FLEET_STALE_AFTER_SECONDS", "7")
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    args = parser.parse_args(["--agents", "a:1,b:2", "--agents", "c:3", "--agents-dns", "gpu-agents.ns.svc:50061",
+                              "--fleet-heartbeat-seconds", "2", "--agent-auth-token-file", str(token)])
+    fleet = load_settings(Settings, args).fleet_settings()
+    assert parse_agent_list(fleet.agents) == ["a:1", "b:2", "c:3"] and fleet.agents_dns == ["gpu-agents.ns.svc:50061"]
+    assert fleet.timings.heartbeat_interval_seconds == 2 and fleet.timings.registration_lease_seconds == 6
+    assert fleet.timings.stale_after_seconds == 7 and fleet.agent_auth_token == "s3cret"

@@ -115,7 +115,7 @@ def render(inventory: HostInventory, console: Console) -> None:
             ids.append(f"[red]{gpu.index}: error: {gpu.error}[/red]")
     console.print(table)
     for line in ids:
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, emoji=False)
     if inventory.processes:
         procs = Table(title="Processes holding GPU memory")
         index_of = {gpu.uuid: str(gpu.index) for gpu in inventory.gpus}
@@ -135,5 +135,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(inventory.model_dump(mode="json"), indent=2) + "\n")
     else:
-        render(inventory, Console())
+        # Piped output is read by people too: wide enough that GPU names do not wrap.
+        render(inventory, Console(width=None if sys.stdout.isatty() else 120))
     return 0

@@ -7,6 +7,8 @@ defaults for utilization and batching). ``performance``, ``artifacts`` and ``fix
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from planner_service.engine.architecture import ModelArchitecture, parse_architecture
 from planner_service.engine.errors import InvalidRequestError
 from planner_service.engine.gpus import GpuSpec, custom_gpu, lookup_gpu
@@ -256,6 +258,37 @@ def build_plan(source: ModelSource, request: PlanRequest) -> PlanResponse:
         ),
         explanations=notes,
     )
+
+
+@dataclass(frozen=True)
+class TwinInputs:
+    """Everything ``memory.evaluate`` needs to re-run a plan with changed settings."""
+
+    arch: ModelArchitecture
+    gpu: GpuSpec
+    profile: VersionProfile
+    settings: TwinSettings
+
+
+def twin_inputs(source: ModelSource, request: PlanRequest, response: PlanResponse) -> TwinInputs:
+    """The twin's inputs behind ``response`` (its resolved config), e.g. to try fixes:
+    ``evaluate(i.arch, i.gpu, i.settings.model_copy(update={"max_model_len": 8192}), i.profile)``."""
+    m, pol, c = request.model, request.policy, response.config
+    arch = parse_architecture(m.config_json or source.config, m.quantization)
+    gpu = _resolve_gpu(request, [])
+    computed, _ = total_params(arch)
+    settings = TwinSettings(
+        tensor_parallel_size=c.tensor_parallel_size, pipeline_parallel_size=c.pipeline_parallel_size,
+        dtype=c.dtype, kv_cache_dtype=c.kv_cache_dtype, max_model_len=c.max_model_len,
+        max_model_len_upper=arch.default_max_model_len, gpu_memory_utilization=c.gpu_memory_utilization,
+        max_num_seqs=c.max_num_seqs, max_num_batched_tokens=c.max_num_batched_tokens,
+        block_size=request.engine.block_size, enable_prefix_caching=c.enable_prefix_caching,
+        enforce_eager=c.enforce_eager, enable_expert_parallel=c.enable_expert_parallel,
+        kv_cache_memory_bytes=c.kv_cache_memory_bytes, free_memory_bytes=request.hardware.free_memory_bytes,
+        overhead_bytes=int(pol.overhead_gb * GIB), fragmentation_factor=pol.fragmentation_factor,
+        weights_scale=(round(m.params_b * 1e9) / computed) if m.params_b else 1.0,
+    )
+    return TwinInputs(arch, gpu, resolve_profile(request.engine.vllm_version), settings)
 
 
 def _recommend_tp(arch, gpu, profile: VersionProfile, settings, pp, num_gpus, max_len, headroom):

@@ -1,12 +1,19 @@
 """vLLM version profiles: the behaviour that changes between releases, as data.
 
-Each profile covers a half-open version range ``[min, max)``. ``resolve_profile(None)`` is the current
-profile (0.21-0.33). Differences are read from the 0.33 source (reference/vllm-0.33-internals.md) and
-the behaviour of the 0.10-0.20 releases as seen in the calibration logs.
+Each profile covers a half-open version range ``[min, max)``; ``resolve_profile(None)`` is the current
+one (0.29-0.33). What changed, and when, was read from the released wheels' Python source:
+0.20 default utilization 0.90 -> 0.92 and the CUDA-graph estimate subtracted by default (profiled but
+off in 0.18-0.19); 0.21 "GPU KV cache size" = int(concurrency x L) instead of blocks // groups x bs;
+0.22 new error texts ("model's", CPU-backend notes); 0.26 sliding/chunked windows reserve the in-flight
+tokens (2 x MNBT with async scheduling) instead of MNBT; 0.28 16384/1024 batch defaults for >= 160 GiB
+GPUs; 0.29 the fit check holds back the null block. Not verified from source (documented guesses):
+the MLA block size on Hopper (64 until 0.19), Mamba prefix caching on by default (from 0.20), and the
+0.10-0.12 error texts (taken from 0.13/0.17).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import resources
 from typing import Literal
@@ -31,11 +38,13 @@ _REMOVED_SINCE_0_11 = frozenset(
 
 
 def _load_flags(filename: str) -> frozenset[str]:
-    text = resources.files("planner_service.engine").joinpath("data", filename).read_text(encoding="utf-8")
-    return frozenset(line.strip() for line in text.splitlines() if line.startswith("--"))
+    # Copied from reference/vllm-0.33-serve-flags.txt (read from the 0.33.0 wheel), stored as JSON so the
+    # package-data globs ship it.
+    text = resources.files("planner_service.engine.data").joinpath(filename).read_text(encoding="utf-8")
+    return frozenset(json.loads(text)["flags"])
 
 
-_FLAGS_0_33 = _load_flags("vllm-0.33-serve-flags.txt")
+_FLAGS_0_33 = _load_flags("vllm-0.33-serve-flags.json")
 
 # vLLM error texts (format fields filled by memory.py / kv_cache.py).
 _NO_MEMORY_NEW = (
@@ -44,7 +53,8 @@ _NO_MEMORY_NEW = (
     "https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more details."
 )
 _NO_MEMORY_OLD = (
-    "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine."
+    "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the "
+    "engine. See https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more details."
 )
 _NOT_FIT_NEW = (
     "To serve at least one request with the model's max seq len ({max_model_len}), ({needed_gib} GiB KV cache is "
@@ -56,7 +66,8 @@ _NOT_FIT_NEW = (
 _NOT_FIT_OLD = (
     "To serve at least one request with the models's max seq len ({max_model_len}), ({needed_gib} GiB KV cache is "
     "needed, which is larger than the available KV cache memory ({available_gib} GiB).{estimate} Try increasing "
-    "`gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine."
+    "`gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine. See "
+    "https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more details."
 )
 _ESTIMATE = " Based on the available memory, the estimated maximum model length is {estimated}."
 _FREE_MEMORY = (
@@ -120,12 +131,9 @@ class VersionProfile(BaseModel):
         return (pipeline_parallel_size + 1) * max_num_batched_tokens
 
 
-PROFILES: tuple[VersionProfile, ...] = (
-    VersionProfile(
-        name="vllm-0.21-0.33",
-        min_version=(0, 21, 0),
-        max_version=(0, 34, 0),
-        representative_version="0.33.0",
+def _profile(name: str, first: tuple[int, int], last: tuple[int, int], **changes) -> VersionProfile:
+    """A profile for minor versions ``first..last`` (inclusive): the current behaviour plus ``changes``."""
+    current = dict(
         default_gpu_memory_utilization=0.92,
         subtract_cuda_graph_estimate=True,
         sliding_window_rule="in_flight",
@@ -139,26 +147,35 @@ PROFILES: tuple[VersionProfile, ...] = (
         no_memory_message=_NO_MEMORY_NEW,
         not_fit_message=_NOT_FIT_NEW,
         serve_flags=_FLAGS_0_33,
-    ),
-    VersionProfile(
-        name="vllm-0.10-0.20",
-        min_version=(0, 10, 0),
-        max_version=(0, 21, 0),
-        representative_version="0.20.0",
-        default_gpu_memory_utilization=0.90,
-        subtract_cuda_graph_estimate=False,
-        sliding_window_rule="mnbt",
-        kv_tokens_rule="blocks_per_group",
-        fit_check_reserves_null_block=False,
-        large_gpu_batch_defaults=False,
-        mla_block_size_hopper=64,
-        hybrid_prefix_caching=False,
-        sampler_bytes_per_logit=38.5,
-        cuda_graph_bytes_per_layer=18 << 20,
-        no_memory_message=_NO_MEMORY_OLD,
-        not_fit_message=_NOT_FIT_OLD,
-        serve_flags=_FLAGS_0_33 | _REMOVED_SINCE_0_11,
-    ),
+    )
+    current.update(changes)
+    return VersionProfile(
+        name=name, min_version=(*first, 0), max_version=(last[0], last[1] + 1, 0),
+        representative_version=f"{last[0]}.{last[1]}.0", **current,
+    )
+
+
+# Boundaries read from the released wheels (config/cache.py, envs.py, v1/core/kv_cache_utils.py,
+# v1/kv_cache_interface.py, engine/arg_utils.py of 0.13 and 0.17-0.33). Newest first.
+_BEFORE_0_29 = dict(fit_check_reserves_null_block=False)
+_BEFORE_0_28 = dict(_BEFORE_0_29, large_gpu_batch_defaults=False)
+_BEFORE_0_26 = dict(_BEFORE_0_28, sliding_window_rule="mnbt")
+_BEFORE_0_22 = dict(_BEFORE_0_26, no_memory_message=_NO_MEMORY_OLD, not_fit_message=_NOT_FIT_OLD)
+_BEFORE_0_21 = dict(_BEFORE_0_22, kv_tokens_rule="blocks_per_group")
+_BEFORE_0_20 = dict(
+    _BEFORE_0_21, default_gpu_memory_utilization=0.90, subtract_cuda_graph_estimate=False,
+    mla_block_size_hopper=64, hybrid_prefix_caching=False, sampler_bytes_per_logit=38.5,
+    cuda_graph_bytes_per_layer=18 << 20, serve_flags=_FLAGS_0_33 | _REMOVED_SINCE_0_11,
+)
+
+PROFILES: tuple[VersionProfile, ...] = (
+    _profile("vllm-0.29-0.33", (0, 29), (0, 33)),
+    _profile("vllm-0.28", (0, 28), (0, 28), **_BEFORE_0_29),
+    _profile("vllm-0.26-0.27", (0, 26), (0, 27), **_BEFORE_0_28),
+    _profile("vllm-0.22-0.25", (0, 22), (0, 25), **_BEFORE_0_26),
+    _profile("vllm-0.21", (0, 21), (0, 21), **_BEFORE_0_22),
+    _profile("vllm-0.20", (0, 20), (0, 20), **_BEFORE_0_21),
+    _profile("vllm-0.10-0.19", (0, 10), (0, 19), **_BEFORE_0_20),
 )
 
 CURRENT_PROFILE = PROFILES[0]

@@ -23,9 +23,12 @@ Build = Callable[[ModelSource, PlanRequest], PlanResponse]
 
 
 def default_resolve() -> Resolve:
-    from planner_service.api import default_resolver
+    """Catalog, HF cache and Hub only: the fleet service runs requests from the network, so a client
+    must never make it read local folders unless the server passes its own confined resolver
+    (``TwinProvider(resolve=build_resolver(settings).resolve)``, honouring ``--model-root``)."""
+    from planner_service.metadata.resolver import ModelResolver
 
-    return default_resolver().resolve
+    return ModelResolver(allow_local_paths=False).resolve
 
 
 def engine_twin(source: ModelSource, quantization: str | None) -> tuple[Callable[[PlanRequest], PlanResponse], Render]:
@@ -69,14 +72,20 @@ class TwinProvider:
         self._lock = threading.Lock()  # prepare() runs in worker threads (the servicer offloads planning)
 
     def prepare(self, deployment: Deployment) -> tuple[TwinCache, bool]:
-        base = deployment.plan.model_copy(update={"hardware": HardwareOptions()})
+        # TP, GPU and memory are set per GPU group (and are part of the twin cache keys); every
+        # other field, pipeline/expert parallelism included, selects the cache.
+        hardware = HardwareOptions(pipeline_parallel_size=deployment.plan.hardware.pipeline_parallel_size,
+                                   enable_expert_parallel=deployment.plan.hardware.enable_expert_parallel)
+        base = deployment.plan.model_copy(update={"hardware": hardware})
         key = base.model_dump_json()
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None:
                 self._entries.move_to_end(key)
                 return hit
-        resolve = self._resolve or default_resolve()
+        if self._resolve is None:
+            self._resolve = default_resolve()
+        resolve = self._resolve
         source = resolve(deployment.plan.model)  # blocking I/O (catalog, HF cache or Hub)
         if self._build is None:
             evaluate, render = engine_twin(source, deployment.plan.model.quantization)

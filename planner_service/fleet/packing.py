@@ -60,8 +60,8 @@ def assign_replicas(
     ordered = sorted(hosts, key=lambda h: (h.host, h.address))
     by_host = {h.host: h for h in ordered}
 
-    def evaluate(host: FleetHost) -> Placement | Rejection:
-        return place_on_host(deployment, host, cache, policy, fp8=fp8, free=budget.get(host.address), sizing_mode=sizing_mode)
+    def evaluate(host: FleetHost, mode: MemorySizing = MemorySizing.MAX_FREE) -> Placement | Rejection:
+        return place_on_host(deployment, host, cache, policy, fp8=fp8, free=budget.get(host.address), sizing_mode=mode)
 
     # ``initial``: per-host results already computed against this same, untouched budget (Place).
     current = dict(initial) if initial is not None else {h.host: evaluate(h) for h in ordered}
@@ -75,6 +75,11 @@ def assign_replicas(
             continue
         # Replicas of one deployment spread across hosts first (a host failure takes fewer down).
         best = min(options, key=lambda p: (used_hosts.get(p.host, 0), rank_key(p)))
+        if sizing_mode is MemorySizing.FIT_WORKLOAD:
+            # Hosts are ranked by what they could give; only the chosen one is shrunk to the workload
+            # (a binary search over utilization), which keeps a fleet plan linear in the host count.
+            fitted = evaluate(by_host[best.host], MemorySizing.FIT_WORKLOAD)
+            best = fitted if isinstance(fitted, Placement) else best
         used_hosts[best.host] = used_hosts.get(best.host, 0) + 1
         gpus = budget[best.address]
         for uuid in best.gpu_uuids:

@@ -57,12 +57,16 @@ class TwinCache:
         self._requests: dict[tuple, PlanRequest] = {}
         self._placement_keys: dict[tuple, tuple] = {}
         self._rendered: dict[tuple, PlacementArtifacts] = {}
+        self._per_host: dict[tuple[int, str], tuple[FleetHost, Placement | Rejection]] = {}
         self.evaluations = 0
 
-    def run(self, key: tuple, request: PlanRequest) -> PlanResponse:
+    def run(self, key: tuple, request: PlanRequest | Callable[[], PlanRequest]) -> PlanResponse:
+        """The twin's answer for ``key``; ``request`` may be a factory, built only on a miss."""
         hit = self._results.get(key)
         if hit is None:
             self.evaluations += 1
+            if callable(request):
+                request = request()
             try:
                 hit = self._evaluate(request)
             except PlannerError as exc:  # an impossible TP or similar: remember it like a result
@@ -72,6 +76,19 @@ class TwinCache:
         if isinstance(hit, PlannerError):
             raise hit
         return hit
+
+    def host_result(self, host: FleetHost, scope: str, compute: Callable[[], Placement | Rejection]) -> Placement | Rejection:
+        """A host's untouched-budget result for one deployment ``scope``, memoised on the host object:
+        the registry keeps an unchanged host's object across snapshots, so a repeated Place only
+        re-plans the hosts that changed."""
+        hit = self._per_host.get((id(host), scope))
+        if hit is not None and hit[0] is host:
+            return hit[1]
+        result = compute()
+        if len(self._per_host) > 200_000:
+            self._per_host.clear()
+        self._per_host[(id(host), scope)] = (host, result)  # holding the host keeps its id from being reused
+        return result
 
     def remember(self, placement: Placement, key: tuple) -> Placement:
         self._placement_keys[_identity(placement)] = key
@@ -171,7 +188,7 @@ def _evaluate_group(
     total = min(g.memory_total_bytes for g in group.gpus)
     free_for_twin = sizing.bucket_free(group.min_free_bytes, policy) - policy.startup_overhead_bytes
     key = (group.gpus[0].name, total, len(group.gpus), group.interconnect, utilization, free_for_twin)
-    plan = cache.run(key, _twin_request(deployment, group, utilization, free_for_twin))
+    plan = cache.run(key, lambda: _twin_request(deployment, group, utilization, free_for_twin))
     feas = plan.feasibility
     perf = plan.performance
     gpu = group.gpus[0]
@@ -332,7 +349,12 @@ def place(
     ordered = sorted(hosts, key=lambda h: (h.host, h.address))
     placements: list[Placement] = []
     rejections: list[Rejection] = []
-    results = [place_on_host(deployment, host, cache, policy, fp8=fp8, sizing_mode=mode) for host in ordered]
+    # Everything that changes a host's answer besides the host itself (replicas/name do not).
+    scope = deployment.model_dump_json(exclude={"name", "replicas"}) + policy.model_dump_json() + f"{fp8}{mode.value}"
+    results = [
+        cache.host_result(host, scope, lambda h=host: place_on_host(deployment, h, cache, policy, fp8=fp8, sizing_mode=mode))
+        for host in ordered
+    ]
     for result in results:
         (placements if isinstance(result, Placement) else rejections).append(result)
     placements.sort(key=rank_key)

@@ -49,6 +49,7 @@ class _Entry:
     host: FleetHost
     sources: set[DiscoverySource] = field(default_factory=set)
     labels: dict[str, str] = field(default_factory=dict)  # from the registration, over inventory labels
+    view: FleetHost | None = None  # cached placement view; None after any change to this entry
     last_update: float | None = None
     state_since: float = 0.0
 
@@ -86,6 +87,7 @@ class FleetRegistry:
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
         self._subscribers: set[asyncio.Queue[FleetEvent]] = set()
+        self._snapshot: tuple[FleetHost, ...] | None = None
 
     # -- discovery side ---------------------------------------------------------------------------
 
@@ -170,12 +172,23 @@ class FleetRegistry:
     # -- queries ----------------------------------------------------------------------------------
 
     def hosts(self, flt: HostFilter | None = None) -> list[FleetHost]:
-        """Current hosts sorted by hostname then address (deterministic)."""
+        """Current hosts sorted by hostname then address (deterministic), with update ages."""
         now = self._clock()
         out = [self._view(e, now) for e in self._entries.values()]
         if flt is not None:
             out = [h for h in out if matches(h, flt)]
         return sorted(out, key=lambda h: (h.host, h.address))
+
+    def snapshot(self) -> tuple[FleetHost, ...]:
+        """All hosts for placement (no ages), rebuilt only after a change, reusing the unchanged hosts'
+        objects: Place on a large fleet would otherwise copy every host record on every call."""
+        if self._snapshot is None:
+            for entry in self._entries.values():
+                if entry.view is None:
+                    entry.view = self._view(entry, None)
+            views = (e.view for e in self._entries.values())
+            self._snapshot = tuple(sorted(views, key=lambda h: (h.host, h.address)))
+        return self._snapshot
 
     def get(self, name: str) -> FleetHost | None:
         now = self._clock()
@@ -197,8 +210,8 @@ class FleetRegistry:
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _view(self, entry: _Entry, now: float) -> FleetHost:
-        age = None if entry.last_update is None else round(now - entry.last_update, 3)
+    def _view(self, entry: _Entry, now: float | None) -> FleetHost:
+        age = None if entry.last_update is None or now is None else round(now - entry.last_update, 3)
         update: dict = {"sources": tuple(sorted(entry.sources, key=lambda s: s.value)), "last_update_age_seconds": age}
         if entry.labels:
             update["labels"] = {**entry.host.labels, **entry.labels}
@@ -211,6 +224,10 @@ class FleetRegistry:
         self._publish(entry)
 
     def _publish(self, entry: _Entry, removed: bool = False) -> None:
+        # Every change is published: the placement snapshot is rebuilt lazily, and only this entry's
+        # view is new, so placement memos keyed on the other hosts' views stay valid.
+        entry.view = None
+        self._snapshot = None
         if not self._subscribers:
             return
         event = FleetEvent(self._view(entry, self._clock()), removed)

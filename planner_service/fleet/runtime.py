@@ -50,6 +50,35 @@ class FleetSettings(BaseModel):
     sizing: SizingPolicy = SizingPolicy()
 
 
+class FleetFlags(BaseModel):
+    """Fleet fields to mix into a server's settings class (flags > env > YAML > defaults there)::
+
+        class PlannerServiceSettings(ServerSettings, FleetFlags): ...
+        fleet = FleetRuntime(settings.fleet_settings(), provider=TwinProvider(resolve=resolver.resolve))
+    """
+
+    agents: list[str] = Field(default_factory=list, description="Static GPU agent addresses HOST:PORT (repeatable, comma-separated allowed).")
+    agents_file: Path | None = Field(default=None, description="File with one GPU agent address per line.")
+    agents_dns: list[str] = Field(default_factory=list, description="NAME:PORT resolving to many agents, re-resolved periodically (repeatable).")
+    agent_auth_token_file: Path | None = Field(default=None, description="Bearer token file for the agents' gRPC endpoints.")
+    fleet_heartbeat_seconds: float = Field(default=10.0, gt=0, description="Interval agents re-register at (told to them).")
+    fleet_stale_after_seconds: float = Field(default=30.0, gt=0, description="No inventory for this long: host STALE.")
+    fleet_gone_after_seconds: float = Field(default=120.0, gt=0, description="STALE for this long: host GONE.")
+    fleet_dns_refresh_seconds: float = Field(default=30.0, gt=0, description="How often --agents-dns is re-resolved.")
+
+    def fleet_settings(self) -> "FleetSettings":
+        token = Path(self.agent_auth_token_file).read_text().strip() if self.agent_auth_token_file else None
+        timings = FleetTimings(
+            heartbeat_interval_seconds=self.fleet_heartbeat_seconds,
+            registration_lease_seconds=3 * self.fleet_heartbeat_seconds,
+            stale_after_seconds=self.fleet_stale_after_seconds,
+            gone_after_seconds=self.fleet_gone_after_seconds,
+            dns_refresh_seconds=self.fleet_dns_refresh_seconds,
+        )
+        return FleetSettings(agents=list(self.agents), agents_file=self.agents_file, agents_dns=list(self.agents_dns),
+                             agent_auth_token=token, timings=timings)
+
+
 class FleetRuntime:
     def __init__(
         self,

@@ -88,7 +88,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
 
     async def Place(self, request: pb.PlaceRequest, context: grpc.aio.ServicerContext) -> pb.PlaceResponse:
         deployment = conv.deployment_from_proto(request.deployment)
-        hosts = self._rt.registry.hosts()
+        hosts = self._rt.registry.snapshot()
         result = await asyncio.to_thread(self._place, deployment, hosts, int(request.max_results) or 10)
         return conv.place_response_to_proto(result)
 
@@ -98,7 +98,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
 
     async def PlanFleet(self, request: pb.PlanFleetRequest, context: grpc.aio.ServicerContext) -> pb.PlanFleetResponse:
         plan_request = FleetPlanRequest(deployments=tuple(conv.deployment_from_proto(d) for d in request.deployments))
-        hosts = self._rt.registry.hosts()
+        hosts = self._rt.registry.snapshot()
         result = await asyncio.to_thread(plan_fleet, plan_request, hosts, self._rt.provider.prepare, self._rt.settings.sizing)
         return conv.fleet_plan_to_proto(result)
 

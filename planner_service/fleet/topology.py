@@ -90,9 +90,9 @@ def best_group(
     ``free`` overrides each GPU's free memory (the remaining budget while packing).
     """
     eligible = [g for g in candidates if g.healthy and not g.mig_enabled and _free(g, free) >= min_free_bytes]
-    if size == 1:
-        groups = [_make([g], SINGLE, free) for g in eligible]
-        return min(groups, key=Group.sort_key) if groups else None
+    if size == 1:  # the single-GPU sort key reduces to: most free, then index, then UUID
+        best1 = min(eligible, key=lambda g: (-_free(g, free), g.index, g.uuid), default=None)
+        return None if best1 is None else _make([best1], SINGLE, free)
     whole = [g for g in eligible if not g.is_mig_instance]
     best: Group | None = None
     for name in sorted({g.name for g in whole}):

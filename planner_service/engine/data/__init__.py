@@ -1,0 +1,1 @@
+"""Bundled data files of the planning engine (read via importlib.resources)."""
