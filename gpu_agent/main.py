@@ -36,9 +36,6 @@ def _dialable(address: str) -> str:
 
 async def _serve(settings: GpuAgentSettings, backend: InventoryBackend) -> None:
     agent = await build_agent_server(settings, backend)
-    sys.stdout.write(f"{agent.address}\n")
-    sys.stdout.flush()
-    log.info("gpu agent listening on %s (backend %s)", agent.address, agent.collector.backend.name)
     registration = None
     if settings.register_with:
         from gpu_agent.register import start_registration
@@ -49,13 +46,18 @@ async def _serve(settings: GpuAgentSettings, backend: InventoryBackend) -> None:
             settings.register_with, advertise_address=settings.advertise_address or _dialable(agent.address),
             host=settings.hostname, agent_instance_id=uuid.uuid4().hex, token=token,
         )
+    # The address goes out last, once everything is started: a parent that reads it may signal at once.
+    sys.stdout.write(f"{agent.address}\n")
+    sys.stdout.flush()
+    log.info("gpu agent listening on %s (backend %s)", agent.address, agent.collector.backend.name)
     try:
         await agent.serve_until_signal()
     finally:
         if registration is not None:
             registration.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await registration
+            # Bounded: closing the planner channels must not keep a stopping agent alive.
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                await asyncio.wait_for(registration, timeout=5.0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,12 +27,12 @@ from clients.sdk.fleet_client import AsyncFleetClient
 log = logging.getLogger(__name__)
 
 Resolver = Callable[[str, int], list[str]]
-DEFAULT_INTERVAL_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 60.0
 
 
-def resolve_planners(target: str, resolver: Resolver | None = None, timeout_seconds: float = 2.0) -> list[str]:
-    """Every ``IP:PORT`` behind ``target``; the target itself if it cannot be resolved."""
+def resolve_planners(target: str, resolver: Resolver | None = None) -> list[str]:
+    """Every ``IP:PORT`` behind ``target``; the target itself if it cannot be resolved (the caller
+    bounds the lookup with a timeout: it runs in an executor)."""
     from planner_service.fleet.discovery import split_host_port, system_resolver
 
     host, port = split_host_port(target)

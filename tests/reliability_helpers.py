@@ -219,3 +219,108 @@ def machine_description() -> str:
                 model = line.split(":", 1)[1].strip()
                 break
     return f"{os.cpu_count()} cores, {model}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Load driver (tests/test_load.py and benchmarks/load.py): client processes x threads, bounded time
+# --------------------------------------------------------------------------------------------------
+
+
+def load_requests() -> list:
+    """A mix of Plan requests served from the bundled catalog (no Hub), different enough to exercise
+    the recommender, the fit search and the performance model."""
+    from planner_service.engine.models import (
+        EngineOptions, HardwareOptions, ModelOptions, PlanRequest, PolicyOptions, WorkloadOptions,
+    )
+
+    return [
+        PlanRequest(model=ModelOptions(model="Qwen/Qwen3-8B")),
+        PlanRequest(model=ModelOptions(model="Qwen/Qwen3-8B", max_model_len=32768, kv_cache_dtype="fp8"),
+                    hardware=HardwareOptions(gpu="L40S")),
+        PlanRequest(model=ModelOptions(model="meta-llama/Llama-3.1-70B-Instruct"),
+                    hardware=HardwareOptions(gpu="H100 SXM", num_gpus=8)),
+        PlanRequest(model=ModelOptions(model="Qwen/Qwen3-30B-A3B", max_model_len="auto"),
+                    hardware=HardwareOptions(gpu="A100 SXM 80GB"), workload=WorkloadOptions(concurrency=32)),
+        PlanRequest(model=ModelOptions(model="Qwen/Qwen3-0.6B"), hardware=HardwareOptions(gpu="T4"),
+                    policy=PolicyOptions(gpu_memory_utilization=0.8), engine=EngineOptions(enforce_eager=True)),
+        PlanRequest(model=ModelOptions(model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=8192),
+                    hardware=HardwareOptions(gpu="H100 SXM", tensor_parallel_size=2)),
+    ]
+
+
+def _load_thread(address: str, requests: list, expected: list[str], stop_at: float, out: dict) -> None:
+    from clients.sdk.errors import SdkError
+    from clients.sdk.planner_client import PlannerClient
+
+    with PlannerClient(address, timeout_seconds=30) as client:
+        i = 0
+        while time.monotonic() < stop_at:
+            k = i % len(requests)
+            i += 1
+            started = time.perf_counter()
+            try:
+                response = client.plan(requests[k])
+            except SdkError as exc:
+                out["errors"].append(f"{exc.code}: {exc}")
+                continue
+            out["latencies"].append(time.perf_counter() - started)
+            if response.model_dump_json() != expected[k]:
+                out["mismatches"] += 1
+
+
+def load_worker(address: str, request_json: list[str], expected: list[str], seconds: float, threads: int) -> dict:
+    """One client process: ``threads`` threads calling Plan for ``seconds``; returns counts and latencies."""
+    from planner_service.engine.models import PlanRequest
+
+    requests = [PlanRequest.model_validate_json(text) for text in request_json]
+    stop_at = time.monotonic() + seconds
+    outs = [{"errors": [], "latencies": [], "mismatches": 0} for _ in range(threads)]
+    workers = [threading.Thread(target=_load_thread, args=(address, requests, expected, stop_at, out))
+               for out in outs]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(seconds + 60)
+    return {
+        "ok": sum(len(o["latencies"]) for o in outs),
+        "errors": [e for o in outs for e in o["errors"]],
+        "mismatches": sum(o["mismatches"] for o in outs),
+        "latencies": [x for o in outs for x in o["latencies"]],
+    }
+
+
+def run_load(address: str, pid: int, *, seconds: float, processes: int, threads: int) -> dict:
+    """Baseline one call at a time, then ``processes`` x ``threads`` concurrent callers for
+    ``seconds``, sampling the server's RSS after warm-up, in the middle and at the end."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from clients.sdk.planner_client import PlannerClient
+
+    requests = load_requests()
+    with PlannerClient(address, timeout_seconds=60) as client:
+        expected = [client.plan(r).model_dump_json() for r in requests]  # one at a time; also warms up
+        for _ in range(3):  # warm every cache and code path before the first memory sample
+            for r in requests:
+                client.plan(r)
+    request_json = [r.model_dump_json() for r in requests]
+    rss = {"start": rss_bytes(pid)}
+    started = time.monotonic()
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(load_worker, address, request_json, expected, seconds, threads)
+                   for _ in range(processes)]
+        time.sleep(seconds / 2 + 1.0)  # child start-up takes about a second
+        rss["middle"] = rss_bytes(pid)
+        results = [f.result(timeout=seconds + 120) for f in futures]
+    rss["end"] = rss_bytes(pid)
+    elapsed = time.monotonic() - started
+    latencies = sorted(x for r in results for x in r["latencies"])
+    return {
+        "ok": sum(r["ok"] for r in results),
+        "errors": [e for r in results for e in r["errors"]],
+        "mismatches": sum(r["mismatches"] for r in results),
+        "latencies": latencies,
+        "rss": rss,
+        "elapsed_seconds": elapsed,
+        "callers": processes * threads,
+    }

@@ -279,3 +279,39 @@ def test_agent_process_registers_itself_and_a_restarted_planner_gets_it_back(mon
         agent.terminate()
         agent.wait(10)
         loop.close()
+
+
+def test_planner_server_hosts_the_fleet_service_next_to_planner_service(fleet):
+    """The wiring the planner bootstrap needs: FleetFlags settings + ExtraService(fleet.register)."""
+    from pydantic_settings import SettingsConfigDict
+
+    from clients.sdk.planner_client import PlannerClient
+    from planner_service.fleet.evaluator import TwinProvider
+    from planner_service.fleet.runtime import FleetFlags
+    from planner_service.server.app import ExtraService, PlannerServiceSettings, build_planner_server, build_resolver
+
+    class Settings(PlannerServiceSettings, FleetFlags):
+        model_config = SettingsConfigDict(env_prefix="VLLM_PLANNER_", extra="forbid", protected_namespaces=())
+
+    agents, addresses, loop = fleet
+    settings = Settings(listen="127.0.0.1:0", agents=[",".join(addresses.values())], fleet_heartbeat_seconds=0.5)
+    resolver = build_resolver(settings)
+    runtime = FleetRuntime(settings.fleet_settings(), provider=TwinProvider(resolve=resolver.resolve))
+
+    async def start():
+        await runtime.start()
+        return await build_planner_server(settings, resolver=resolver,
+                                          extra_services=[ExtraService(runtime.register, FLEET_SERVICE_NAME)])
+
+    server = loop.run(start())
+    try:
+        with FleetClient(server.address) as client, PlannerClient(server.address) as planner:
+            _wait(lambda: _ready(client, 4))
+            assert client.place(_dep("Qwen/Qwen3-8B")).selected
+            assert planner.plan(PlanRequest(model=ModelOptions(model="Qwen/Qwen3-8B"))).feasibility.fits
+    finally:
+        async def stop():
+            await server.stop(0)
+            await runtime.stop()
+
+        loop.run(stop())

@@ -87,6 +87,12 @@ def test_hosts_sharing_a_gpu_uuid_keep_separate_budgets():
     _check_budget([idle, busy], answer)
 
 
+def test_two_agents_reporting_one_hostname_are_two_hosts():
+    a, b = h100_host("twin", address="10.0.0.1:50052"), h100_host("twin", address="10.0.0.2:50052")
+    answer = plan_fleet(FleetPlanRequest(deployments=(_dep("m", 30.0, replicas=2, sizing=MemorySizing.MAX_FREE),)), [a, b], _prepare)
+    assert sorted(x.placement.address for x in answer.assignments) == ["10.0.0.1:50052", "10.0.0.2:50052"]
+
+
 def test_same_input_same_plan_whatever_the_host_order():
     request = FleetPlanRequest(deployments=(_dep("a", 8.0, replicas=4), _dep("b", 1.0, replicas=5), _dep("c", 30.0, tp=2)))
     hosts = _fleet()

@@ -37,6 +37,7 @@ class Change:
     kind: str
     description: str
     changes: dict
+    cost: int = 0  # within a kind, smaller is less invasive (e.g. the number of GPUs)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ class _Tried:
 
     def key(self) -> tuple:
         return (len(self.steps), max(INVASIVENESS[s.kind] for s in self.steps),
-                sum(INVASIVENESS[s.kind] for s in self.steps), -self.resolution.margin_bytes)
+                sum(INVASIVENESS[s.kind] for s in self.steps), sum(s.cost for s in self.steps),
+                -self.resolution.margin_bytes)
 
 
 def apply_changes(request: PlanRequest, changes: dict, config: dict) -> PlanRequest:
@@ -141,16 +143,16 @@ def _gpu_changes(res: Resolution, request: PlanRequest) -> list[Change]:
             nxt = min(res.arch.num_layers, pp * 2)
             if nxt > pp:
                 return [Change("gpus", f"pipeline parallel {nxt} ({tp * nxt} GPUs): the heads allow no larger TP",
-                               {"hardware.pipeline_parallel_size": nxt, "hardware.num_gpus": tp * nxt})]
+                               {"hardware.pipeline_parallel_size": nxt, "hardware.num_gpus": tp * nxt}, tp * nxt)]
             return []
         return [Change("gpus", f"tensor parallel {t} ({t * pp} GPUs)",
-                       {"hardware.tensor_parallel_size": t, "hardware.num_gpus": max(hw.num_gpus or 0, t * pp)})
+                       {"hardware.tensor_parallel_size": t, "hardware.num_gpus": max(hw.num_gpus or 0, t * pp)}, t * pp)
                 for t in bigger]
     budget = hw.num_gpus or 8
     if budget >= 64:
         return []
     counts = sorted({min(64, budget * 2), min(64, cdiv(budget * 3, 2) if budget > 1 else 2)})
-    return [Change("gpus", f"{n} GPUs", {"hardware.num_gpus": n}) for n in counts if n > budget][:2]
+    return [Change("gpus", f"{n} GPUs", {"hardware.num_gpus": n}, n) for n in counts if n > budget][:2]
 
 
 def _fix(tried: _Tried) -> Fix:

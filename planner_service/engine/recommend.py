@@ -122,8 +122,9 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
     first = resolve_batching(wl.batching_mode, defaults, wl, eng.max_num_seqs, eng.max_num_batched_tokens, None)
     util, util_note, warnings = recommend_utilization(gpu, profile, pol.gpu_memory_utilization, hw.free_memory_bytes)
     derived = arch.derived_max_model_len
+    default_len = arch.default_max_model_len  # LongRoPE: the original length, not the derived one
     computed, _ = total_params(arch)
-    weights_scale = int(m.params_b * 1e9) / computed if m.params_b else 1.0
+    weights_scale = round(m.params_b * 1e9) / computed if m.params_b else 1.0
 
     user_len = m.max_model_len if isinstance(m.max_model_len, int) else None
     len_error = None
@@ -133,12 +134,12 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
             f"({arch.max_len_source}={derived} in model's config.json). To allow overriding this maximum, "
             "set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1."
         )
-    target_len = None if m.max_model_len == "auto" else (user_len or derived)
+    target_len = None if m.max_model_len == "auto" else (user_len or default_len)
     headroom = int(pol.headroom_gb * GIB)
-    target = make_target(derived, target_len, wl.prompt_tokens, wl.gen_tokens, wl.concurrency, headroom)
+    target = make_target(default_len, target_len, wl.prompt_tokens, wl.gen_tokens, wl.concurrency, headroom, profile)
     base = TwinSettings(
         tensor_parallel_size=hw.tensor_parallel_size or 1, pipeline_parallel_size=hw.pipeline_parallel_size or 1,
-        dtype=dtype, kv_cache_dtype=kv_dtype, max_model_len=target_len, max_model_len_upper=derived,
+        dtype=dtype, kv_cache_dtype=kv_dtype, max_model_len=target_len, max_model_len_upper=default_len,
         gpu_memory_utilization=util, max_num_seqs=first.max_num_seqs,
         max_num_batched_tokens=first.max_num_batched_tokens, block_size=eng.block_size,
         enable_prefix_caching=eng.enable_prefix_caching if eng.enable_prefix_caching is not None else True,
@@ -170,23 +171,21 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
             num_gpus=hw.num_gpus, interconnect=interconnect,
             fp8_allowed=fp8_kv_recommendable(arch, gpu, m.kv_cache_dtype, kv_dtype), may_shorten=may_shorten,
         )
-        length = None if blind.reduced else target_len
         choice = replace(blind, result=run(blind.tensor_parallel_size, blind.pipeline_parallel_size,
-                                           blind.kv_cache_dtype, length), useful=False,
+                                           blind.kv_cache_dtype, blind.max_model_len), useful=False,
                          evaluations=choice.evaluations + blind.evaluations + 1)
     tp, pp, kv_dtype, result = (choice.tensor_parallel_size, choice.pipeline_parallel_size, choice.kv_cache_dtype,
                                 choice.result)
     evaluations = choice.evaluations
-    reduced = choice.reduced
+    reduced, length_setting = choice.reduced, choice.max_model_len
     if not result.fits and may_shorten:  # vLLM-style auto-fit even when it falls short of "useful"
         fitted = run(tp, pp, kv_dtype, None)
         evaluations += 1
         if fitted.fits:
-            result, reduced = fitted, True
-    length_setting = None if (reduced or m.max_model_len == "auto") else target_len
+            result, reduced, length_setting = fitted, True, None
 
     # Second pass: MNS/MNBT from the KV capacity, then the twin again (they move the activation peak).
-    capacity = workload_capacity(result, target.request_tokens) if result.fits else None
+    capacity = workload_capacity(result, target) if result.fits else None
     batching = resolve_batching(wl.batching_mode, defaults, wl, eng.max_num_seqs, eng.max_num_batched_tokens,
                                 capacity)
     if (batching.max_num_seqs, batching.max_num_batched_tokens) != (first.max_num_seqs, first.max_num_batched_tokens):
@@ -210,11 +209,14 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
     elif user_len is not None:
         len_src, len_why = "user", "set by the user"
     elif reduced:
-        len_src, len_why = "recommended", f"the derived {derived} does not fit; this is the largest length that does"
+        len_src, len_why = "recommended", (f"the derived {default_len} does not fit with a useful KV cache; this is "
+                                           "the largest length that does")
+    elif default_len < derived:
+        len_src, len_why = "derived", "LongRoPE: vLLM defaults to original_max_position_embeddings"
     else:
         len_src, len_why = "derived", f"derived from config.json ({arch.max_len_source})"
     margin = margin_bytes(result, target)
-    capacity = workload_capacity(result, target.request_tokens)
+    capacity = workload_capacity(result, target)
     weights_too_big = not result.fits and min(w.kv_cache_bytes for w in result.workers) <= 0
     notes = [
         gpu_note,
@@ -230,6 +232,16 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
         *batching.explanations,
         Explanation(setting="block_size", value=str(result.block_size), source="user" if eng.block_size else "derived",
                     reason="set by the user" if eng.block_size else "attention backend default / hybrid alignment"),
+        Explanation(setting="enable_prefix_caching", value=str(settings.enable_prefix_caching),
+                    source="user" if eng.enable_prefix_caching is not None else "default",
+                    reason="set by the user" if eng.enable_prefix_caching is not None
+                    else "vLLM enables it for generative models"),
+        Explanation(setting="enforce_eager", value=str(eng.enforce_eager),
+                    source="user" if eng.enforce_eager else "default",
+                    reason="no CUDA graphs" if eng.enforce_eager else "CUDA graphs on (vLLM default)"),
+        Explanation(setting="enable_expert_parallel", value=str(hw.enable_expert_parallel),
+                    source="user" if hw.enable_expert_parallel else "default",
+                    reason="set by the user" if hw.enable_expert_parallel else "MoE experts are tensor-parallel"),
     ]
     warnings = [*warnings, *result.warnings, *batching.warnings]
     warnings += kv_dtype_warnings(gpu, kv_dtype, kv_src == "user")

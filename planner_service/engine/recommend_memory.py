@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from planner_service.engine import kv_cache
 from planner_service.engine.architecture import ModelArchitecture
 from planner_service.engine.gpus import GpuSpec
 from planner_service.engine.memory import MemoryResult
@@ -37,12 +38,14 @@ class Target:
     concurrency: int
     headroom_bytes: int
     min_useful_len: int  # the shortest fitted length still worth recommending
+    reserve_null_block: bool  # the profile keeps one block back (vLLM >= 0.21)
 
 
 def make_target(derived_len: int, max_len: int | None, prompt: int, gen: int, concurrency: int,
-                headroom_bytes: int) -> Target:
+                headroom_bytes: int, profile: VersionProfile) -> Target:
     useful = min(derived_len, max(USEFUL_CONTEXT_TOKENS, prompt + gen))
-    return Target(max_len, prompt + gen, concurrency, headroom_bytes, useful)
+    return Target(max_len, prompt + gen, concurrency, headroom_bytes, useful,
+                  profile.kv_tokens_rule == "concurrency")
 
 
 def margin_bytes(result: MemoryResult, target: Target) -> int:
@@ -55,24 +58,42 @@ def margin_bytes(result: MemoryResult, target: Target) -> int:
         one_long = layout.needed_bytes(result.max_model_len, result.in_flight_tokens)
         tokens = min(target.request_tokens, result.max_model_len)
         workload = target.concurrency * layout.needed_bytes(tokens, result.in_flight_tokens)
-        left = w.kv_cache_bytes - layout.bytes_per_block - max(one_long, workload) - target.headroom_bytes
+        null = layout.bytes_per_block if target.reserve_null_block else 0
+        left = w.kv_cache_bytes - null - max(one_long, workload) - target.headroom_bytes
         worst = left if worst is None else min(worst, left)
     return worst if worst is not None else 0
 
 
-def workload_capacity(result: MemoryResult, request_tokens: int) -> int:
-    """How many ``request_tokens``-token requests the engine's KV blocks hold at once."""
+def workload_capacity(result: MemoryResult, target: Target) -> int:
+    """How many ``prompt + gen``-token requests the engine's KV blocks hold at once."""
     layout = result.binding.layout
-    per = layout.blocks_per_request(min(request_tokens, result.max_model_len), result.in_flight_tokens)
+    per = layout.blocks_per_request(min(target.request_tokens, result.max_model_len), result.in_flight_tokens)
     if not result.fits or per <= 0:
         return 0
-    return max(0, result.num_blocks - 1) // per  # one block is vLLM's null block
+    return max(0, result.num_blocks - int(target.reserve_null_block)) // per
 
 
-def meets(result: MemoryResult, target: Target) -> bool:
+def meets(result: MemoryResult, target: Target, shortened: bool = False) -> bool:
+    """Useful: starts, holds the target, and (auto-fit or shortened) keeps at least a useful length."""
     if not result.fits or margin_bytes(result, target) < 0:
         return False
-    return target.max_model_len is not None or result.max_model_len >= target.min_useful_len
+    if shortened or target.max_model_len is None:
+        return result.max_model_len >= target.min_useful_len
+    return True
+
+
+def length_with_headroom(result: MemoryResult, target: Target) -> int:
+    """The largest length <= the fitted one whose single request still leaves the policy headroom."""
+    best = result.max_model_len
+    for w in result.workers:
+        layout = w.layout
+        if not layout.bytes_per_block:
+            continue
+        null = layout.bytes_per_block if target.reserve_null_block else 0
+        check = w.kv_cache_bytes - null - target.headroom_bytes
+        best = min(best, kv_cache.estimate_max_model_len(layout, check, result.max_model_len,
+                                                         result.in_flight_tokens))
+    return best
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from planner_service.engine.architecture import ModelArchitecture
 from planner_service.engine.errors import InvalidRequestError
 from planner_service.engine.memory import MemoryResult, validate_parallelism
 from planner_service.engine.models import Interconnect
-from planner_service.engine.recommend_memory import Target, meets
+from planner_service.engine.recommend_memory import Target, length_with_headroom, meets
 
 _POWERS = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_GPU_BUDGET = 8  # one node, when the request does not say how many GPUs there are
@@ -37,6 +37,7 @@ class ParallelChoice:
     pipeline_parallel_size: int
     kv_cache_dtype: str
     result: MemoryResult
+    max_model_len: int | None  # the length setting evaluated (None: vLLM auto-fit)
     useful: bool  # meets the target (possibly with a shorter length, see ``reduced``)
     reduced: bool  # the length was auto-fitted below the target
     tp_reason: str
@@ -107,8 +108,20 @@ def choose_parallel(
         count += 1
         return evaluate(tp, pp_, kv, length)
 
-    def done(tp, pp_, kv, res, useful, reduced, tp_why, pp_why, kv_why=None) -> ParallelChoice:
-        return ParallelChoice(tp, pp_, kv, res, useful, reduced, tp_why, pp_why, kv_why, count)
+    def done(tp, pp_, kv, res, length, useful, reduced, tp_why, pp_why, kv_why=None) -> ParallelChoice:
+        return ParallelChoice(tp, pp_, kv, res, length, useful, reduced, tp_why, pp_why, kv_why, count)
+
+    def shortened(tp: int, pp_: int, kv: str) -> tuple[MemoryResult, int | None] | None:
+        """Auto-fit, then back off to keep the policy headroom; None unless the result is useful."""
+        res = run(tp, pp_, kv, None)
+        if not res.fits:
+            return None
+        length = length_with_headroom(res, target)
+        if length < res.max_model_len:
+            if length < 1:
+                return None
+            res = run(tp, pp_, kv, length)
+        return (res, length) if meets(res, target, shortened=True) else None
 
     pcie = interconnect == Interconnect.PCIE
     link = "PCIe" if pcie else "NVLink"
@@ -123,29 +136,29 @@ def choose_parallel(
     for i, tp in enumerate(tps):
         res = run(tp, pp, kv_dtype, target.max_model_len)
         if meets(res, target):
-            return done(tp, pp, kv_dtype, res, True, False, tp_why, pp_why)
+            return done(tp, pp, kv_dtype, res, target.max_model_len, True, False, tp_why, pp_why)
         nxt = tps[i + 1] if i + 1 < len(tps) else None
         if fp8_allowed and (nxt is None or (pcie and nxt > 2)):
             res8 = run(tp, pp, "fp8", target.max_model_len)
             if meets(res8, target):
                 why = tp_why if nxt is None or user_tp else (
                     f"{tp_why}; fp8 KV at {tp} rather than TP {nxt} over PCIe, which loses vLLM's custom all-reduce")
-                return done(tp, pp, "fp8", res8, True, False, why, pp_why, fp8_why)
+                return done(tp, pp, "fp8", res8, target.max_model_len, True, False, why, pp_why, fp8_why)
 
     # Tier 2: TP alone with the longest context that fits (only when the length is ours to choose).
     if may_shorten and target.max_model_len is not None:
         for tp in tps:
-            best: tuple[MemoryResult, str] | None = None
+            best: tuple[MemoryResult, int | None, str] | None = None
             for kv in (kv_dtype, "fp8") if fp8_allowed else (kv_dtype,):
-                res = run(tp, pp, kv, None)
-                if meets(res, target) and (best is None or res.max_model_len > best[0].max_model_len):
-                    best = (res, kv)
+                got = shortened(tp, pp, kv)
+                if got is not None and (best is None or got[0].max_model_len > best[0].max_model_len):
+                    best = (got[0], got[1], kv)
             if best is not None:
                 why = "set by the user" if user_tp else (
                     f"smallest valid tensor parallel size that fits the weights and a useful KV cache; the "
                     f"{target.max_model_len}-token target fits at no size the GPUs allow; {link}")
-                kv_why = fp8_why.replace("the target", "the target length") if best[1] == "fp8" else None
-                return done(tp, pp, best[1], best[0], True, True, why, pp_why, kv_why)
+                kv_why = fp8_why.replace("the target", "the target length") if best[2] == "fp8" else None
+                return done(tp, pp, best[2], best[0], best[1], True, True, why, pp_why, kv_why)
 
     # Tier 3: pipeline parallel, only when TP alone cannot fit.
     if user_tp is None and user_pp is None:
@@ -156,16 +169,25 @@ def choose_parallel(
         for length in lengths:
             for tp, pp_ in pairs:
                 for kv in (kv_dtype, "fp8") if fp8_allowed else (kv_dtype,):
-                    res = run(tp, pp_, kv, length)
-                    if meets(res, target):
+                    if length is None:
+                        got = shortened(tp, pp_, kv)
+                        res, used = got if got is not None else (None, None)
+                    else:
+                        res, used = run(tp, pp_, kv, length), length
+                    if res is not None and meets(res, target, shortened=length is None):
                         cause = ("the heads allow no larger tensor parallel size" if max(tps) < budget
                                  else f"{budget} GPUs allow no larger tensor parallel size")
                         pp_reason = f"tensor parallel alone cannot fit: {cause}; {pp_} stages of TP {tp}"
-                        return done(tp, pp_, kv, res, True, length is None and target.max_model_len is not None,
+                        return done(tp, pp_, kv, res, used, True, length is None and target.max_model_len is not None,
                                     f"largest valid tensor parallel size within a pipeline stage; {link}",
                                     pp_reason, fp8_why if kv == "fp8" else None)
 
     tp = tps[-1]
     res = run(tp, pp, kv_dtype, target.max_model_len)
     why = "set by the user" if user_tp else f"nothing fits {what}: the largest valid size the GPUs allow"
-    return done(tp, pp, kv_dtype, res, False, False, why, pp_why)
+    if res.fits and fp8_allowed:  # starts but holds too little: fp8 KV still doubles what it holds
+        res8 = run(tp, pp, "fp8", target.max_model_len)
+        if res8.fits and res8.kv_cache_tokens > res.kv_cache_tokens:
+            return done(tp, pp, "fp8", res8, target.max_model_len, False, False, why, pp_why,
+                        fp8_why + "; still short of the target (see fixes)")
+    return done(tp, pp, kv_dtype, res, target.max_model_len, False, False, why, pp_why)

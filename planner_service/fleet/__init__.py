@@ -2,5 +2,6 @@
 
 Pure core (no I/O): ``models``, ``sizing``, ``topology``, ``placement``, ``packing``, ``artifacts``.
 Asyncio adapters: ``registry`` (soft state), ``discovery``, ``watcher``, ``inventory_adapter``,
-``runtime`` (wiring), ``servicer`` + ``converters`` (gRPC ``FleetService``), ``evaluator`` (model I/O).
+``runtime`` (wiring + settings), ``servicer`` + ``converters`` (gRPC ``FleetService``), ``evaluator``
+(model metadata I/O + the engine twin). ``testing``: synthetic capture-shaped hosts and a stand-in twin.
 """

@@ -53,48 +53,46 @@ def assign_replicas(
 ) -> tuple[list[Placement], list[str]]:
     """Choose ``deployment.replicas`` placements one by one, charging ``budget`` (mutated) for each.
 
-    ``budget`` is ``{agent address: {GPU/MIG UUID: bytes still free}}``: keyed by address first
-    because a UUID is only unique per machine as far as the planner can trust (replayed captures,
-    cloned VM images).
+    ``budget`` is ``{agent address: {GPU/MIG UUID: bytes still free}}``, filled lazily: a host
+    without an entry still has its live free memory. It is keyed by address first because a UUID is
+    only as unique as the planner can trust (replayed captures, cloned VM images). ``initial`` holds
+    per-address results already computed against the untouched budget (``place`` passes them).
     """
-    ordered = sorted(hosts, key=lambda h: (h.host, h.address))
-    by_host = {h.host: h for h in ordered}
+    by_address = {h.address: h for h in hosts}
 
     def evaluate(host: FleetHost, mode: MemorySizing = MemorySizing.MAX_FREE) -> Placement | Rejection:
         return place_on_host(deployment, host, cache, policy, fp8=fp8, free=budget.get(host.address), sizing_mode=mode)
 
-    # ``initial``: per-host results already computed against this same, untouched budget (Place).
-    current = dict(initial) if initial is not None else {h.host: evaluate(h) for h in ordered}
+    current = dict(initial) if initial is not None else {a: evaluate(h) for a, h in sorted(by_address.items())}
+    keys = {a: rank_key(p) for a, p in current.items() if isinstance(p, Placement)}
     selected: list[Placement] = []
     unplaced: list[str] = []
     used_hosts: dict[str, int] = {}
     for _ in range(deployment.replicas):
-        options = [p for p in current.values() if isinstance(p, Placement)]
-        if not options:
+        if not keys:
             unplaced.append(_summarise([r for r in current.values() if isinstance(r, Rejection)]))
             continue
         # Replicas of one deployment spread across hosts first (a host failure takes fewer down).
-        best = min(options, key=lambda p: (used_hosts.get(p.host, 0), rank_key(p)))
+        address = min(keys, key=lambda a: (used_hosts.get(current[a].host, 0), keys[a]))
+        best = current[address]
         if sizing_mode is MemorySizing.FIT_WORKLOAD:
             # Hosts are ranked by what they could give; only the chosen one is shrunk to the workload
             # (a binary search over utilization), which keeps a fleet plan linear in the host count.
-            fitted = evaluate(by_host[best.host], MemorySizing.FIT_WORKLOAD)
+            fitted = evaluate(by_address[address], MemorySizing.FIT_WORKLOAD)
             best = fitted if isinstance(fitted, Placement) else best
         used_hosts[best.host] = used_hosts.get(best.host, 0) + 1
-        gpus = budget[best.address]
+        gpus = budget.setdefault(address, {g.uuid: g.memory_free_bytes for g in by_address[address].gpus})
         for uuid in best.gpu_uuids:
             remaining = gpus[uuid] - best.reserved_bytes
             if remaining < 0:  # cannot happen by construction; guard the invariant anyway
                 raise AssertionError(f"over-commit of {uuid} on {best.host}: {remaining} bytes")
             gpus[uuid] = remaining
         selected.append(best)
-        current[best.host] = evaluate(by_host[best.host])
+        current[address] = evaluate(by_address[address])
+        keys.pop(address)
+        if isinstance(current[address], Placement):
+            keys[address] = rank_key(current[address])
     return selected, unplaced
-
-
-def initial_budget(hosts: Sequence[FleetHost]) -> dict[str, dict[str, int]]:
-    """Every target's live free memory, ``{address: {uuid: bytes}}``."""
-    return {h.address: {g.uuid: g.memory_free_bytes for g in h.gpus} for h in hosts}
 
 
 def plan_fleet(
@@ -106,9 +104,8 @@ def plan_fleet(
     """Place every deployment's replicas across the fleet, in request order, sharing one GPU budget."""
     policy = policy or sizing.SizingPolicy()
     ordered = sorted(hosts, key=lambda h: (h.host, h.address))
-    budget = initial_budget(ordered)
-    initial = {(a, u): free for a, gpus in budget.items() for u, free in gpus.items()}
-    host_of = {h.address: h.host for h in ordered}
+    by_address = {h.address: h for h in ordered}
+    budget: dict[str, dict[str, int]] = {}
     assignments: list[Assignment] = []
     unplaced: list[Unplaced] = []
     for deployment in request.deployments:
@@ -120,13 +117,14 @@ def plan_fleet(
         unplaced += [Unplaced(deployment=name, replica=len(selected) + i, reason=r) for i, r in enumerate(missing)]
     budgets = tuple(
         GpuBudget(
-            host=host_of[address],
-            uuid=uuid,
-            memory_free_bytes=free,
-            reserved_bytes=free - budget[address][uuid],
-            remaining_bytes=budget[address][uuid],
+            host=by_address[address].host,
+            uuid=gpu.uuid,
+            memory_free_bytes=gpu.memory_free_bytes,
+            reserved_bytes=gpu.memory_free_bytes - budget[address][gpu.uuid],
+            remaining_bytes=budget[address][gpu.uuid],
         )
-        for (address, uuid), free in sorted(initial.items(), key=lambda kv: (host_of[kv[0][0]], kv[0]))
-        if budget[address][uuid] != free
+        for address in sorted(budget, key=lambda a: (by_address[a].host, a))
+        for gpu in sorted(by_address[address].gpus, key=lambda g: g.uuid)
+        if budget[address][gpu.uuid] != gpu.memory_free_bytes
     )
     return FleetPlanResponse(assignments=tuple(assignments), unplaced=tuple(unplaced), budgets=budgets)

@@ -342,11 +342,13 @@ def place(
     max_results: int = 10,
 ) -> PlaceResponse:
     """Rank one placement per host, then choose ``replicas`` of them together without over-commit."""
-    from planner_service.fleet.packing import assign_replicas, initial_budget  # packing builds on this module
+    from planner_service.fleet.packing import assign_replicas  # packing builds on this module
 
     policy = policy or sizing.SizingPolicy()
     mode = deployment.sizing or MemorySizing.MAX_FREE
-    ordered = sorted(hosts, key=lambda h: (h.host, h.address))
+    ordered = list(hosts)
+    if any((a.host, a.address) > (b.host, b.address) for a, b in zip(ordered, ordered[1:])):
+        ordered.sort(key=lambda h: (h.host, h.address))  # registry snapshots arrive sorted already
     placements: list[Placement] = []
     rejections: list[Rejection] = []
     # Everything that changes a host's answer besides the host itself (replicas/name do not).
@@ -358,9 +360,8 @@ def place(
     for result in results:
         (placements if isinstance(result, Placement) else rejections).append(result)
     placements.sort(key=rank_key)
-    budget = initial_budget(ordered)
-    first = {h.host: r for h, r in zip(ordered, results)}
-    selected, unplaced = assign_replicas(deployment, ordered, budget, cache, policy, fp8=fp8, sizing_mode=mode, initial=first)
+    first = {h.address: r for h, r in zip(ordered, results)}
+    selected, unplaced = assign_replicas(deployment, ordered, {}, cache, policy, fp8=fp8, sizing_mode=mode, initial=first)
     chosen = [cache.with_artifacts(p) for p in selected]
     full = {_identity(p): p for p in chosen}
     return PlaceResponse(

@@ -16,6 +16,7 @@ import grpc
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from planner_service.fleet.runtime import FleetFlags
 from planner_service.server.interceptor import ErrorMappingInterceptor
 from planner_service.server.servicer import SERVICE_FULL_NAME, PlannerServicer
 from vllm_planner.transport.config import ServerSettings
@@ -23,7 +24,7 @@ from vllm_planner.transport.server import RunningServer, start_server
 from vllm_planner.v1 import planner_pb2_grpc
 
 
-class PlannerServiceSettings(ServerSettings):
+class PlannerServiceSettings(ServerSettings, FleetFlags):
     """``vllm-planner-service`` settings: flags > ``VLLM_PLANNER_*`` env > YAML (--config) > defaults."""
 
     model_config = SettingsConfigDict(env_prefix="VLLM_PLANNER_", extra="forbid", protected_namespaces=())

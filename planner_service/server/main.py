@@ -13,13 +13,28 @@ import sys
 
 from pydantic import ValidationError
 
-from planner_service.server.app import PlannerServiceSettings, build_planner_server
+from planner_service.fleet.runtime import FLEET_SERVICE_NAME, FleetRuntime
+from planner_service.fleet.evaluator import TwinProvider
+from planner_service.server.app import ExtraService, PlannerServiceSettings, build_planner_server, build_resolver
 from vllm_planner.transport.config import add_settings_arguments, load_settings
 from vllm_planner.transport.logs import configure_logging
 
 
 async def _serve(settings: PlannerServiceSettings) -> None:
-    running = await build_planner_server(settings)
+    resolver = build_resolver(settings)
+    # The fleet is soft state rebuilt from discovery + agent streams: nothing to restore on restart.
+    fleet = FleetRuntime(settings.fleet_settings(), provider=TwinProvider(resolve=resolver.resolve))
+    await fleet.start()
+    try:
+        running = await build_planner_server(
+            settings, resolver=resolver, extra_services=[ExtraService(fleet.register, FLEET_SERVICE_NAME)]
+        )
+        await _announce_and_wait(settings, running)
+    finally:
+        await fleet.stop()
+
+
+async def _announce_and_wait(settings: PlannerServiceSettings, running) -> None:  # noqa: ANN001
     sys.stdout.write(f"{running.address}\n")
     sys.stdout.flush()
     logging.getLogger(__name__).info(

@@ -64,8 +64,12 @@ class _Call:
         self.rpc_type = rpc_type
         self.request_id = request_id
         self.started = time.perf_counter()
+        self.peer = "?"
 
-    def begin(self) -> None:
+    def begin(self, context: grpc.aio.ServicerContext) -> None:
+        # Read the peer while the call is live: context.peer() on a call the client already
+        # cancelled can crash the process (seen in the fleet's streaming tests).
+        self.peer = _peer(context)
         REQUEST_ID.set(self.request_id)  # no reset: the RPC's task (and its context) ends with the call
         metrics.RPC_STARTED_TOTAL.labels(self.service, self.name, self.rpc_type).inc()
 
@@ -83,7 +87,7 @@ class _Call:
             code,
             elapsed_seconds * 1000,
             extra={"grpc_method": self.method, "grpc_code": code, "duration_ms": round(elapsed_seconds * 1000, 3),
-                   "peer": _peer(context)},
+                   "peer": self.peer},
             exc_info=error if error is not None and code in ("UNKNOWN", "INTERNAL") else None,
         )
 
@@ -98,7 +102,7 @@ def _peer(context: grpc.aio.ServicerContext) -> str:
 def _unary_response(behavior: Callable, call_factory: Callable[[], _Call]) -> Callable[..., Awaitable[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
         call = call_factory()
-        call.begin()
+        call.begin(context)
         error: BaseException | None = None
         try:
             result = behavior(request, context)
@@ -115,7 +119,7 @@ def _unary_response(behavior: Callable, call_factory: Callable[[], _Call]) -> Ca
 def _streaming_response(behavior: Callable, call_factory: Callable[[], _Call]) -> Callable[..., Any]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
         call = call_factory()
-        call.begin()
+        call.begin(context)
         error: BaseException | None = None
         try:
             result = behavior(request, context)
