@@ -21,7 +21,6 @@ from planner_service.engine.models import GIB, Explanation, Interconnect, PlanRe
 from planner_service.engine.profiles import VersionProfile, resolve_profile
 from planner_service.engine.recommend_batching import resolve_batching
 from planner_service.engine.recommend_memory import (
-    FP8_KV_DTYPES,
     Target,
     fp8_kv_recommendable,
     interconnect_of,
@@ -34,7 +33,7 @@ from planner_service.engine.recommend_memory import (
     recommend_utilization,
     workload_capacity,
 )
-from planner_service.engine.recommend_parallel import choose_parallel
+from planner_service.engine.recommend_parallel import ParallelChoice, choose_parallel
 from planner_service.engine.weights import total_params
 
 DEFAULT_GPU = "H100"
@@ -156,21 +155,17 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
 
     interconnect = interconnect_of(gpu, hw.interconnect)
     may_shorten = user_len is None and m.max_model_len != "auto" and eng.kv_cache_memory_bytes is None
-    choice = choose_parallel(
-        arch, run, target, kv_dtype, user_tp=hw.tensor_parallel_size, user_pp=hw.pipeline_parallel_size,
-        num_gpus=hw.num_gpus, interconnect=interconnect,
-        fp8_allowed=fp8_kv_recommendable(arch, gpu, m.kv_cache_dtype, kv_dtype), may_shorten=may_shorten,
-    )
-    if not choice.useful and _free_memory_refusal(choice.result, hw.free_memory_bytes, gpu):
+    fp8_allowed = fp8_kv_recommendable(arch, gpu, m.kv_cache_dtype, kv_dtype)
+
+    def choose(evaluator) -> ParallelChoice:
+        return choose_parallel(arch, evaluator, target, kv_dtype, user_tp=hw.tensor_parallel_size,
+                               user_pp=hw.pipeline_parallel_size, num_gpus=hw.num_gpus, interconnect=interconnect,
+                               fp8_allowed=fp8_allowed, may_shorten=may_shorten)
+
+    choice = choose(run)
+    if not choice.useful and _free_memory_refusal(choice.result, hw.free_memory_bytes):
         # Every size fails vLLM's free-memory check alike: pick the layout as if it passed, report the refusal.
-        blind = choose_parallel(
-            arch, lambda tp, pp, kv, n: evaluate(arch, gpu, base.model_copy(update={
-                "tensor_parallel_size": tp, "pipeline_parallel_size": pp, "kv_cache_dtype": kv, "max_model_len": n,
-                "free_memory_bytes": None}), profile),
-            target, kv_dtype, user_tp=hw.tensor_parallel_size, user_pp=hw.pipeline_parallel_size,
-            num_gpus=hw.num_gpus, interconnect=interconnect,
-            fp8_allowed=fp8_kv_recommendable(arch, gpu, m.kv_cache_dtype, kv_dtype), may_shorten=may_shorten,
-        )
+        blind = choose(lambda tp, pp, kv, n: run(tp, pp, kv, n, free_memory_bytes=None))
         choice = replace(blind, result=run(blind.tensor_parallel_size, blind.pipeline_parallel_size,
                                            blind.kv_cache_dtype, blind.max_model_len), useful=False,
                          evaluations=choice.evaluations + blind.evaluations + 1)
@@ -204,6 +199,10 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
 
     if choice.kv_reason:
         kv_src, kv_why = "recommended", choice.kv_reason
+    elif kv_src == "default" and not choice.useful:
+        kv_why = f"auto stores KV in the model dtype ({dtype})"
+        if not gpu.supports_fp8:
+            kv_why += f"; fp8 KV would need compute capability >= 8.9 ({gpu.name} is sm {gpu.compute_capability})"
     if m.max_model_len == "auto":
         len_src, len_why = "derived", "vLLM auto-fit (-1): the largest length that fits the KV cache"
     elif user_len is not None:
@@ -268,7 +267,7 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
     )
 
 
-def _free_memory_refusal(result: MemoryResult, free: int | None, gpu: GpuSpec) -> bool:
+def _free_memory_refusal(result: MemoryResult, free: int | None) -> bool:
     """vLLM's startup check failed: free memory below ceil(total x utilization) (independent of TP)."""
     if free is None or result.fits:
         return False
@@ -298,5 +297,3 @@ def _shared_gpu_note(notes: list[Explanation], warnings: list[str], result: Memo
     notes[i] = notes[i].model_copy(update={"reason": f"{notes[i].reason}; {text}"})
     warnings.append(f"{free / GIB:.2f} of {gpu.memory_total_bytes / GIB:.2f} GiB free: {text}")
 
-
-__all__ = ["Resolution", "resolve_request", "resolve_gpu", "resolve_dtype", "FP8_KV_DTYPES"]
