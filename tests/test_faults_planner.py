@@ -43,8 +43,11 @@ from vllm_planner.transport.server import ServerOptions, start_server
 from vllm_planner.v1 import planner_pb2, planner_pb2_grpc
 
 HUB_TIMEOUT_SECONDS = 1.0
-# The Hub path makes at most a couple of bounded requests before giving up; allow for process noise.
-HUB_FAILURE_BUDGET_SECONDS = 3 * HUB_TIMEOUT_SECONDS + 2.0
+# What "within the configured timeout" may mean on a loaded 2-core CI box: the timeout plus slack.
+HUB_DEADLINE_SECONDS = HUB_TIMEOUT_SECONDS + 1.0
+# The SDK retries UNAVAILABLE (4 attempts, transport/channel.py) and huggingface_hub adds a one-off
+# 3 s registry fetch per process (see the xfails below): the bound for "it does end" through the SDK.
+SDK_OUTER_BOUND_SECONDS = 4 * HUB_TIMEOUT_SECONDS + 3.0 + 3.0
 CACHED_REPO = "acme/cached-model"
 TIMINGS = FleetTimings(heartbeat_interval_seconds=0.5, stale_after_seconds=1.5, gone_after_seconds=30,
                        sweep_interval_seconds=0.05, backoff_initial_seconds=0.05, backoff_max_seconds=0.3)
@@ -62,6 +65,16 @@ def _hf_home_with_a_cached_model(tmp_path) -> str:
     return str(home)
 
 
+def _raw_plan_seconds(stub, model: str) -> tuple[grpc.StatusCode, float]:  # noqa: ANN001
+    started = time.monotonic()
+    try:
+        stub.Plan(planner_pb2.PlanRequest(model=planner_pb2.ModelOptions(model=model)), timeout=30)
+        code = grpc.StatusCode.OK
+    except grpc.RpcError as exc:
+        code = exc.code()
+    return code, time.monotonic() - started
+
+
 @pytest.mark.parametrize("endpoint_kind", ["silent", "refused"])
 def test_hub_unreachable_keeps_catalog_and_cache_and_fails_fast_otherwise(tmp_path, endpoint_kind):
     endpoint = silent_endpoint() if endpoint_kind == "silent" else refused_endpoint()
@@ -69,13 +82,19 @@ def test_hub_unreachable_keeps_catalog_and_cache_and_fails_fast_otherwise(tmp_pa
         env = {"HF_ENDPOINT": hub_url, "HF_HOME": _hf_home_with_a_cached_model(tmp_path), "HF_HUB_OFFLINE": "0"}
         with planner_process("--hub-timeout-seconds", str(HUB_TIMEOUT_SECONDS), env=env,
                              log_path=tmp_path / "planner.log") as planner, \
-                PlannerClient(planner.address, timeout_seconds=30) as client:
+                PlannerClient(planner.address, timeout_seconds=30) as client, \
+                grpc.insecure_channel(planner.address) as channel:
+            stub = planner_pb2_grpc.PlannerServiceStub(channel)
             started = time.monotonic()
             with pytest.raises(Unavailable) as info:
                 client.plan(PlanRequest(model=ModelOptions(model="nobody/not-cached-anywhere")))
-            elapsed = time.monotonic() - started
-            assert elapsed < HUB_FAILURE_BUDGET_SECONDS, f"UNAVAILABLE took {elapsed:.1f}s"
+            assert time.monotonic() - started < SDK_OUTER_BOUND_SECONDS
             assert "hub" in str(info.value).lower()
+            # Once the process is warm, each failure is bounded by the configured timeout (raw RPC: no retries).
+            for i in range(2):
+                code, seconds = _raw_plan_seconds(stub, f"nobody/warm-{i}")
+                assert code == grpc.StatusCode.UNAVAILABLE
+                assert seconds < HUB_DEADLINE_SECONDS, f"UNAVAILABLE took {seconds:.2f}s"
 
             # Meanwhile, and afterwards, everything local still serves.
             assert client.plan(PlanRequest(model=ModelOptions(model=CATALOG_MODEL))).model.source == "catalog"
@@ -86,24 +105,54 @@ def test_hub_unreachable_keeps_catalog_and_cache_and_fails_fast_otherwise(tmp_pa
             # Concurrent Hub failures do not starve local plans (the engine runs on a thread pool).
             failures: list[float] = []
 
-            def doomed() -> None:
-                t0 = time.monotonic()
-                try:
-                    client.plan(PlanRequest(model=ModelOptions(model=f"nobody/x{threading.get_ident()}")))
-                except Unavailable:
-                    failures.append(time.monotonic() - t0)
+            def doomed(i: int) -> None:
+                code, seconds = _raw_plan_seconds(stub, f"nobody/concurrent-{i}")
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    failures.append(seconds)
 
-            threads = [threading.Thread(target=doomed) for _ in range(3)]
+            threads = [threading.Thread(target=doomed, args=(i,)) for i in range(3)]
             for thread in threads:
                 thread.start()
-            t0 = time.monotonic()
-            client.plan(PlanRequest(model=ModelOptions(model=CATALOG_MODEL)))
-            local_seconds = time.monotonic() - t0
+            code, local_seconds = _raw_plan_seconds(stub, CATALOG_MODEL)
             for thread in threads:
-                thread.join(HUB_FAILURE_BUDGET_SECONDS * 3)
-            assert len(failures) == 3 and max(failures) < HUB_FAILURE_BUDGET_SECONDS * 2, failures
-            assert local_seconds < HUB_FAILURE_BUDGET_SECONDS, f"a catalog plan waited {local_seconds:.1f}s"
+                thread.join(30)
+            assert code == grpc.StatusCode.OK
+            assert len(failures) == 3 and max(failures) < 2 * HUB_DEADLINE_SECONDS, failures
+            assert local_seconds < HUB_DEADLINE_SECONDS, f"a catalog plan waited {local_seconds:.1f}s"
             assert planner.proc.poll() is None
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (metadata/hub.py): the first Hub request of each planner process also waits up to 3 s on "
+    "huggingface_hub's GET {HF_ENDPOINT}/api/agent-harnesses (utils/_detect_agent.py, fixed 3 s timeout, "
+    "triggered by the user-agent header), so with --hub-timeout-seconds 1 and a Hub that never answers the "
+    "first UNAVAILABLE takes ~4 s instead of ~1 s"))
+def test_the_first_hub_failure_of_a_fresh_planner_is_within_the_timeout(tmp_path):
+    with silent_endpoint() as hub_url:
+        env = {"HF_ENDPOINT": hub_url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
+        with planner_process("--hub-timeout-seconds", str(HUB_TIMEOUT_SECONDS), env=env) as planner, \
+                grpc.insecure_channel(planner.address) as channel:
+            code, seconds = _raw_plan_seconds(planner_pb2_grpc.PlannerServiceStub(channel), "nobody/first")
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert seconds < HUB_DEADLINE_SECONDS, f"first UNAVAILABLE took {seconds:.2f}s"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (clients/sdk/planner_client.py + vllm_planner/transport/channel.py): the SDK's retry policy "
+    "(maxAttempts 4 on UNAVAILABLE) also retries the planner's own 'Hub unreachable' UNAVAILABLE, so "
+    "PlannerClient.plan waits ~4x --hub-timeout-seconds (and the service asks the dead Hub 4 times)"))
+def test_the_sdk_reports_hub_unavailable_within_the_timeout(tmp_path):
+    with silent_endpoint() as hub_url:
+        env = {"HF_ENDPOINT": hub_url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
+        with planner_process("--hub-timeout-seconds", str(HUB_TIMEOUT_SECONDS), env=env) as planner, \
+                PlannerClient(planner.address, timeout_seconds=30) as client, \
+                grpc.insecure_channel(planner.address) as channel:
+            _raw_plan_seconds(planner_pb2_grpc.PlannerServiceStub(channel), "nobody/warm-up")  # past the 3 s one-off
+            started = time.monotonic()
+            with pytest.raises(Unavailable):
+                client.plan(PlanRequest(model=ModelOptions(model="nobody/through-the-sdk")))
+            seconds = time.monotonic() - started
+    assert seconds < HUB_DEADLINE_SECONDS, f"the SDK took {seconds:.2f}s"
 
 
 def test_hub_timeout_is_honoured_by_the_raw_rpc_deadline(tmp_path):

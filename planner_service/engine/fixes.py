@@ -9,7 +9,8 @@ make the plan *useful* (starts, holds the target length and concurrency with the
 
 Search: one change from each applicable kind; when none works, a second change computed from each
 single change's own result (e.g. fp8 KV, then the concurrency that fp8 KV holds). Ranking: fewest
-changes, then least invasive kind, then most headroom. A bounded number of resolutions (< 40).
+changes, then least invasive kind, then the smaller change, then most headroom. Bounded: at most
+~10 single changes and 4 x 10 pairs are resolved (each resolution a handful of twin runs).
 """
 
 from __future__ import annotations
@@ -187,6 +188,8 @@ def propose_fixes(config: dict, request: PlanRequest, current: Resolution, limit
         elif tried.resolution.fits or tried.resolution.margin_bytes > current.margin_bytes:
             partial.append(tried)
     if not found:
+        # Only first changes that let vLLM start, or leave some KV room, are worth a second change.
+        partial = [t for t in partial if t.resolution.fits or _kv_room(t.resolution) > 0]
         found = _second_steps(config, partial)
     found.sort(key=_Tried.key)
     seen: set[tuple] = set()
@@ -198,6 +201,10 @@ def propose_fixes(config: dict, request: PlanRequest, current: Resolution, limit
             seen.add(sig)
             out.append(fix)
     return out[:limit]
+
+
+def _kv_room(res: Resolution) -> int:
+    return min(w.kv_cache_bytes for w in res.result.workers)
 
 
 def _try(config: dict, request: PlanRequest, steps: tuple[Change, ...]) -> _Tried | None:
@@ -212,13 +219,18 @@ def _try(config: dict, request: PlanRequest, steps: tuple[Change, ...]) -> _Trie
 def _second_steps(config: dict, partial: list[_Tried]) -> list[_Tried]:
     """A second change computed from each partial first change's own result (bounded: 4 x kinds)."""
     found: list[_Tried] = []
-    partial = sorted(partial, key=lambda t: (INVASIVENESS[t.steps[0].kind], -t.resolution.margin_bytes))
+    pairs: set[frozenset[str]] = set()
+    # Length and concurrency always come second: their values follow from the other change's result.
+    partial = sorted((t for t in partial if t.steps[0].kind not in ("context", "concurrency")),
+                     key=lambda t: (INVASIVENESS[t.steps[0].kind], -t.resolution.margin_bytes))
     for first in partial[:4]:
         kind = first.steps[0].kind
+        # The second change is computed from the first one's result (e.g. the length fp8 weights allow).
         for second in _single_changes(first.resolution, first.request):
-            dependent = second.kind in ("context", "concurrency")  # their values follow the first change
-            if second.kind == kind or (INVASIVENESS[second.kind] < INVASIVENESS[kind] and not dependent):
-                continue  # each unordered pair once
+            pair = frozenset((kind, second.kind))
+            if second.kind == kind or pair in pairs:
+                continue  # each unordered pair of kinds once
+            pairs.add(pair)
             tried = _try(config, first.request, (*first.steps, second))
             if tried is not None and tried.resolution.useful:
                 found.append(tried)

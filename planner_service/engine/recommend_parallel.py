@@ -46,6 +46,10 @@ class ParallelChoice:
     evaluations: int
 
 
+def _no_kv_room(result: MemoryResult) -> bool:
+    return min(w.kv_cache_bytes for w in result.workers) <= 0
+
+
 def valid_tp(arch: ModelArchitecture, tp: int, pp: int) -> bool:
     try:
         validate_parallelism(arch, tp, pp)
@@ -133,8 +137,12 @@ def choose_parallel(
                "KV bytes per token (sm >= 8.9)")
 
     # Tier 1: TP alone at the target length.
+    no_room: set[int] = set()  # sizes where weights + activations leave no KV memory at all
     for i, tp in enumerate(tps):
         res = run(tp, pp, kv_dtype, target.max_model_len)
+        if _no_kv_room(res):
+            no_room.add(tp)
+            continue  # neither fp8 KV nor a shorter context can help this size
         if meets(res, target):
             return done(tp, pp, kv_dtype, res, target.max_model_len, True, False, tp_why, pp_why)
         nxt = tps[i + 1] if i + 1 < len(tps) else None
@@ -147,7 +155,7 @@ def choose_parallel(
 
     # Tier 2: TP alone with the longest context that fits (only when the length is ours to choose).
     if may_shorten and target.max_model_len is not None:
-        for tp in tps:
+        for tp in (t for t in tps if t not in no_room):
             best: tuple[MemoryResult, int | None, str] | None = None
             for kv in (kv_dtype, "fp8") if fp8_allowed else (kv_dtype,):
                 got = shortened(tp, pp, kv)
@@ -163,6 +171,9 @@ def choose_parallel(
     # Tier 3: pipeline parallel, only when TP alone cannot fit.
     if user_tp is None and user_pp is None:
         pairs = pp_candidates(arch, budget, max(tps))[:12]
+        # The pair with the most GPUs holds the least weight per GPU: when even it has no KV room, none has.
+        if pairs and _no_kv_room(run(*max(pairs, key=lambda p: p[0] * p[1]), kv_dtype, target.max_model_len)):
+            pairs = []
         lengths = [target.max_model_len]
         if may_shorten and target.max_model_len is not None:
             lengths.append(None)
