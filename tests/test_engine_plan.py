@@ -162,7 +162,9 @@ def test_pre_ampere_gpu_gets_fp16():
 
 
 def test_free_memory_below_budget_refuses_to_start():
-    r = plan(model={"max_model_len": 8192}, hardware={"gpu": "H100", "free_memory_bytes": 50 * GIB})
+    # A user-set utilization is evaluated as given (an unset one is capped to what is free).
+    r = plan(model={"max_model_len": 8192}, hardware={"gpu": "H100", "free_memory_bytes": 50 * GIB},
+             policy={"gpu_memory_utilization": 0.92})
     assert not r.feasibility.fits
     assert r.feasibility.error.startswith("Free memory on device cuda:0 (50.00/79.18 GiB) on startup is less than")
 

@@ -159,7 +159,7 @@ def test_hub_timeout_is_honoured_by_the_raw_rpc_deadline(tmp_path):
     """A client deadline shorter than the Hub timeout ends the call with DEADLINE_EXCEEDED, on time."""
     with silent_endpoint() as hub_url:
         env = {"HF_ENDPOINT": hub_url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
-        with planner_process("--hub-timeout-seconds", "5", env=env) as planner, \
+        with planner_process("--hub-timeout-seconds", "2", env=env) as planner, \
                 grpc.insecure_channel(planner.address) as channel:
             stub = planner_pb2_grpc.PlannerServiceStub(channel)
             started = time.monotonic()

@@ -83,11 +83,11 @@ def test_recommended_tp_divides_the_heads_and_fits(name, gpu, num_gpus):
     assert c.tensor_parallel_size * c.pipeline_parallel_size <= num_gpus
     assert r.feasibility.fits
     smaller = [t for t in tp_candidates(arch, 1, num_gpus) if t < c.tensor_parallel_size]
-    for tp in smaller:  # every smaller valid size really fails the full-length target
-        worse, _ = plan(name, hardware={"gpu": gpu, "tensor_parallel_size": tp},
-                        model={"max_model_len": r.config.max_model_len})
-        assert not worse.feasibility.fits or worse.config.kv_cache_dtype != r.config.kv_cache_dtype or \
-            worse.feasibility.max_concurrency < 1
+    for tp in smaller:  # every smaller valid size really falls short of the same target
+        worse = resolve_request(config(name), request(name, hardware={"gpu": gpu, "tensor_parallel_size": tp},
+                                                      model={"max_model_len": c.max_model_len,
+                                                             "kv_cache_dtype": c.kv_cache_dtype}))
+        assert not worse.useful
 
 
 def _capacities(gpu: str, length: int) -> tuple[int, int]:
@@ -160,6 +160,7 @@ def test_utilization_never_exceeds_what_free_memory_allows():
     mine, _ = plan(model={"max_model_len": 8192}, hardware={"gpu": "H100", "free_memory_bytes": free},
                    policy={"gpu_memory_utilization": 0.92})
     assert not mine.feasibility.fits and mine.feasibility.error.startswith("Free memory on device cuda:0 (50.00/")
+    assert mine.config.tensor_parallel_size == 1  # more GPUs would not pass the check: the layout stays minimal
     kinds = [set(f.changes) for f in mine.fixes]
     assert {"policy.gpu_memory_utilization"} in kinds and {"engine.kv_cache_memory_bytes"} in kinds
 
