@@ -223,6 +223,22 @@ def run_case(case: Case, log: dict) -> tuple[Row, PlanResponse]:
     return row, plan
 
 
+def recommend_for(case: Case, log: dict) -> PlanResponse:
+    """What the planner recommends for the case's model, GPU type and GPU count when nothing else is set."""
+    request = PlanRequest(
+        model=ModelOptions(model=case.id),
+        hardware=HardwareOptions(gpu=case.gpu, num_gpus=log.get("num_gpus") or 1,
+                                 free_memory_bytes=case.request.get("free_memory_bytes")),
+        engine=EngineOptions(vllm_version=case.version),
+    )
+    return build_plan(ModelSource(model=case.id, source="inline", config=case.config), request)
+
+
+def recommendation_table() -> list[tuple[str, PlanResponse]]:
+    logs = load_log_cases()
+    return [(case.id, recommend_for(case, logs[case.id])) for case in included_cases()]
+
+
 def run_table() -> list[Row]:
     logs = load_log_cases()
     return [run_case(case, logs[case.id])[0] for case in included_cases()]
@@ -272,6 +288,15 @@ def main() -> None:
     print(f"KV tokens: median {s['tokens_rel_median']:.2%}, worst {s['tokens_rel_worst']:.2%} (median bound 3%)")
     print(f"concurrency: median {s['concurrency_rel_median']:.2%}, worst {s['concurrency_rel_worst']:.2%}")
     print(f"start/refuse mismatches: {s['start_mismatches']} of {s['cases']} cases")
+    print("\nRecommended configuration per case (same model, GPU type, GPU count and vLLM version; every other")
+    print("setting left to the planner). 'fits' and the KV figures are the twin's prediction for that configuration.")
+    print(f"{'case':48} {'TP':>3} {'PP':>3} {'max_len':>8} {'kv dtype':>9} {'util':>5} {'MNS':>5} {'MNBT':>6} "
+          f"{'fits':>5} {'KV tokens':>10} {'conc':>8}")
+    for cid, plan in recommendation_table():
+        c, f = plan.config, plan.feasibility
+        print(f"{cid[:48]:48} {c.tensor_parallel_size:>3} {c.pipeline_parallel_size:>3} {c.max_model_len:>8} "
+              f"{c.kv_cache_dtype:>9} {c.gpu_memory_utilization:>5.2f} {c.max_num_seqs:>5} "
+              f"{c.max_num_batched_tokens:>6} {str(f.fits):>5} {f.kv_cache_tokens:>10} {f.max_concurrency:>8.2f}")
     print(f"\nexcluded ({len(EXCLUDED)}):")
     for cid, why in EXCLUDED.items():
         print(f"  {cid}: {why}")
