@@ -248,18 +248,43 @@ def load_requests() -> list:
     ]
 
 
-def _load_thread(address: str, requests: list, expected: list[str], stop_at: float, out: dict) -> None:
-    from clients.sdk.errors import SdkError
+def place_deployments() -> list:
+    """Place requests for the fleet load: catalog models that fit the recorded H100 (no Hub)."""
+    from planner_service.engine.models import ModelOptions, PlanRequest, WorkloadOptions
+    from planner_service.fleet.models import Deployment
+
+    return [
+        Deployment(plan=PlanRequest(model=ModelOptions(model="Qwen/Qwen3-8B", max_model_len=8192))),
+        Deployment(plan=PlanRequest(model=ModelOptions(model="Qwen/Qwen3-0.6B"), workload=WorkloadOptions(concurrency=16))),
+        Deployment(plan=PlanRequest(model=ModelOptions(model="meta-llama/Llama-3.1-8B-Instruct", max_model_len=16384)),
+                   replicas=2),
+    ]
+
+
+def _client_and_call(kind: str, address: str):  # noqa: ANN202
+    if kind == "place":
+        from clients.sdk.fleet_client import FleetClient
+
+        client = FleetClient(address, timeout_seconds=30)
+        return client, client.place
     from clients.sdk.planner_client import PlannerClient
 
-    with PlannerClient(address, timeout_seconds=30) as client:
+    client = PlannerClient(address, timeout_seconds=30)
+    return client, client.plan
+
+
+def _load_thread(kind: str, address: str, requests: list, expected: list[str], stop_at: float, out: dict) -> None:
+    from clients.sdk.errors import SdkError
+
+    client, call = _client_and_call(kind, address)
+    with client:
         i = 0
         while time.monotonic() < stop_at:
             k = i % len(requests)
             i += 1
             started = time.perf_counter()
             try:
-                response = client.plan(requests[k])
+                response = call(requests[k])
             except SdkError as exc:
                 out["errors"].append(f"{exc.code}: {exc}")
                 continue
@@ -268,14 +293,23 @@ def _load_thread(address: str, requests: list, expected: list[str], stop_at: flo
                 out["mismatches"] += 1
 
 
-def load_worker(address: str, request_json: list[str], expected: list[str], seconds: float, threads: int) -> dict:
-    """One client process: ``threads`` threads calling Plan for ``seconds``; returns counts and latencies."""
+def _request_type(kind: str):  # noqa: ANN202
+    if kind == "place":
+        from planner_service.fleet.models import Deployment
+
+        return Deployment
     from planner_service.engine.models import PlanRequest
 
-    requests = [PlanRequest.model_validate_json(text) for text in request_json]
+    return PlanRequest
+
+
+def load_worker(address: str, request_json: list[str], expected: list[str], seconds: float, threads: int,
+                kind: str = "plan") -> dict:
+    """One client process: ``threads`` threads calling Plan (or Place) for ``seconds``."""
+    requests = [_request_type(kind).model_validate_json(text) for text in request_json]
     stop_at = time.monotonic() + seconds
     outs = [{"errors": [], "latencies": [], "mismatches": 0} for _ in range(threads)]
-    workers = [threading.Thread(target=_load_thread, args=(address, requests, expected, stop_at, out))
+    workers = [threading.Thread(target=_load_thread, args=(kind, address, requests, expected, stop_at, out))
                for out in outs]
     for worker in workers:
         worker.start()
@@ -289,25 +323,25 @@ def load_worker(address: str, request_json: list[str], expected: list[str], seco
     }
 
 
-def run_load(address: str, pid: int, *, seconds: float, processes: int, threads: int) -> dict:
+def run_load(address: str, pid: int, *, seconds: float, processes: int, threads: int, kind: str = "plan") -> dict:
     """Baseline one call at a time, then ``processes`` x ``threads`` concurrent callers for
-    ``seconds``, sampling the server's RSS after warm-up, in the middle and at the end."""
+    ``seconds``, sampling the server's RSS after warm-up, in the middle and at the end.
+    ``kind``: "plan" (PlannerService.Plan) or "place" (FleetService.Place)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from clients.sdk.planner_client import PlannerClient
-
-    requests = load_requests()
-    with PlannerClient(address, timeout_seconds=60) as client:
-        expected = [client.plan(r).model_dump_json() for r in requests]  # one at a time; also warms up
+    requests = place_deployments() if kind == "place" else load_requests()
+    client, call = _client_and_call(kind, address)
+    with client:
+        expected = [call(r).model_dump_json() for r in requests]  # one at a time; also warms up
         for _ in range(3):  # warm every cache and code path before the first memory sample
             for r in requests:
-                client.plan(r)
+                call(r)
     request_json = [r.model_dump_json() for r in requests]
     rss = {"start": rss_bytes(pid)}
     started = time.monotonic()
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(load_worker, address, request_json, expected, seconds, threads)
+        futures = [pool.submit(load_worker, address, request_json, expected, seconds, threads, kind)
                    for _ in range(processes)]
         time.sleep(seconds / 2 + 1.0)  # child start-up takes about a second
         rss["middle"] = rss_bytes(pid)

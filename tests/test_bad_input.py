@@ -494,3 +494,93 @@ def test_zz_server_still_serves_after_the_whole_table(stub, channel):
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     good = stub.Plan(_plan(CATALOG_MODEL)(), timeout=CALL_TIMEOUT_SECONDS)
     assert good.feasibility.fits and good.feasibility.kv_cache_tokens > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# FleetService.Place: the same kinds of bad input, on a fleet watching one replayed agent
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fleet_stub(env):
+    from planner_service.fleet.runtime import FLEET_SERVICE_NAME, FleetRuntime, FleetSettings
+    from planner_service.fleet.testing import BackgroundLoop
+    from planner_service.server.interceptor import ErrorMappingInterceptor
+    from reliability_helpers import H100_CAPTURE, agent_process, wait_until
+    from vllm_planner.transport.server import ServerOptions, start_server
+    from vllm_planner.v1 import fleet_pb2, fleet_pb2_grpc
+
+    if not H100_CAPTURE.is_dir():
+        pytest.skip("shared NVIDIA capture not present")
+    agent = agent_process("--replay", str(H100_CAPTURE), "--hostname", "h100-bad-input", "--interval-seconds", "0.5")
+    loop = BackgroundLoop()
+    runtime = FleetRuntime(FleetSettings(agents=[agent.address]))
+
+    async def start():
+        await runtime.start()
+        return await start_server(ServerOptions(listen="127.0.0.1:0", interceptors=[ErrorMappingInterceptor()]),
+                                  register=runtime.register, service_full_names=[FLEET_SERVICE_NAME])
+
+    server = loop.run(start())
+    channel = grpc.insecure_channel(server.address)
+    stub = fleet_pb2_grpc.FleetServiceStub(channel)
+    try:
+        wait_until(lambda: any(h.state == fleet_pb2.FLEET_HOST_STATE_READY
+                               for h in stub.ListHosts(fleet_pb2.ListHostsRequest(), timeout=2).hosts), 15)
+        yield stub
+    finally:
+        channel.close()
+
+        async def stop():
+            await server.stop(0)
+            await runtime.stop()
+
+        loop.run(stop())
+        loop.close()
+        agent.stop()
+
+
+def _place(model: str = CATALOG_MODEL, *, model_fields: dict | None = None, sections: dict | None = None,
+           max_results: int = 0, **deployment):  # noqa: ANN201
+    from vllm_planner.v1 import fleet_pb2
+
+    plan = planner_pb2.PlanRequest(model=planner_pb2.ModelOptions(model=model, **(model_fields or {})), **(sections or {}))
+    return fleet_pb2.PlaceRequest(deployment=fleet_pb2.FleetDeployment(plan=plan, **deployment), max_results=max_results)
+
+
+PLACE_CASES = [
+    ("traversal", lambda: _place("../../etc"), {DENIED}),
+    ("absolute-sentinel", lambda: _place("{base}/outside/secret-model"), {DENIED}),
+    ("empty-model", lambda: _place(""), {INVALID, NOT_FOUND}),
+    ("unknown-repo-hub-down", lambda: _place("nobody-at-all/does-not-exist-xyz"), {UNAVAILABLE}),
+    ("replicas-negative", lambda: _place(replicas=-3), {INVALID}),
+    ("ttft-negative", lambda: _place(max_ttft_seconds=-1.0), {INVALID}),
+    ("ttft-nan", lambda: _place(max_ttft_seconds=math.nan), {INVALID}),
+    ("util-above-one", lambda: _place(sections={"policy": planner_pb2.PolicyOptions(gpu_memory_utilization=1.5)}), {INVALID}),
+    ("inline-not-json", lambda: _place("inline", model_fields={"config_json": "{bad"}), {INVALID}),
+    ("inline-negative-layers", lambda: _place("inline", model_fields={"config_json": json.dumps(
+        {**qwen3_8b_config(), "num_hidden_layers": -1})}), {INVALID}),
+    ("oversized-40mib", lambda: _place("inline", model_fields={"config_json": '{"p": "' + "x" * (40 << 20) + '"}'}),
+     {EXHAUSTED}),
+    pytest.param("max-results-negative", lambda: _place(max_results=-5), {INVALID}, marks=pytest.mark.xfail(
+        strict=True, reason="BUG: FleetService.Place with max_results=-5 answers OK with zero placements "
+                            "(fleet/servicer.py or converters.py do not validate max_results >= 0)"),
+        id="max-results-negative"),
+]
+
+
+@pytest.mark.parametrize("name, build, expect", [pytest.param(*c, id=c[0]) if type(c) is tuple else c for c in PLACE_CASES])
+def test_place_rejects_bad_input(fleet_stub, env, name, build, expect):
+    base, _ = env
+    request = build()
+    model = request.deployment.plan.model
+    if "{base}" in model.model:
+        model.model = model.model.replace("{base}", str(base))
+    with pytest.raises(grpc.RpcError) as info:
+        fleet_stub.Place(request, timeout=CALL_TIMEOUT_SECONDS)
+    assert info.value.code() in expect, f"{name}: got {info.value.code().name} ({info.value.details()!r})"
+
+
+def test_place_still_places_after_the_bad_input(fleet_stub):
+    reply = fleet_stub.Place(_place(), timeout=CALL_TIMEOUT_SECONDS)
+    assert [p.host for p in reply.placements] == ["h100-bad-input"]
