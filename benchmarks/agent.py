@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from reliability_helpers import (  # noqa: E402
+from reliability.helpers import (  # noqa: E402
     H100_CAPTURE,
     REPO,
     agent_process,

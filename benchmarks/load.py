@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from reliability_helpers import machine_description, offline_environ, percentile, planner_process, run_load  # noqa: E402
+from reliability.helpers import machine_description, offline_environ, percentile, planner_process  # noqa: E402
+from reliability.load import run_load  # noqa: E402
 
 RSS_GROWTH_LIMIT_BYTES = 24 << 20
 

@@ -1,7 +1,7 @@
 """Plans per second and latency, embedded (``run_plan`` in-process) and over gRPC (a real
 ``vllm-planner-service`` subprocess on loopback), with the metadata cache warm.
 
-The request mix is ``tests/reliability_helpers.load_requests()``: six catalog models and settings
+The request mix is ``tests/reliability/load.py`` ``load_requests()``: six catalog models and settings
 (dense 0.6B-70B, MoE, TP 1-8, fp8 KV, auto max_model_len), so no Hub is involved. Each mode first
 runs every request three times (warm-up: caches, imports, first-call costs) and then measures.
 
@@ -25,13 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from reliability_helpers import (  # noqa: E402
-    load_requests,
-    machine_description,
-    offline_environ,
-    percentile,
-    planner_process,
-)
+from reliability.helpers import machine_description, offline_environ, percentile, planner_process  # noqa: E402
+from reliability.load import load_requests  # noqa: E402
 
 WARMUP_ROUNDS = 3
 

@@ -31,7 +31,7 @@ from gpu_agent.inventory import CollectionSource
 from gpu_agent.nvml_backend import NvmlBackend
 from gpu_agent.nvml_replay import NVML_FILE, RecordedNvml
 from gpu_agent.servicer import SERVICE_FULL_NAME
-from reliability_helpers import H100_CAPTURE, VENV_BIN, agent_process, wait_until
+from reliability.helpers import H100_CAPTURE, VENV_BIN, agent_process, wait_until
 
 pytestmark = pytest.mark.skipif(not (H100_CAPTURE / NVML_FILE).is_file(), reason="shared NVML capture not present")
 

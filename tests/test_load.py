@@ -13,7 +13,8 @@ import os
 
 import pytest
 
-from reliability_helpers import offline_environ, planner_process, run_load
+from reliability.helpers import offline_environ, planner_process
+from reliability.load import run_load
 
 LOAD_SECONDS = float(os.environ.get("LOAD_SECONDS", "10"))
 PROCESSES = int(os.environ.get("LOAD_PROCESSES", "3"))
@@ -46,7 +47,7 @@ def test_concurrent_place_calls_on_a_live_fleet(tmp_path, monkeypatch):
     The fleet service runs in this test process (the planner's console script does not host it yet),
     so the RSS figure is this process's: it still shows a per-request leak, if any.
     """
-    from reliability_helpers import H100_CAPTURE, agent_process, wait_until
+    from reliability.helpers import H100_CAPTURE, agent_process, wait_until
 
     if not H100_CAPTURE.is_dir():
         pytest.skip("shared NVIDIA capture not present")

@@ -9,6 +9,7 @@ request, where the planner recommends a value and says so. Value parsing mirrors
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +76,60 @@ def parse_human_int(text: str) -> int:
         ) from None
 
 
+def parse_positive_human_int(text: str) -> int:
+    """``parse_human_int`` that refuses 0 and negatives (token and byte counts)."""
+    value = parse_human_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
 def parse_max_model_len(text: str) -> int | str:
-    """``auto`` or ``-1`` -> 'auto' (vLLM's auto-fit); otherwise a human-readable int."""
+    """``auto`` or ``-1`` -> 'auto' (vLLM's auto-fit); otherwise a positive human-readable int."""
     if text.strip().lower() in ("auto", "-1"):
         return "auto"
-    return parse_human_int(text)
+    value = parse_human_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of tokens, or -1/auto (vLLM auto-fit)")
+    return value
+
+
+def parse_positive_int(text: str) -> int:
+    """A plain int >= 1 (GPU counts, parallel sizes, token counts, block size)."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    # float() accepts 'nan'/'inf', which would slip past every range check downstream.
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def parse_positive_float(text: str) -> float:
+    """A finite float > 0 (sizes in GiB, parameter counts, the utilization fraction)."""
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def parse_non_negative_float(text: str) -> float:
+    """A finite float >= 0 (overheads, headroom, the fragmentation fraction)."""
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,40 +144,47 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--kv-cache-dtype", default=None, help="vLLM --kv-cache-dtype (default: recommended).")
     model.add_argument("--max-model-len", type=parse_max_model_len, default=None, metavar="N|auto",
                        help="Context length: an int, 32k/128K, or auto (vLLM auto-fit).")
-    model.add_argument("--params-b", type=float, default=None, help="Override the parameter count (billions).")
+    model.add_argument("--params-b", type=parse_positive_float, default=None,
+                       help="Override the parameter count (billions).")
 
     hw = parser.add_argument_group("hardware")
     hw.add_argument("--gpu", default=None, help="GPU name (catalog name, nvidia-smi name or alias).")
-    hw.add_argument("--gpus", type=int, default=None, metavar="N", help="Number of GPUs available.")
-    hw.add_argument("--vram-gb", type=float, default=None, help="CUDA total memory per GPU, GiB (unknown GPUs).")
+    hw.add_argument("--gpus", type=parse_positive_int, default=None, metavar="N", help="Number of GPUs available.")
+    hw.add_argument("--vram-gb", type=parse_positive_float, default=None,
+                    help="CUDA total memory per GPU, GiB (unknown GPUs).")
     hw.add_argument("--interconnect", default=None, choices=[i.value for i in Interconnect])
-    hw.add_argument("--tensor-parallel-size", "--tp", type=int, default=None, dest="tensor_parallel_size")
-    hw.add_argument("--pipeline-parallel-size", "--pp", type=int, default=None, dest="pipeline_parallel_size")
+    hw.add_argument("--tensor-parallel-size", "--tp", type=parse_positive_int, default=None,
+                    dest="tensor_parallel_size")
+    hw.add_argument("--pipeline-parallel-size", "--pp", type=parse_positive_int, default=None,
+                    dest="pipeline_parallel_size")
     hw.add_argument("--enable-expert-parallel", action="store_true", default=None)
-    hw.add_argument("--free-memory-gb", type=float, default=None,
+    hw.add_argument("--free-memory-gb", type=parse_non_negative_float, default=None,
                     help="Free memory per GPU at startup (GiB), when other processes hold memory.")
 
     wl = parser.add_argument_group("workload")
-    wl.add_argument("--prompt-tokens", type=int, default=None)
-    wl.add_argument("--gen-tokens", type=int, default=None)
-    wl.add_argument("--concurrency", "-c", type=int, default=None)
+    wl.add_argument("--prompt-tokens", type=parse_positive_int, default=None)
+    wl.add_argument("--gen-tokens", type=parse_positive_int, default=None)
+    wl.add_argument("--concurrency", "-c", type=parse_positive_int, default=None)
     wl.add_argument("--batching-mode", default=None, choices=[m.value for m in BatchingMode])
 
     pol = parser.add_argument_group("policy")
-    pol.add_argument("--gpu-memory-utilization", type=float, default=None)
-    pol.add_argument("--overhead-gb", type=float, default=None, help="Extra non-KV GiB per GPU to assume.")
-    pol.add_argument("--fragmentation-factor", type=float, default=None, help="Fraction of KV memory assumed unusable.")
-    pol.add_argument("--headroom-gb", type=float, default=None, help="GiB per GPU to keep free when recommending.")
+    pol.add_argument("--gpu-memory-utilization", type=parse_positive_float, default=None)
+    pol.add_argument("--overhead-gb", type=parse_non_negative_float, default=None,
+                     help="Extra non-KV GiB per GPU to assume.")
+    pol.add_argument("--fragmentation-factor", type=parse_non_negative_float, default=None,
+                     help="Fraction of KV memory assumed unusable.")
+    pol.add_argument("--headroom-gb", type=parse_non_negative_float, default=None,
+                     help="GiB per GPU to keep free when recommending.")
 
     eng = parser.add_argument_group("engine")
     eng.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None)
-    eng.add_argument("--max-num-seqs", type=int, default=None)
-    eng.add_argument("--max-num-batched-tokens", type=parse_human_int, default=None)
+    eng.add_argument("--max-num-seqs", type=parse_positive_int, default=None)
+    eng.add_argument("--max-num-batched-tokens", type=parse_positive_human_int, default=None)
     eng.add_argument("--enforce-eager", action="store_true", default=None)
-    eng.add_argument("--kv-cache-memory-bytes", type=parse_human_int, default=None, metavar="BYTES",
+    eng.add_argument("--kv-cache-memory-bytes", type=parse_positive_human_int, default=None, metavar="BYTES",
                      help="Fixed KV cache size per GPU (20G = 20 GiB, 20g = 20e9 bytes).")
     eng.add_argument("--vllm-version", default=None, help="Target vLLM version X.Y[.Z] (default: current profile).")
-    eng.add_argument("--block-size", type=int, default=None)
+    eng.add_argument("--block-size", type=parse_positive_int, default=None)
 
     out = parser.add_argument_group("output")
     out.add_argument("--profile", "-p", default=None, metavar="FILE", help="YAML profile; flags override it.")

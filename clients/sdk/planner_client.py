@@ -3,7 +3,9 @@
 Both return the same pydantic objects the embedded engine returns (``PlanResponse``, ``CatalogEntry``,
 ...), never protobuf, and raise ``clients.sdk.errors`` exceptions (mapped in ``from_rpc_error``).
 Every call has a deadline (per-method defaults below, or ``timeout_seconds``); all of the service's
-methods are idempotent, so the channel retries them on UNAVAILABLE (gRPC retry service config).
+methods are idempotent, so the channel retries them on UNAVAILABLE (gRPC retry service config),
+except when the service itself says not to: its own UNAVAILABLE (the Hub unreachable, after it
+already waited ``hub_timeout_seconds``) carries ``grpc-retry-pushback-ms: -1`` and fails at once.
 
     with PlannerClient("planner.internal:50051", token="...") as client:
         response = client.plan(PlanRequest(model=ModelOptions(model="Qwen/Qwen3-8B"), ...))

@@ -10,13 +10,21 @@ from __future__ import annotations
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 GIB = 1 << 30
 
+# Upper bounds that no real deployment reaches; they exist so absurd values are refused at the
+# boundary instead of overflowing (or looping) deep inside the engine.
+MAX_CONTEXT_TOKENS = 100_000_000  # the longest real context windows are ~10M tokens
+MAX_PARAMS_B = 100_000.0  # 100T parameters: ~50x the largest published checkpoints
+MAX_MEMORY_BYTES_PER_GPU = 4096 * GIB  # matches vram_gb's bound
+
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # allow_inf_nan=False: NaN slips through every gt/le bound (all comparisons are False) and inf
+    # overflows int() in the engine, so no float anywhere may be non-finite.
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -47,10 +55,29 @@ class ModelOptions(_Model):
     max_model_len: int | Literal["auto"] | None = Field(
         default=None, description="None = recommend; 'auto' = vLLM's auto-fit (-1)."
     )
-    params_b: float | None = Field(default=None, gt=0, description="Override the parameter count (billions).")
+    params_b: float | None = Field(
+        default=None, gt=0, le=MAX_PARAMS_B, description="Override the parameter count (billions)."
+    )
     config_json: dict | None = Field(
         default=None, description="Inline config.json for private or air-gapped models (skips resolution)."
     )
+
+    @field_validator("max_model_len", mode="before")
+    @classmethod
+    def _no_bool_length(cls, value: object) -> object:
+        # bool is an int subclass: ``true`` would silently become a 1-token context.
+        if isinstance(value, bool):
+            raise ValueError("must be a whole number of tokens or 'auto'")
+        return value
+
+    @field_validator("max_model_len")
+    @classmethod
+    def _length_in_range(cls, value: int | str | None) -> int | str | None:
+        # A range check on the int arm only ('auto' and None pass); a Field(ge=...) on the union
+        # would report one confusing error per arm.
+        if isinstance(value, int) and not 1 <= value <= MAX_CONTEXT_TOKENS:
+            raise ValueError(f"must be between 1 and {MAX_CONTEXT_TOKENS} tokens, or 'auto' (vLLM's -1)")
+        return value
 
 
 class HardwareOptions(_Model):
@@ -64,7 +91,10 @@ class HardwareOptions(_Model):
     pipeline_parallel_size: int | None = Field(default=None, ge=1, le=1024)
     enable_expert_parallel: bool = False
     free_memory_bytes: int | None = Field(
-        default=None, ge=0, description="Free memory per GPU at startup, when other processes hold memory."
+        default=None,
+        ge=0,
+        le=MAX_MEMORY_BYTES_PER_GPU,
+        description="Free memory per GPU at startup, when other processes hold memory.",
     )
 
 
@@ -96,7 +126,7 @@ class EngineOptions(_Model):
     max_num_batched_tokens: int | None = Field(default=None, ge=1, le=100_000_000)
     enable_prefix_caching: bool | None = None
     enforce_eager: bool = False
-    kv_cache_memory_bytes: int | None = Field(default=None, ge=1)
+    kv_cache_memory_bytes: int | None = Field(default=None, ge=1, le=MAX_MEMORY_BYTES_PER_GPU)
     block_size: int | None = Field(default=None, ge=1, le=65536)
 
 

@@ -17,7 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url
+from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -63,6 +63,24 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 _TRANSPORT_ERRORS = _transport_errors()
 
 
+TELEMETRY_ENV_VARS = ("HF_HUB_DISABLE_TELEMETRY", "DISABLE_TELEMETRY")
+
+
+def disable_agent_registry_fetch() -> None:
+    """Stop huggingface_hub's one-off ``GET {HF_ENDPOINT}/api/agent-harnesses`` (fixed 3 s timeout).
+
+    huggingface_hub builds its user-agent on the first request of a process and, unless telemetry
+    is disabled, detects "AI agent" callers by fetching that registry first: against an unreachable
+    Hub the first failure then takes 3 s plus ``hub_timeout_seconds``. ``HF_HUB_DISABLE_TELEMETRY``
+    is the supported switch (read per request as ``constants.HF_HUB_DISABLE_TELEMETRY``; the env var
+    itself is only read at import, which may already have happened). A service has no use for
+    telemetry in its user-agent; an operator who sets either variable explicitly keeps their choice.
+    """
+    if any(name in os.environ for name in TELEMETRY_ENV_VARS):
+        return
+    constants.HF_HUB_DISABLE_TELEMETRY = True
+
+
 def hub_endpoint() -> str:
     """``HF_ENDPOINT`` read at call time (huggingface_hub reads it once, at import)."""
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
@@ -106,6 +124,7 @@ def fetch_from_hub(
 ) -> ModelSource:
     """config.json and the safetensors header counts of ``repo_id`` from the Hub."""
     endpoint = endpoint or hub_endpoint()
+    disable_agent_registry_fetch()  # before the first request builds the user-agent
     try:
         url = hf_hub_url(repo_id, CONFIG_FILE, revision=revision, endpoint=endpoint)
         head = get_hf_file_metadata(url, token=token, timeout=timeout_seconds, endpoint=endpoint)

@@ -9,6 +9,7 @@ symlink that escapes.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,13 +66,30 @@ def find_local_folder(name: str, confinement: Confinement, *, allow_local_paths:
     """The folder ``name`` names, or None when it is not a local path (then it is a repo id).
 
     Raises PermissionDeniedError for a path outside the roots (or any path when local paths are
-    off) and ModelNotFoundError for a path-shaped name that does not exist.
+    off), ModelNotFoundError for a path-shaped name that does not exist, and InvalidRequestError
+    (field ``model.model``) for a name no filesystem call can take (a NUL byte, ENAMETOOLONG).
     """
+    if "\x00" in name:
+        # os.* raises ValueError on an embedded NUL; no real path or repo id contains one.
+        raise InvalidRequestError.for_field("model.model", "contains a NUL byte")
     path_like = looks_like_path(name)
     if not allow_local_paths:
         if path_like:
             raise PermissionDeniedError(f"local model paths are disabled here; {name!r} cannot be read")
         return None
+    try:
+        return _probe_candidates(name, confinement, path_like=path_like)
+    except OSError as exc:
+        # A name the filesystem cannot even look up (ENAMETOOLONG for a 100k-char id) is the
+        # client's mistake, not a server fault; any other OSError is left to surface as one.
+        if exc.errno == errno.ENAMETOOLONG:
+            raise InvalidRequestError.for_field(
+                "model.model", f"too long to be a path ({len(name)} characters)"
+            ) from None
+        raise
+
+
+def _probe_candidates(name: str, confinement: Confinement, *, path_like: bool) -> Path | None:
     for candidate in confinement.candidates(name):
         if confinement.roots is not None and not confinement.allows(candidate):
             raise PermissionDeniedError(f"model path {name!r} is outside the server's allowed model roots")

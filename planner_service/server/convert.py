@@ -34,6 +34,7 @@ from google.protobuf.message import Message
 from pydantic import BaseModel
 
 from planner_service.engine.errors import InvalidRequestError
+from planner_service.metadata.config_file import parse_json_object
 
 log = logging.getLogger(__name__)
 
@@ -197,16 +198,18 @@ def _enum_value(field: FieldDescriptor, number: int, enum_cls: type[Enum] | None
     return suffix.lower()
 
 
-def _parse_json_object(text: str, path: str) -> dict | None:
+def _parse_json_object(text: str, path: str) -> dict:
+    """A present JSON field (even ``""``: presence, not emptiness, says "given") as a bounded object.
+
+    The text comes off the wire, so it goes through the same size/nesting-bounded reader as a
+    config.json file: a raw ``json.loads`` of 100k brackets raises RecursionError (INTERNAL).
+    """
     if not text:
-        return None
+        raise InvalidRequestError.for_field(path, "is empty; send a JSON object or leave the field unset")
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequestError.for_field(path, f"not valid JSON: {exc.msg} at line {exc.lineno}") from None
-    if not isinstance(value, dict):
-        raise InvalidRequestError.for_field(path, "must be a JSON object")
-    return value
+        return parse_json_object(text, what=path)
+    except InvalidRequestError as exc:
+        raise InvalidRequestError.for_field(path, str(exc).removeprefix(f"{path} ")) from None
 
 
 def _scalar_value_to_proto(value: Any, target: Message) -> None:

@@ -24,6 +24,8 @@ from planner_service.engine import errors
 log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "vllm-planner"
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+DO_NOT_RETRY = "-1"
 
 
 class DeadlineExceededError(Exception):
@@ -88,6 +90,21 @@ def _pack(message) -> any_pb2.Any:  # noqa: ANN001
     return packed
 
 
+def pushback_metadata(exc: BaseException, status: status_pb2.Status) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata telling gRPC client retry policies not to retry this answer.
+
+    Clients retry UNAVAILABLE because it usually means "the server is not there (yet)". When the
+    *service* answers UNAVAILABLE for a domain reason (the Hub is unreachable) it already waited its
+    own timeout on the dependency; a retry only multiplies the wait and hammers the dead upstream.
+    gRPC's retry design (A6) honours server pushback: a negative ``grpc-retry-pushback-ms`` means
+    "do not retry", so every client with a retry policy, in any language, stops after one attempt,
+    while transport-level UNAVAILABLE (no server, connection reset) is still retried.
+    """
+    if status.code == code_pb2.UNAVAILABLE and isinstance(exc, errors.PlannerError):
+        return ((RETRY_PUSHBACK_KEY, DO_NOT_RETRY),)
+    return ()
+
+
 async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
     status = status_for(exc)
     if status.code == code_pb2.INTERNAL:
@@ -95,7 +112,8 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, meth
     else:
         log.info("%s: %s %s", method, code_pb2.Code.Name(status.code), status.message)
     converted = rpc_status.to_status(status)
-    await context.abort(converted.code, converted.details, converted.trailing_metadata)
+    trailing = tuple(converted.trailing_metadata) + pushback_metadata(exc, status)
+    await context.abort(converted.code, converted.details, trailing)
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):

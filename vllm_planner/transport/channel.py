@@ -32,6 +32,9 @@ class ChannelOptions:
     tls_server_name: str | None = None  # override the name checked against the server certificate
     auth_token: str | None = None
     # Fully-qualified method names ("pkg.Service/Method") that are safe to retry on UNAVAILABLE.
+    # gRPC honours server pushback: an UNAVAILABLE whose trailers carry a negative
+    # ``grpc-retry-pushback-ms`` (what our servers send for their own domain errors, e.g. "Hub
+    # unreachable") ends after one attempt; transport-level UNAVAILABLE is still retried.
     retry_methods: Sequence[str] = ()
 
     def auth_metadata(self) -> tuple[tuple[str, str], ...]:
