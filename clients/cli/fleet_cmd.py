@@ -26,6 +26,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from clients.cli.options import parse_positive_float, parse_positive_int
+
 from planner_service.engine.errors import InvalidRequestError
 from planner_service.fleet.models import (
     Deployment,
@@ -54,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hosts.add_argument("--gpu-type", action="append", default=[], help="GPU name substring (repeatable).")
     hosts.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     hosts.add_argument("--state", action="append", default=[], choices=[s.value for s in HostState])
-    hosts.add_argument("--min-free-gib", type=float, default=None, help="At least one GPU with this much free.")
+    hosts.add_argument("--min-free-gib", type=parse_positive_float, default=None, help="At least one GPU with this much free.")
     hosts.set_defaults(handler=_hosts)
 
     host = sub.add_parser("host", help="Show one host and its GPUs.")
@@ -65,21 +67,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     place = sub.add_parser("place", help="Ranked placements of one model on the fleet.")
     _common(place)
     place.add_argument("--model", required=True)
-    place.add_argument("--max-model-len", type=int, default=None)
+    place.add_argument("--max-model-len", type=parse_positive_int, default=None)
     place.add_argument("--quantization", default=None)
     place.add_argument("--kv-cache-dtype", default=None)
-    place.add_argument("--tensor-parallel-size", "--tp", type=int, default=None)
-    place.add_argument("--gpu-memory-utilization", type=float, default=None, help="Upper bound; lowered to what is free.")
-    place.add_argument("--prompt-tokens", type=int, default=None)
-    place.add_argument("--gen-tokens", type=int, default=None)
-    place.add_argument("--concurrency", type=int, default=None)
-    place.add_argument("--replicas", type=int, default=1)
-    place.add_argument("--max-ttft-ms", type=float, default=None)
-    place.add_argument("--max-itl-ms", type=float, default=None)
+    place.add_argument("--tensor-parallel-size", "--tp", type=parse_positive_int, default=None)
+    place.add_argument("--gpu-memory-utilization", type=parse_positive_float, default=None, help="Upper bound; lowered to what is free.")
+    place.add_argument("--prompt-tokens", type=parse_positive_int, default=None)
+    place.add_argument("--gen-tokens", type=parse_positive_int, default=None)
+    place.add_argument("--concurrency", type=parse_positive_int, default=None)
+    place.add_argument("--replicas", type=parse_positive_int, default=1)
+    place.add_argument("--max-ttft-ms", type=parse_positive_float, default=None)
+    place.add_argument("--max-itl-ms", type=parse_positive_float, default=None)
     place.add_argument("--gpu-type", action="append", default=[])
     place.add_argument("--host", action="append", default=[], dest="hosts")
     place.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
-    place.add_argument("--max-results", type=int, default=10)
+    place.add_argument("--max-results", type=parse_positive_int, default=10)
     place.add_argument("--show-artifacts", action="store_true", help="Print the pinned commands of the selected placements.")
     place.set_defaults(handler=_place)
 
@@ -90,8 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     watch = sub.add_parser("watch", help="Stream host changes (Ctrl-C to stop).")
     _common(watch)
-    watch.add_argument("--count", type=int, default=None, help="Stop after this many events.")
-    watch.add_argument("--timeout-seconds", type=float, default=None, help="Stop after this long.")
+    watch.add_argument("--count", type=parse_positive_int, default=None, help="Stop after this many events.")
+    watch.add_argument("--timeout-seconds", type=parse_positive_float, default=None, help="Stop after this long.")
     watch.set_defaults(handler=_watch)
 
 

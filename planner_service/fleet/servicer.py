@@ -20,6 +20,7 @@ from planner_service.fleet.models import Deployment, FleetPlanRequest
 from planner_service.fleet.packing import plan_fleet
 from planner_service.fleet.placement import place
 from planner_service.fleet.registry import matches
+from planner_service.engine.errors import InvalidRequestError
 from vllm_planner.v1 import fleet_pb2 as pb
 from vllm_planner.v1 import fleet_pb2_grpc
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from planner_service.fleet.runtime import FleetRuntime
 
 log = logging.getLogger(__name__)
+
+MAX_PLACE_RESULTS = 1000
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
 
 
@@ -87,9 +90,13 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             self._rt.registry.unsubscribe(queue)
 
     async def Place(self, request: pb.PlaceRequest, context: grpc.aio.ServicerContext) -> pb.PlaceResponse:
+        # 0 is "not set" on the wire (proto3 scalar): the default of 10.
+        max_results = int(request.max_results) or 10
+        if not 1 <= max_results <= MAX_PLACE_RESULTS:
+            raise InvalidRequestError.for_field("max_results", f"must be between 1 and {MAX_PLACE_RESULTS}")
         deployment = conv.deployment_from_proto(request.deployment)
         hosts = self._rt.registry.snapshot()
-        result = await asyncio.to_thread(self._place, deployment, hosts, int(request.max_results) or 10)
+        result = await asyncio.to_thread(self._place, deployment, hosts, max_results)
         return conv.place_response_to_proto(result)
 
     def _place(self, deployment: Deployment, hosts, max_results: int):  # noqa: ANN001, ANN202
