@@ -358,10 +358,7 @@ PLACE_CASES = [
         {**qwen3_8b_config(), "num_hidden_layers": -1})}), {INVALID}),
     ("oversized-40mib", lambda: _place("inline", model_fields={"config_json": '{"p": "' + "x" * (40 << 20) + '"}'}),
      {EXHAUSTED}),
-    pytest.param("max-results-negative", lambda: _place(max_results=-5), {INVALID}, marks=pytest.mark.xfail(
-        strict=True, reason="BUG: FleetService.Place with max_results=-5 answers OK with zero placements "
-                            "(fleet/servicer.py or converters.py do not validate max_results >= 0)"),
-        id="max-results-negative"),
+    ("max-results-negative", lambda: _place(max_results=-5), {INVALID}),
 ]
 
 

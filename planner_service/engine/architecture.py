@@ -12,15 +12,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from planner_service.engine.errors import UnsupportedArchitectureError
+from planner_service.engine.config_fields import (
+    CONFIG_PATH as _CONFIG_PATH,
+    DTYPE_BYTES as _DTYPE_BYTES,
+    LEN_KEYS as _LEN_KEYS,
+    NESTED_KEYS as _NESTED_KEYS,
+    validate_raw as _validate_raw,
+)
+from planner_service.engine.errors import FieldViolation, UnsupportedArchitectureError
 from planner_service.engine.quantization import QuantConfig, parse_quantization
 
 LayerKind = Literal["full", "sliding", "chunked", "mamba", "none"]
 
 _MLA_TYPES = {"deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "kimi_k2", "kimi_linear",
               "glm_moe_dsa", "glm4_moe_lite", "longcat_flash", "pangu_ultra_moe"}
-_LEN_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
-             "max_target_positions", "max_sequence_length", "max_seq_length", "seq_len")
 _ROPE_NO_SCALE = {"su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling"}
 # transformers class defaults vLLM sees when a config.json omits the key.
 _TYPE_DEFAULTS: dict[str, dict] = {
@@ -31,8 +36,6 @@ _TYPE_DEFAULTS: dict[str, dict] = {
     "llama4_text": {"tie_word_embeddings": False},
 }
 _QK_NORM_TYPES = {"qwen3", "qwen3_moe", "qwen3_next", "gemma3_text", "olmo2", "olmo3", "olmoe"}
-_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "half": 2, "float": 4}
-
 
 class MlaConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -118,7 +121,7 @@ def _first(cfg: dict, *keys: str):
 
 
 def _text_config(config: dict) -> dict:
-    text = config.get("text_config") or config.get("llm_config") or config.get("language_config")
+    text = next((config[k] for k in _NESTED_KEYS if config.get(k)), None)
     if isinstance(text, dict) and text:
         merged = dict(text)
         # vLLM reads dtype/quantization from the top-level config when the sub-config lacks them.
@@ -268,7 +271,10 @@ def _mamba(text: dict, hidden: int) -> MambaConfig:
 def _require(cfg: dict, keys: tuple[str, ...], what: str) -> None:
     missing = [k for k in keys if cfg.get(k) is None]
     if missing:
-        raise UnsupportedArchitectureError(f"{what} config.json lacks required fields: {', '.join(missing)}")
+        raise UnsupportedArchitectureError(
+            f"{what} config.json lacks required fields: {', '.join(missing)}",
+            [FieldViolation(f"{_CONFIG_PATH}.{k}", "required field is missing") for k in missing],
+        )
 
 
 def _vision_params(config: dict) -> int:
@@ -288,6 +294,7 @@ def parse_architecture(config: dict, quantization: str | None = None) -> ModelAr
     model_type = str(text.get("model_type") or config.get("model_type") or "unknown")
     _require(text, ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"),
              f"model_type={model_type!r}")
+    _validate_raw(config, text)
     hidden, n, heads = int(text["hidden_size"]), int(text["num_hidden_layers"]), int(text["num_attention_heads"])
     kinds, window, chunk = _layer_kinds(text, n, model_type)
     kv_heads = _first(text, "n_head_kv", "num_kv_heads", "num_key_value_heads", "multi_query_group_num",

@@ -54,7 +54,7 @@ def _oom_risk(result: MemoryResult, headroom_bytes: int) -> OomRisk:
 
 def build_plan(source: ModelSource, request: PlanRequest) -> PlanResponse:
     """The pure planning pipeline for one request (no I/O)."""
-    m, hw = request.model, request.hardware
+    m = request.model
     config = m.config_json or source.config
     res = resolve_request(config, request)
     arch, gpu, profile, s, result = res.arch, res.gpu, res.profile, res.settings, res.result

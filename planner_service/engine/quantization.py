@@ -7,11 +7,11 @@ stay in the model dtype; ``ignored`` names parts of the decoder the checkpoint l
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from planner_service.engine.errors import UnsupportedArchitectureError
+from planner_service.engine.errors import FieldViolation, InvalidRequestError, UnsupportedArchitectureError
 
 QuantKind = Literal["fp8", "int8", "awq", "gptq", "wna16", "mxfp4", "nvfp4"]
 # Parts of a decoder a checkpoint may leave unquantized.
@@ -66,6 +66,37 @@ class QuantConfig(BaseModel):
         return part not in self.ignored
 
 
+class _RawQuant(BaseModel):
+    """Typed view of the ``quantization_config`` keys read below (strict: no bools/strings as numbers)."""
+
+    model_config = ConfigDict(extra="allow")
+    quant_method: str | None = Field(default=None, strict=True)
+    bits: Annotated[int | None, Field(default=None, strict=True, ge=1, le=16)]
+    w_bit: Annotated[int | None, Field(default=None, strict=True, ge=1, le=16)]
+    group_size: Annotated[int | None, Field(default=None, strict=True, ge=-1, le=1_000_000)]
+    q_group_size: Annotated[int | None, Field(default=None, strict=True, ge=-1, le=1_000_000)]
+    weight_block_size: list[Annotated[int, Field(strict=True, ge=1, le=1_000_000)]] | None = Field(
+        default=None, min_length=2, max_length=2)
+    config_groups: dict[str, dict] | None = None
+    modules_to_not_convert: list[str] | None = None
+    ignore: list[str] | None = None
+    ignored_layers: list[str] | None = None
+    quantization: dict | None = None
+
+
+def _validated(qc: object, path: str) -> dict:
+    """Reject a ``quantization_config`` that is not an object or has mistyped fields (INVALID_ARGUMENT)."""
+    if not isinstance(qc, dict):
+        raise InvalidRequestError.for_field(path, f"must be a JSON object, got {type(qc).__name__}")
+    try:
+        _RawQuant.model_validate(qc)
+    except ValidationError as exc:
+        violations = [FieldViolation(".".join([path, *map(str, e["loc"])]), e["msg"].lower())
+                      for e in exc.errors(include_url=False)]
+        raise InvalidRequestError(f"{violations[0].field}: {violations[0].description}", violations) from None
+    return qc
+
+
 def _ignored_parts(patterns: list[str] | None) -> frozenset[str]:
     parts: set[str] = set()
     for raw in patterns or []:
@@ -111,7 +142,13 @@ def _from_compressed_tensors(qc: dict) -> QuantConfig:
 
 def parse_quantization(config: dict, cli_method: str | None = None) -> QuantConfig | None:
     """Quantization of a checkpoint (``quantization_config``) or an online method (``--quantization``)."""
-    qc = config.get("quantization_config") or (config.get("text_config") or {}).get("quantization_config")
+    qc = config.get("quantization_config")
+    path = "model.config_json.quantization_config"
+    text = config.get("text_config")
+    if qc is None and isinstance(text, dict) and text.get("quantization_config") is not None:
+        qc, path = text["quantization_config"], "model.config_json.text_config.quantization_config"
+    if qc is not None:
+        qc = _validated(qc, path)
     if cli_method and cli_method.lower() in _UNSUPPORTED:
         raise UnsupportedArchitectureError.for_field(
             "model.quantization", f"{cli_method} is not supported by vLLM >= 0.21 (removed)"
