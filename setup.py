@@ -52,4 +52,5 @@ class BuildPyWithProtos(build_py):
         super().run()
 
 
-setup(cmdclass={"build_py": BuildPyWithProtos})
+if __name__ == "__main__":  # setuptools runs this file as __main__; tests import generate_protos
+    setup(cmdclass={"build_py": BuildPyWithProtos})
