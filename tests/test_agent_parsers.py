@@ -14,6 +14,9 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
+from helpers.paths import CAPTURES, MIB
+from helpers.paths import H100_CAPTURE as H100
+from helpers.paths import H100_UUID as UUID
 from gpu_agent.convert import inventory_from_proto, inventory_to_proto
 from gpu_agent.factory import replay_backend
 from gpu_agent.inventory import CollectionSource, LinkLevel, MigMode
@@ -21,13 +24,6 @@ from gpu_agent.nvml_backend import NvmlBackend
 from gpu_agent.nvml_replay import RecordedNvml
 from gpu_agent.smi_parse import SmiParseError, parse_compute_apps_csv, parse_list, parse_query_xml, parse_topo
 from gpu_agent.watchdog import CallGuard, CallTimeout
-
-H100 = Path("/work/shared/fixtures/nvidia/h100-80gb-hbm3")
-if not H100.is_dir():
-    H100 = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "nvidia" / "h100-80gb-hbm3"
-CAPTURES = Path(__file__).resolve().parent / "fixtures" / "captures"
-UUID = "GPU-d772cfa7-b213-5aff-beb9-abaa615bb009"
-MIB = 1 << 20
 
 
 def collect(directory: Path, variant: str = "idle", source: str = "auto"):

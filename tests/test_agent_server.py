@@ -19,6 +19,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from helpers.paths import CAPTURES, MIB
+from helpers.paths import H100_CAPTURE as H100
+from helpers.paths import H100_UUID as UUID
+from helpers.waiting import wait_until
 from clients.sdk.agent_client import AgentClient, AsyncAgentClient
 from clients.sdk.errors import Unauthenticated, Unavailable
 from clients.sdk.testing import FakeAgent
@@ -29,27 +33,12 @@ from gpu_agent.nvml_replay import RecordedNvml
 from gpu_agent.servicer import SERVICE_FULL_NAME
 from vllm_planner.v1 import agent_pb2, agent_pb2_grpc
 
-H100 = Path("/work/shared/fixtures/nvidia/h100-80gb-hbm3")
-if not H100.is_dir():
-    H100 = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "nvidia" / "h100-80gb-hbm3"
-CAPTURES = Path(__file__).resolve().parent / "fixtures" / "captures"
-UUID = "GPU-d772cfa7-b213-5aff-beb9-abaa615bb009"
-MIB = 1 << 20
-
 
 def settings(**overrides) -> GpuAgentSettings:
     values = dict(listen="127.0.0.1:0", interval_seconds=0.1, heartbeat_seconds=0.3, call_timeout_seconds=0.5,
                   collect_timeout_seconds=3.0)
     values.update(overrides)
     return GpuAgentSettings(**values)
-
-
-def wait_until(predicate, timeout_seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def readiness(address: str) -> int:

@@ -19,7 +19,6 @@ import textwrap
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
 import grpc
@@ -29,6 +28,8 @@ from pydantic import ValidationError
 from clients.cli.main import main as cli_main
 from clients.sdk.errors import Unavailable
 from clients.sdk.planner_client import SERVICE_FULL_NAME, PlannerClient
+from helpers.offline import offline_hub
+from helpers.paths import REPO
 from planner_service.engine.errors import InvalidRequestError, MetadataUnavailableError
 from planner_service.engine.models import (
     GIB,
@@ -46,7 +47,6 @@ from planner_service.server.interceptor import RETRY_PUSHBACK_KEY, ErrorMappingI
 from vllm_planner.transport.server import ServerOptions, start_server
 from vllm_planner.v1 import planner_pb2, planner_pb2_grpc
 
-REPO = Path(__file__).resolve().parents[1]
 CATALOG_MODEL = "Qwen/Qwen3-8B"
 HUGE_NAME = "a" * 100_000
 NUL_NAME = "qwen3-8b\x00/../../etc"
@@ -219,16 +219,11 @@ def counting_hub() -> Iterator[tuple[str, list[bytes]]]:
 
 @pytest.fixture(scope="module")
 def hub_and_server(tmp_path_factory):
-    patch = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("models")
-    with counting_hub() as (endpoint, seen):
-        patch.setenv("HF_ENDPOINT", endpoint)
-        patch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
-        patch.delenv("HF_HUB_OFFLINE", raising=False)
+    with counting_hub() as (endpoint, seen), offline_hub(tmp_path_factory.mktemp("hf-home"), endpoint):
         settings = PlannerServiceSettings(listen="127.0.0.1:0", model_root=[root], hub_timeout_seconds=2)
         with BackgroundPlannerServer(settings) as running:
             yield running, seen
-    patch.undo()
 
 
 @pytest.mark.parametrize(

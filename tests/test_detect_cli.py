@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from helpers.paths import CAPTURES, MIB
+from helpers.paths import H100_CAPTURE as H100
+from helpers.paths import H100_UUID as UUID
 from clients.cli.main import main
 from clients.sdk.testing import FakeAgent
-
-H100 = Path("/work/shared/fixtures/nvidia/h100-80gb-hbm3")
-if not H100.is_dir():
-    H100 = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "nvidia" / "h100-80gb-hbm3"
-CAPTURES = Path(__file__).resolve().parent / "fixtures" / "captures"
-UUID = "GPU-d772cfa7-b213-5aff-beb9-abaa615bb009"
-MIB = 1 << 20
 
 
 def run_json(capsys, *argv: str) -> dict:

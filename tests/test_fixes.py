@@ -8,44 +8,16 @@ the headroom the fix promised (recomputed by ``resolve_request``, the resolution
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import pytest
 
+from helpers.engine import LLAMA, config, request, source
 from planner_service.engine import memory, recommend
 from planner_service.engine.fixes import INVASIVENESS, apply_changes, propose_fixes
-from planner_service.engine.models import (
-    GIB,
-    EngineOptions,
-    HardwareOptions,
-    ModelOptions,
-    PlanRequest,
-    PolicyOptions,
-    WorkloadOptions,
-)
+from planner_service.engine.models import GIB
 from planner_service.engine.plan import build_plan
 from planner_service.engine.recommend import resolve_request
-from planner_service.engine.source import ModelSource
-
-FIXTURES = Path(__file__).parent / "fixtures" / "engine" / "model-configs"
-LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
-
-
-def config(name: str) -> dict:
-    return json.loads((FIXTURES / name / "config.json").read_text())
-
-
-def source(name: str) -> ModelSource:
-    return ModelSource(model=name, source="catalog", config=config(name))
-
-
-def request(name=LLAMA, model=None, hardware=None, workload=None, policy=None, engine=None) -> PlanRequest:
-    return PlanRequest(model=ModelOptions(model=name, **(model or {})), hardware=HardwareOptions(**hardware),
-                       workload=WorkloadOptions(**(workload or {})), policy=PolicyOptions(**(policy or {})),
-                       engine=EngineOptions(**(engine or {})))
-
 
 SCENARIOS = {
     # 131072 tokens of bf16 KV do not fit next to the weights on one 24 GB card

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
-
 import pytest
 
 from clients.sdk.fleet_client import FleetClient
 from clients.sdk.testing import FakeAgent
+from helpers.fleet import FleetPlanner
+from helpers.paths import CAPTURES, H100_CAPTURE
+from helpers.waiting import wait_until
 from gpu_agent.inventory import CollectionSource, Gpu, GpuLink, HostInfo, HostInventory, LinkLevel, MigDevice, MigMode
 from planner_service.engine.models import HardwareOptions, ModelOptions, PlanRequest
 from planner_service.fleet.models import Deployment, FleetHost, HostState, RejectReason
@@ -24,12 +25,9 @@ from planner_service.fleet.registry import FleetTimings
 from planner_service.fleet.runtime import FLEET_SERVICE_NAME, FleetRuntime, FleetSettings
 from planner_service.fleet.sizing import SizingPolicy
 from planner_service.fleet.testing import BackgroundLoop
-from planner_service.server.interceptor import ErrorMappingInterceptor
-from vllm_planner.transport.server import ServerOptions, start_server
+from vllm_planner.transport.server import ServerOptions
 
-ROOT = Path(__file__).resolve().parents[1]
-H100_CAPTURE = next((p for p in (ROOT.parent / "shared/fixtures/nvidia/h100-80gb-hbm3", Path("/work/shared/fixtures/nvidia/h100-80gb-hbm3")) if p.is_dir()), None)
-CAPTURES = ROOT / "tests/fixtures/captures"
+WAIT_SECONDS = 8.0
 GIB = 1 << 30
 H100 = "NVIDIA H100 80GB HBM3"
 TIMINGS = FleetTimings(
@@ -37,7 +35,7 @@ TIMINGS = FleetTimings(
     backoff_initial_seconds=0.05, backoff_max_seconds=0.3,
 )
 
-pytestmark = pytest.mark.skipif(H100_CAPTURE is None, reason="shared/fixtures/nvidia capture not present")
+pytestmark = pytest.mark.skipif(not H100_CAPTURE.is_dir(), reason="shared/fixtures/nvidia capture not present")
 
 
 def _dgx_inventory() -> HostInventory:
@@ -76,35 +74,8 @@ def _agent(kind: str) -> FakeAgent:
     return FakeAgent(_dgx_inventory() if kind == "dgx" else _mig_inventory(), **fast)
 
 
-class Planner:
-    def __init__(self, loop: BackgroundLoop, agents: list[str]) -> None:
-        self.loop = loop
-        self.runtime = FleetRuntime(FleetSettings(agents=agents, timings=TIMINGS))
-
-        async def start():
-            await self.runtime.start()
-            return await start_server(ServerOptions(listen="127.0.0.1:0", interceptors=[ErrorMappingInterceptor()]),
-                                      register=self.runtime.register, service_full_names=[FLEET_SERVICE_NAME])
-
-        self.server = loop.run(start())
-        self.address = self.server.address
-
-    def stop(self) -> None:
-        async def stop():
-            await self.server.stop(0)
-            await self.runtime.stop()
-
-        self.loop.run(stop())
-
-
-def _wait(predicate, timeout: float = 8.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+def _planner(loop: BackgroundLoop, agents: list[str], **kwargs) -> FleetPlanner:
+    return FleetPlanner(loop, FleetSettings(agents=agents, timings=TIMINGS), **kwargs)
 
 
 def _ready(client: FleetClient, n: int) -> list[FleetHost] | None:
@@ -147,10 +118,10 @@ def fleet(monkeypatch):
 
 def test_fleet_end_to_end(fleet):
     agents, addresses, loop = fleet
-    planner = Planner(loop, sorted(addresses.values()))
+    planner = _planner(loop, sorted(addresses.values()))
     try:
         with FleetClient(planner.address) as client:
-            hosts = _wait(lambda: _ready(client, 4))
+            hosts = wait_until(lambda: _ready(client, 4), timeout_seconds=WAIT_SECONDS)
             assert [h.host for h in hosts] == ["a100-mig", "dgx-h100", "h100-busy", "h100-idle"]
             busy = client.get_host("h100-busy")
             assert busy.gpus[0].memory_free_bytes < busy.gpus[0].memory_total_bytes - 12 * GIB
@@ -200,17 +171,18 @@ def test_fleet_end_to_end(fleet):
             assert all(charged[k] <= free[k] for k in charged)
 
             # A second replica behind the same address derives the same fleet, so the same answers.
-            replica = Planner(loop, sorted(addresses.values()))
+            replica = _planner(loop, sorted(addresses.values()))
             try:
                 with FleetClient(replica.address) as other:
-                    _wait(lambda: _ready(other, 4))
+                    wait_until(lambda: _ready(other, 4), timeout_seconds=WAIT_SECONDS)
                     assert other.place(_dep("Qwen/Qwen3-8B", replicas=2)) == client.place(_dep("Qwen/Qwen3-8B", replicas=2))
             finally:
                 replica.stop()
 
             # Kill the idle agent: its host goes STALE and leaves the candidates.
             agents["idle"].stop()
-            stale = _wait(lambda: (lambda h: h if h.state is HostState.STALE else None)(client.get_host("h100-idle")))
+            stale = wait_until(lambda: (lambda h: h if h.state is HostState.STALE else None)(client.get_host("h100-idle")),
+                               timeout_seconds=WAIT_SECONDS)
             assert stale.state_reason
             after = client.place(_dep("Qwen/Qwen3-8B"))
             assert "h100-idle" not in {p.host for p in after.placements}
@@ -220,10 +192,10 @@ def test_fleet_end_to_end(fleet):
 
     # Restart the planner: the fleet comes back from discovery alone, within one heartbeat interval.
     started = time.monotonic()
-    planner = Planner(loop, sorted(addresses.values()))
+    planner = _planner(loop, sorted(addresses.values()))
     try:
         with FleetClient(planner.address) as client:
-            hosts = _wait(lambda: _ready(client, 3), timeout=TIMINGS.heartbeat_interval_seconds + 2)
+            hosts = wait_until(lambda: _ready(client, 3), timeout_seconds=TIMINGS.heartbeat_interval_seconds + 2)
             rebuilt_seconds = time.monotonic() - started
             print(f"fleet rebuilt in {rebuilt_seconds:.3f}s")
             assert rebuilt_seconds <= TIMINGS.heartbeat_interval_seconds
@@ -241,7 +213,7 @@ def test_agent_process_registers_itself_and_a_restarted_planner_gets_it_back(mon
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     loop = BackgroundLoop()
-    planner = Planner(loop, [])
+    planner = _planner(loop, [])
     port = planner.server.port
     agent = subprocess.Popen(
         [sys.executable, "-m", "gpu_agent.main", "--listen", "127.0.0.1:0", "--replay", str(H100_CAPTURE), "--replay-variant", "busy",
@@ -252,26 +224,17 @@ def test_agent_process_registers_itself_and_a_restarted_planner_gets_it_back(mon
     try:
         agent_address = agent.stdout.readline().strip()
         with FleetClient(planner.address) as client:
-            host = _wait(lambda: next((h for h in client.list_hosts() if h.state is HostState.READY), None), timeout=15)
+            host = wait_until(lambda: next((h for h in client.list_hosts() if h.state is HostState.READY), None), timeout_seconds=15)
             assert host.host == "h100-registered" and host.address == agent_address
             assert [s.value for s in host.sources] == ["registered"]
         planner.stop()
 
         started = time.monotonic()
-        planner = Planner.__new__(Planner)  # same port: the agent keeps heartbeating to it
-        planner.loop = loop
-        planner.runtime = FleetRuntime(FleetSettings(timings=TIMINGS))
-
-        async def start():
-            await planner.runtime.start()
-            return await start_server(ServerOptions(listen=f"127.0.0.1:{port}", interceptors=[ErrorMappingInterceptor()]),
-                                      register=planner.runtime.register, service_full_names=[FLEET_SERVICE_NAME])
-
-        planner.server = loop.run(start())
-        planner.address = planner.server.address
+        # Same port: the agent keeps heartbeating to it.
+        planner = _planner(loop, [], server=ServerOptions(listen=f"127.0.0.1:{port}"))
         with FleetClient(planner.address) as client:
             # The agent learned the 0.5 s interval; its next heartbeat (plus reconnect backoff) restores it.
-            back = _wait(lambda: next((h for h in client.list_hosts() if h.state is HostState.READY), None), timeout=10)
+            back = wait_until(lambda: next((h for h in client.list_hosts() if h.state is HostState.READY), None), timeout_seconds=10)
             print(f"registered host back after {time.monotonic() - started:.2f}s")
             assert back.host == "h100-registered"
     finally:
@@ -306,7 +269,7 @@ def test_planner_server_hosts_the_fleet_service_next_to_planner_service(fleet):
     server = loop.run(start())
     try:
         with FleetClient(server.address) as client, PlannerClient(server.address) as planner:
-            _wait(lambda: _ready(client, 4))
+            wait_until(lambda: _ready(client, 4), timeout_seconds=WAIT_SECONDS)
             assert client.place(_dep("Qwen/Qwen3-8B")).selected
             assert planner.plan(PlanRequest(model=ModelOptions(model="Qwen/Qwen3-8B"))).feasibility.fits
     finally:

@@ -17,15 +17,15 @@ from clients.cli.main import main
 from clients.sdk.errors import InvalidArgument, NotFound
 from clients.sdk.fleet_client import AsyncFleetClient, FleetClient
 from gpu_agent.register import heartbeat_loop
+from helpers.fleet import FleetPlanner
+from helpers.waiting import wait_until
 from planner_service.engine.models import ModelOptions, PlanRequest
 from planner_service.engine.source import ModelSource
 from planner_service.fleet.evaluator import TwinProvider
 from planner_service.fleet.models import Deployment, HostFilter, HostState
 from planner_service.fleet.registry import FleetTimings
-from planner_service.fleet.runtime import FLEET_SERVICE_NAME, FleetRuntime, FleetSettings
+from planner_service.fleet.runtime import FleetSettings
 from planner_service.fleet.testing import BackgroundLoop, StandInTwin, a100_mig_host, h100_host, h100_nvlink_host
-from planner_service.server.interceptor import ErrorMappingInterceptor
-from vllm_planner.transport.server import ServerOptions, start_server
 
 FAST = FleetTimings(
     heartbeat_interval_seconds=0.2, registration_lease_seconds=1.0, stale_after_seconds=0.6, gone_after_seconds=1.0,
@@ -59,55 +59,21 @@ def _provider() -> TwinProvider:
     return TwinProvider(resolve=lambda m: ModelSource(model=m.model, source="inline", config={}), build=lambda s, r: StandInTwin()(r))
 
 
-class Planner:
-    def __init__(self, loop: BackgroundLoop, agents: FakeAgents, static: list[str]) -> None:
-        self.loop = loop
-        self.runtime = FleetRuntime(FleetSettings(agents=static, timings=FAST), open_stream=agents.open, provider=_provider())
-
-        async def start():
-            await self.runtime.start()
-            return await start_server(
-                ServerOptions(listen="127.0.0.1:0", interceptors=[ErrorMappingInterceptor()]),
-                register=self.runtime.register, service_full_names=[FLEET_SERVICE_NAME],
-            )
-
-        self.server = loop.run(start())
-        self.address = self.server.address
-
-    def stop(self) -> None:
-        async def stop():
-            await self.server.stop(0)
-            await self.runtime.stop()
-
-        self.loop.run(stop())
-
-
 @pytest.fixture
 def planner():
     loop = BackgroundLoop()
     agents = FakeAgents()
-    p = Planner(loop, agents, static=list(INVENTORY)[:3])
+    settings = FleetSettings(agents=list(INVENTORY)[:3], timings=FAST)
+    p = FleetPlanner(loop, settings, open_stream=agents.open, provider=_provider())
     p.agents = agents
     yield p
     p.stop()
     loop.close()
 
 
-def _wait(predicate, timeout: float = 5.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
-
-
 def test_sync_sdk_lists_gets_places_and_plans(planner):
     with FleetClient(planner.address) as client:
-        hosts = _wait(lambda: [h for h in client.list_hosts() if h.state is HostState.READY] if len(
+        hosts = wait_until(lambda: [h for h in client.list_hosts() if h.state is HostState.READY] if len(
             [h for h in client.list_hosts() if h.state is HostState.READY]) == 3 else None)
         assert [h.host for h in hosts] == ["dgx-a", "h100-busy", "h100-idle"]
         assert [h.host for h in client.list_hosts(HostFilter(labels={"zone": "a"}))] == ["h100-idle"]
@@ -138,14 +104,14 @@ def test_agent_registration_heartbeat_and_lease(planner):
 
     with FleetClient(planner.address) as client:
         task = planner.loop.run(start_heartbeat())
-        host = _wait(lambda: next((h for h in client.list_hosts() if h.host == "a100-mig" and h.state is HostState.READY), None))
+        host = wait_until(lambda: next((h for h in client.list_hosts() if h.host == "a100-mig" and h.state is HostState.READY), None))
         assert host.address == "127.0.0.1:50052" and [s.value for s in host.sources] == ["registered"]
         assert host.labels == {"zone": "b"}
         planner.loop.run(asyncio.sleep(0.5))  # several heartbeats (the planner asks for 0.2 s): lease kept
         assert client.get_host("a100-mig").state is HostState.READY
         planner.loop.run(stop(task))
         # no more heartbeats: the lease lapses, the watcher stops, the host goes stale then gone
-        gone = _wait(lambda: next((h for h in client.list_hosts() if h.host == "a100-mig" and h.state is HostState.GONE), None))
+        gone = wait_until(lambda: next((h for h in client.list_hosts() if h.host == "a100-mig" and h.state is HostState.GONE), None))
         assert gone.sources == () and gone.state_reason == "no longer discovered"
 
 
@@ -168,7 +134,7 @@ def test_watch_fleet_streams_snapshot_then_changes(planner):
 
 def test_cli_hosts_place_plan_and_watch(planner, capsys, tmp_path):
     with FleetClient(planner.address) as client:
-        _wait(lambda: len([h for h in client.list_hosts() if h.state is HostState.READY]) == 3)
+        wait_until(lambda: len([h for h in client.list_hosts() if h.state is HostState.READY]) == 3)
     assert main(["fleet", "hosts", "--planner", planner.address, "--json"]) == 0
     hosts = json.loads(capsys.readouterr().out)
     assert [h["host"] for h in hosts] == ["dgx-a", "h100-busy", "h100-idle"]

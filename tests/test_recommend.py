@@ -7,52 +7,28 @@ against hand-typed numbers.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 
+from helpers.engine import LLAMA, config, request, source
 from planner_service.engine.architecture import parse_architecture
 from planner_service.engine.memory import evaluate
-from planner_service.engine.models import (
-    GIB,
-    BatchingMode,
-    EngineOptions,
-    HardwareOptions,
-    ModelOptions,
-    PlanRequest,
-    PolicyOptions,
-    WorkloadOptions,
-)
+from planner_service.engine.models import GIB, BatchingMode, WorkloadOptions
 from planner_service.engine.plan import build_plan, twin_inputs
 from planner_service.engine.profiles import resolve_profile
 from planner_service.engine.recommend import resolve_request
 from planner_service.engine.recommend_batching import resolve_batching
 from planner_service.engine.recommend_memory import free_memory_bound
 from planner_service.engine.recommend_parallel import pp_candidates, tp_candidates, valid_tp
-from planner_service.engine.source import ModelSource
 
-FIXTURES = Path(__file__).parent / "fixtures" / "engine" / "model-configs"
-LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 QWEN2 = "Qwen/Qwen2-7B-Instruct"  # 28 heads, 4 KV heads: TP 3, 6 and 8 are invalid
 SCOUT = "meta-llama/Llama-4-Scout-17B-16E-Instruct"
 
 
-def config(name: str) -> dict:
-    return json.loads((FIXTURES / name / "config.json").read_text())
-
-
-def request(name: str = LLAMA, model=None, hardware=None, workload=None, policy=None, engine=None) -> PlanRequest:
-    return PlanRequest(model=ModelOptions(model=name, **(model or {})),
-                       hardware=HardwareOptions(**(hardware or {"gpu": "H100"})),
-                       workload=WorkloadOptions(**(workload or {})), policy=PolicyOptions(**(policy or {})),
-                       engine=EngineOptions(**(engine or {})))
-
-
 def plan(name: str = LLAMA, **kw):
     req = request(name, **kw)
-    return build_plan(ModelSource(model=name, source="catalog", config=config(name)), req), req
+    return build_plan(source(name), req), req
 
 
 def note(response, setting: str):
@@ -185,7 +161,7 @@ def test_max_model_len_is_the_largest_that_fits_when_the_derived_one_does_not():
     length = r.config.max_model_len
     assert r.feasibility.fits and length < r.model.derived_max_model_len
     assert note(r, "max_model_len").source == "recommended"
-    i = twin_inputs(ModelSource(model=LLAMA, source="catalog", config=config(LLAMA)), req, r)
+    i = twin_inputs(source(LLAMA), req, r)
     auto = evaluate(i.arch, i.gpu, i.settings.model_copy(update={"max_model_len": None}), i.profile)
     assert auto.max_model_len == length  # exactly the twin's auto-fit
     longer = evaluate(i.arch, i.gpu, i.settings.model_copy(update={"max_model_len": length + 16}), i.profile)
@@ -197,7 +173,7 @@ def test_derived_length_when_it_fits_and_auto_keeps_vllms_auto_fit():
     assert r.config.max_model_len == r.model.derived_max_model_len
     assert note(r, "max_model_len").source == "derived"
     auto, req = plan(model={"max_model_len": "auto"}, hardware={"gpu": "RTX 4090", "tensor_parallel_size": 1})
-    i = twin_inputs(ModelSource(model=LLAMA, source="catalog", config=config(LLAMA)), req, auto)
+    i = twin_inputs(source(LLAMA), req, auto)
     fitted = evaluate(i.arch, i.gpu, i.settings.model_copy(update={"max_model_len": None}), i.profile)
     assert auto.feasibility.fits and auto.config.max_model_len == fitted.max_model_len < 131072
     assert auto.config.kv_cache_dtype == "auto"  # auto-fit is the user's choice: no KV pressure to relieve
@@ -282,7 +258,7 @@ def test_throughput_mns_never_far_above_kv_capacity_and_the_twin_is_re_run():
     assert r.config.max_num_batched_tokens >= 8192
     assert r.config.max_num_seqs <= res.workload_capacity + 1
     # the reported memory is the twin's at the final MNS/MNBT (activation peak included)
-    i = twin_inputs(ModelSource(model=LLAMA, source="catalog", config=config(LLAMA)), req, r)
+    i = twin_inputs(source(LLAMA), req, r)
     again = evaluate(i.arch, i.gpu, i.settings, i.profile)
     assert again.binding.activation_peak_bytes == r.feasibility.per_gpu.activation_peak_bytes
     assert again.num_blocks == r.feasibility.num_gpu_blocks

@@ -10,24 +10,18 @@ import pytest
 
 from clients.cli.errors import EXIT_UNAVAILABLE, EXIT_USER_ERROR
 from clients.cli.main import main
+from helpers.offline import offline_hub
+from helpers.paths import QWEN3_8B_CONFIG
 from planner_service.server.app import PlannerServiceSettings
 from planner_service.server.background import BackgroundPlannerServer
 
-MODEL_CONFIGS = Path("/work/shared/model-configs")
-if not MODEL_CONFIGS.is_dir():
-    MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "model-configs"
-
-
 @pytest.fixture(scope="module")
 def address(tmp_path_factory):
-    patch = pytest.MonkeyPatch()
-    patch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    patch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
-    patch.delenv("VLLM_PLANNER_ADDRESS", raising=False)
-    patch.delenv("VLLM_PLANNER_TOKEN", raising=False)
-    with BackgroundPlannerServer(PlannerServiceSettings(listen="127.0.0.1:0", auth_token="cli-token")) as server:
-        yield server.address
-    patch.undo()
+    with offline_hub(tmp_path_factory.mktemp("hf-home")) as patch:
+        patch.delenv("VLLM_PLANNER_ADDRESS", raising=False)
+        patch.delenv("VLLM_PLANNER_TOKEN", raising=False)
+        with BackgroundPlannerServer(PlannerServiceSettings(listen="127.0.0.1:0", auth_token="cli-token")) as server:
+            yield server.address
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:  # noqa: ANN001
@@ -69,7 +63,7 @@ def test_remote_report_equals_the_embedded_report(address, capsys, monkeypatch):
 
 
 def test_inline_config_from_a_profile_plans_remotely(address, capsys, tmp_path):
-    argv = ["plan", "--profile", _profile(tmp_path, MODEL_CONFIGS / "Qwen" / "Qwen3-8B" / "config.json"), "--json"]
+    argv = ["plan", "--profile", _profile(tmp_path, QWEN3_8B_CONFIG), "--json"]
     embedded = _run(argv, capsys)
     remote = _run([*argv, "--planner", address, "--token", "cli-token"], capsys)
     assert remote == embedded

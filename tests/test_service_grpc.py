@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import grpc
 import pytest
@@ -18,6 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from grpc_status import rpc_status
 
+from helpers.offline import offline_hub
+from helpers.paths import MODEL_CONFIGS
+from helpers.paths import QWEN3_8B_CONFIG as QWEN3_8B
 from planner_service.engine.models import (
     BatchingMode,
     HardwareOptions,
@@ -32,21 +37,11 @@ from planner_service.server.background import BackgroundPlannerServer
 from planner_service.server.servicer import SERVICE_FULL_NAME
 from vllm_planner.v1 import planner_pb2, planner_pb2_grpc
 
-MODEL_CONFIGS = Path("/work/shared/model-configs")
-if not MODEL_CONFIGS.is_dir():  # the repo checkout may sit beside shared/ rather than under /work
-    MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "model-configs"
-QWEN3_8B = MODEL_CONFIGS / "Qwen" / "Qwen3-8B" / "config.json"
-
-
 @pytest.fixture(scope="module")
 def offline_env(tmp_path_factory):
     """A refused Hub endpoint and an empty HF cache for the whole module."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    patch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
-    patch.delenv("HF_HUB_OFFLINE", raising=False)
-    yield
-    patch.undo()
+    with offline_hub(tmp_path_factory.mktemp("hf-home")):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -339,6 +334,14 @@ def test_a_token_protected_server_rejects_calls_without_the_token(offline_env):
         assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
+@contextmanager
+def _serve_with(resolver) -> Iterator[tuple[grpc.Channel, planner_pb2_grpc.PlannerServiceStub]]:  # noqa: ANN001
+    """A planner of its own on 127.0.0.1:0 with ``resolver``, and a plaintext channel + stub to it."""
+    with BackgroundPlannerServer(PlannerServiceSettings(listen="127.0.0.1:0"), resolver=resolver) as running:
+        with grpc.insecure_channel(running.address) as chan:
+            yield chan, planner_pb2_grpc.PlannerServiceStub(chan)
+
+
 class _ExplodingResolver:
     """A resolver with a bug: the server must answer INTERNAL without leaking the message."""
 
@@ -347,16 +350,13 @@ class _ExplodingResolver:
 
 
 def test_an_unexpected_exception_is_internal_with_a_generic_message(offline_env):
-    settings = PlannerServiceSettings(listen="127.0.0.1:0")
-    with BackgroundPlannerServer(settings, resolver=_ExplodingResolver()) as running:
-        with grpc.insecure_channel(running.address) as chan:
-            stub = planner_pb2_grpc.PlannerServiceStub(chan)
-            for _ in range(2):  # and again: the server is still there
-                with pytest.raises(grpc.RpcError) as info:
-                    stub.Plan(_inline(), timeout=10)
-                assert info.value.code() == grpc.StatusCode.INTERNAL
-                assert "secret" not in info.value.details()
-            _assert_still_serving(chan)
+    with _serve_with(_ExplodingResolver()) as (chan, stub):
+        for _ in range(2):  # and again: the server is still there
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Plan(_inline(), timeout=10)
+            assert info.value.code() == grpc.StatusCode.INTERNAL
+            assert "secret" not in info.value.details()
+        _assert_still_serving(chan)
 
 
 class _SlowResolver:
@@ -368,16 +368,13 @@ class _SlowResolver:
 
 
 def test_the_engine_is_abandoned_at_the_deadline_and_the_loop_keeps_serving(offline_env):
-    settings = PlannerServiceSettings(listen="127.0.0.1:0")
-    with BackgroundPlannerServer(settings, resolver=_SlowResolver()) as running:
-        with grpc.insecure_channel(running.address) as chan:
-            stub = planner_pb2_grpc.PlannerServiceStub(chan)
-            future = stub.Plan.future(_inline(), timeout=0.5)
-            _assert_still_serving(chan)  # answered while the slow plan runs in its thread
-            with pytest.raises(grpc.RpcError) as info:
-                future.result()
-            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            _assert_still_serving(chan)
+    with _serve_with(_SlowResolver()) as (chan, stub):
+        future = stub.Plan.future(_inline(), timeout=0.5)
+        _assert_still_serving(chan)  # answered while the slow plan runs in its thread
+        with pytest.raises(grpc.RpcError) as info:
+            future.result()
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        _assert_still_serving(chan)
 
 
 def test_inline_config_is_json_text_on_the_wire(stub):

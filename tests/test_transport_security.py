@@ -1,6 +1,6 @@
 """TLS, mutual TLS and bearer-token auth on a real grpc.aio server started with start_server.
 
-Certificates are generated here with `cryptography` (a throw-away CA, a server certificate for
+Certificates come from ``helpers.pki`` (a throw-away CA, a server certificate for
 localhost/127.0.0.1, a client certificate, and a second CA nobody trusts). The servicers are the
 standard health and reflection services plus a tiny generic handler with a unary and a
 server-streaming method, so these tests depend on no other engineer's service.
@@ -9,19 +9,14 @@ server-streaming method, so these tests depend on no other engineer's service.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from helpers.pki import make_pki
 from vllm_planner.transport.auth import BearerTokenInterceptor
 from vllm_planner.transport.channel import ChannelOptions, create_aio_channel, create_channel
 from vllm_planner.transport.server import ServerOptions, start_server
@@ -33,71 +28,15 @@ TIMEOUT_SECONDS = 5
 # --- certificates -----------------------------------------------------------------------------------
 
 
-def _key():
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _cert(subject_key, subject: str, issuer_key, issuer: str, *, ca: bool, sans=(), usage=None) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(subject_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    if usage:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write(path: Path, cert: x509.Certificate | None = None, key=None) -> Path:
-    if cert is not None:
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    else:
-        path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-    return path
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("pki")
-    ca_key, rogue_key, server_key, client_key, rogue_client_key = (_key() for _ in range(5))
-    ca = _cert(ca_key, "test-ca", ca_key, "test-ca", ca=True)
-    rogue_ca = _cert(rogue_key, "rogue-ca", rogue_key, "rogue-ca", ca=True)
-    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    server = _cert(server_key, "localhost", ca_key, "test-ca", ca=False, sans=sans, usage=ExtendedKeyUsageOID.SERVER_AUTH)
-    client = _cert(client_key, "planner", ca_key, "test-ca", ca=False, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-    rogue_client = _cert(
-        rogue_client_key, "intruder", rogue_key, "rogue-ca", ca=False, usage=ExtendedKeyUsageOID.CLIENT_AUTH
-    )
-    return {
-        "ca": _write(d / "ca.pem", ca),
-        "rogue_ca": _write(d / "rogue-ca.pem", rogue_ca),
-        "server_cert": _write(d / "server.pem", server),
-        "server_key": _write(d / "server-key.pem", key=server_key),
-        "client_cert": _write(d / "client.pem", client),
-        "client_key": _write(d / "client-key.pem", key=client_key),
-        "rogue_client_cert": _write(d / "rogue-client.pem", rogue_client),
-        "rogue_client_key": _write(d / "rogue-client-key.pem", key=rogue_client_key),
-    }
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _mtls_server(pki: dict[str, Path], **extra) -> ServerOptions:
+    """A server on 127.0.0.1:0 with the test certificate that wants client certificates of the test CA."""
+    return ServerOptions(listen="127.0.0.1:0", tls_cert_file=pki["server_cert"], tls_key_file=pki["server_key"],
+                         tls_client_ca_file=pki["ca"], **extra)
 
 
 # --- a tiny service ---------------------------------------------------------------------------------
@@ -212,14 +151,7 @@ def test_tls_client_with_the_ca_works_and_one_without_it_fails(pki):
 
 def test_mtls_requires_a_client_certificate_from_the_trusted_ca(pki):
     async def scenario():
-        running = await _serve(
-            ServerOptions(
-                listen="127.0.0.1:0",
-                tls_cert_file=pki["server_cert"],
-                tls_key_file=pki["server_key"],
-                tls_client_ca_file=pki["ca"],
-            )
-        )
+        running = await _serve(_mtls_server(pki))
         target = f"localhost:{running.port}"
         try:
             with_cert = ChannelOptions(
@@ -247,15 +179,7 @@ def test_sync_channel_with_mtls_and_token(pki):
     """The sync SDK path: TLS + client certificate + token as call credentials."""
 
     async def scenario():
-        running = await _serve(
-            ServerOptions(
-                listen="127.0.0.1:0",
-                tls_cert_file=pki["server_cert"],
-                tls_key_file=pki["server_key"],
-                tls_client_ca_file=pki["ca"],
-                auth_token=TOKEN,
-            )
-        )
+        running = await _serve(_mtls_server(pki, auth_token=TOKEN))
         options = ChannelOptions(
             f"127.0.0.1:{running.port}",
             tls_ca_file=pki["ca"],

@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from clients.cli.backend import add_connection_arguments, connection_kwargs
 from clients.sdk.errors import Unavailable
 from gpu_agent.backends import BackendUnavailable
 from gpu_agent.factory import live_backend, replay_backend
@@ -45,10 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backend", choices=("auto", "nvml", "nvidia-smi", "none"), default="auto", help="Local backend.")
     parser.add_argument("--json", action="store_true", help="Print the inventory as one JSON object.")
     parser.add_argument("--timeout-seconds", type=float, default=10.0, help="Deadline for the agent call / local collection.")
-    remote = parser.add_argument_group("agent connection")
-    remote.add_argument("--token-file", type=Path, default=None, help="File holding the agent's bearer token.")
-    remote.add_argument("--tls", action="store_true", help="Use TLS (system roots unless --tls-ca-file).")
-    remote.add_argument("--tls-ca-file", type=Path, default=None, help="CA (PEM) that signed the agent's certificate.")
+    # The agents have their own token: no fallback to the planner's env variable.
+    add_connection_arguments(parser.add_argument_group("agent connection"), service="agent", token_env=None)
     parser.set_defaults(handler=run)
 
 
@@ -73,9 +72,8 @@ def _read_local(args: argparse.Namespace) -> HostInventory:
 def _read_agent(args: argparse.Namespace) -> HostInventory:
     from clients.sdk.agent_client import AgentClient
 
-    token = args.token_file.read_text().strip() if args.token_file else None
-    with AgentClient(args.agent, tls=args.tls, tls_ca_file=args.tls_ca_file, token=token,
-                     timeout_seconds=args.timeout_seconds) as client:
+    kwargs = connection_kwargs(args, token_env=None)
+    with AgentClient(args.agent, timeout_seconds=args.timeout_seconds, **kwargs) as client:
         return client.get_inventory()
 
 

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from clients.cli.backend import add_remote_arguments, remote_client
 from clients.cli.options import parse_positive_float, parse_positive_int
-
 from planner_service.engine.errors import InvalidRequestError
 from planner_service.fleet.models import (
     Deployment,
@@ -98,21 +97,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--planner", default=os.environ.get("VLLM_PLANNER_ADDRESS"), metavar="HOST:PORT",
-                        help="Planner service address [env VLLM_PLANNER_ADDRESS].")
-    parser.add_argument("--token-file", type=Path, default=None, help="Bearer token file.")
-    parser.add_argument("--tls", action="store_true")
-    parser.add_argument("--tls-ca-file", type=Path, default=None)
+    add_remote_arguments(parser, title="planner service", planner_help="Planner service address")
     parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
 
 
-def _client(args: argparse.Namespace):  # noqa: ANN202
+def _client(args: argparse.Namespace):  # noqa: ANN202  (clients.sdk.FleetClient)
     from clients.sdk.fleet_client import FleetClient
 
-    if not args.planner:
-        raise InvalidRequestError.for_field("--planner", "the fleet lives in a planner service: pass --planner HOST:PORT")
-    token = args.token_file.read_text().strip() if args.token_file else os.environ.get("VLLM_PLANNER_TOKEN")
-    return FleetClient(args.planner, tls=args.tls, tls_ca_file=args.tls_ca_file, token=token)
+    missing = InvalidRequestError.for_field("--planner", "the fleet lives in a planner service: pass --planner HOST:PORT")
+    return remote_client(FleetClient, args, missing=missing)
 
 
 def _labels(items: list[str]) -> dict[str, str]:
@@ -133,6 +126,14 @@ def _emit_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True))
 
 
+def _show(args: argparse.Namespace, value: Any, render: Callable[[Any], None]) -> None:
+    """``--json``: the pydantic value as JSON; else the Rich rendering."""
+    if args.json:
+        _emit_json(value)
+    else:
+        render(value)
+
+
 def _gib(n: int | None) -> str:
     return "-" if n is None else f"{n / GIB:.1f}"
 
@@ -146,21 +147,13 @@ def _hosts(args: argparse.Namespace) -> int:
         min_free_memory_bytes=int(args.min_free_gib * GIB) if args.min_free_gib is not None else None,
     )
     with _client(args) as client:
-        hosts = client.list_hosts(flt)
-    if args.json:
-        _emit_json(hosts)
-        return 0
-    hosts_table(hosts)
+        _show(args, client.list_hosts(flt), hosts_table)
     return 0
 
 
 def _host(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        host = client.get_host(args.name)
-    if args.json:
-        _emit_json(host)
-        return 0
-    host_detail(host)
+        _show(args, client.get_host(args.name), host_detail)
     return 0
 
 
@@ -188,10 +181,7 @@ def _place(args: argparse.Namespace) -> int:
     deployment = deployment_from_dict(item, "place")
     with _client(args) as client:
         answer = client.place(deployment, max_results=args.max_results)
-    if args.json:
-        _emit_json(answer)
-    else:
-        place_report(answer, show_artifacts=args.show_artifacts)
+    _show(args, answer, lambda value: place_report(value, show_artifacts=args.show_artifacts))
     return 0 if answer.selected and not answer.unplaced_replicas else 1
 
 
@@ -199,10 +189,7 @@ def _plan(args: argparse.Namespace) -> int:
     deployments = load_deployments(args.file)
     with _client(args) as client:
         answer = client.plan_fleet(deployments)
-    if args.json:
-        _emit_json(answer)
-    else:
-        fleet_plan_report(answer)
+    _show(args, answer, fleet_plan_report)
     return 0 if not answer.unplaced else 1
 
 

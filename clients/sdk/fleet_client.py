@@ -12,15 +12,11 @@ UNAVAILABLE. ``watch_fleet`` yields ``FleetEvent``s until the caller stops itera
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import AsyncIterator, Iterator
 
-import grpc
-
-from clients.sdk.errors import from_rpc_error
+from clients.sdk._base import AsyncClient, SyncClient
 from planner_service.fleet import converters as conv
 from planner_service.fleet.models import Deployment, FleetHost, FleetPlanResponse, HostFilter, PlaceResponse
-from vllm_planner.transport.channel import ChannelOptions, create_aio_channel, create_channel
 from vllm_planner.v1 import fleet_pb2 as pb
 from vllm_planner.v1 import fleet_pb2_grpc
 
@@ -51,16 +47,6 @@ class Registration:
     planner_instance_id: str
 
 
-def _options(target: str, tls: bool, tls_ca_file: str | Path | None, token: str | None) -> ChannelOptions:
-    return ChannelOptions(
-        target=target,
-        tls=tls,
-        tls_ca_file=Path(tls_ca_file) if tls_ca_file else None,
-        auth_token=token,
-        retry_methods=(SERVICE_FULL_NAME,),
-    )
-
-
 def _place_request(deployment: Deployment, max_results: int) -> pb.PlaceRequest:
     return pb.PlaceRequest(deployment=conv.deployment_to_proto(deployment), max_results=max_results)
 
@@ -76,43 +62,14 @@ def _event(msg: pb.WatchFleetResponse) -> FleetEvent:
     return FleetEvent(conv.host_from_proto(msg.host), initial=msg.initial, removed=msg.removed)
 
 
-class _Base:
-    def __init__(
-        self,
-        target: str,
-        *,
-        tls: bool = False,
-        tls_ca_file: str | Path | None = None,
-        token: str | None = None,
-        timeout_seconds: float | None = None,
-    ) -> None:
-        """Args:
-        target: ``HOST:PORT`` of the planner service (which serves FleetService).
-        tls / tls_ca_file: TLS, with the system roots when no CA file is given.
-        token: bearer token the service was started with.
-        timeout_seconds: deadline of every unary call; None = the per-method defaults.
-        """
-        self._options = _options(target, tls, tls_ca_file, token)
-        self._timeout_seconds = timeout_seconds
-
-    def _kwargs(self, method: str, timeout_seconds: float | None) -> dict[str, Any]:
-        timeout = timeout_seconds or self._timeout_seconds or DEFAULT_TIMEOUTS_SECONDS.get(method)
-        return {"timeout": timeout, "metadata": self._options.auth_metadata() or None}
+class _Fleet:
+    stub_class = fleet_pb2_grpc.FleetServiceStub
+    retry_methods = (SERVICE_FULL_NAME,)
+    default_timeouts_seconds = DEFAULT_TIMEOUTS_SECONDS
 
 
-class FleetClient(_Base):
+class FleetClient(_Fleet, SyncClient):
     """Synchronous client; thread-safe. Close it (or use ``with``)."""
-
-    def __init__(self, target: str, **kwargs: Any) -> None:
-        super().__init__(target, **kwargs)
-        self._channel = create_channel(self._options)
-        self._stub = fleet_pb2_grpc.FleetServiceStub(self._channel)
-
-    def _call(self, method: str, request: Any, timeout_seconds: float | None) -> Any:
-        try:
-            return getattr(self._stub, method)(request, **self._kwargs(method, timeout_seconds))
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
 
     def register_agent(self, address: str, host: str = "", agent_instance_id: str = "", labels: dict[str, str] | None = None,
                        *, timeout_seconds: float | None = None) -> Registration:
@@ -136,39 +93,11 @@ class FleetClient(_Base):
     def watch_fleet(self, flt: HostFilter | None = None, *, timeout_seconds: float | None = None) -> Iterator[FleetEvent]:
         """Initial snapshot, then changes; ``timeout_seconds`` bounds the whole stream (None = open-ended)."""
         request = pb.WatchFleetRequest(filter=conv.filter_to_proto(flt or HostFilter()))
-        call = self._stub.WatchFleet(request, timeout=timeout_seconds, metadata=self._options.auth_metadata() or None)
-        try:
-            for msg in call:
-                yield _event(msg)
-        except grpc.RpcError as exc:
-            if exc.code() is not grpc.StatusCode.CANCELLED:
-                raise from_rpc_error(exc) from None
-        finally:
-            call.cancel()
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> "FleetClient":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        return self._stream("WatchFleet", request, timeout_seconds, _event)
 
 
-class AsyncFleetClient(_Base):
+class AsyncFleetClient(_Fleet, AsyncClient):
     """asyncio client (``grpc.aio``); create it inside the running loop, ``await close()``."""
-
-    def __init__(self, target: str, **kwargs: Any) -> None:
-        super().__init__(target, **kwargs)
-        self._channel = create_aio_channel(self._options)
-        self._stub = fleet_pb2_grpc.FleetServiceStub(self._channel)
-
-    async def _call(self, method: str, request: Any, timeout_seconds: float | None) -> Any:
-        try:
-            return await getattr(self._stub, method)(request, **self._kwargs(method, timeout_seconds))
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
 
     async def register_agent(self, address: str, host: str = "", agent_instance_id: str = "", labels: dict[str, str] | None = None,
                              *, timeout_seconds: float | None = None) -> Registration:
@@ -189,23 +118,6 @@ class AsyncFleetClient(_Base):
         request = pb.PlanFleetRequest(deployments=[conv.deployment_to_proto(d) for d in deployments])
         return conv.fleet_plan_from_proto(await self._call("PlanFleet", request, timeout_seconds))
 
-    async def watch_fleet(self, flt: HostFilter | None = None, *, timeout_seconds: float | None = None) -> AsyncIterator[FleetEvent]:
+    def watch_fleet(self, flt: HostFilter | None = None, *, timeout_seconds: float | None = None) -> AsyncIterator[FleetEvent]:
         request = pb.WatchFleetRequest(filter=conv.filter_to_proto(flt or HostFilter()))
-        call = self._stub.WatchFleet(request, timeout=timeout_seconds, metadata=self._options.auth_metadata() or None)
-        try:
-            async for msg in call:
-                yield _event(msg)
-        except grpc.RpcError as exc:
-            if exc.code() is not grpc.StatusCode.CANCELLED:
-                raise from_rpc_error(exc) from None
-        finally:
-            call.cancel()
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-    async def __aenter__(self) -> "AsyncFleetClient":
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+        return self._stream("WatchFleet", request, timeout_seconds, _event)

@@ -1,0 +1,28 @@
+"""An environment in which the planner can never reach the Hugging Face Hub."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REFUSED_ENDPOINT = "http://127.0.0.1:9"  # nothing listens on the discard port: connections are refused
+
+
+@contextmanager
+def offline_hub(hf_home: Path, endpoint: str = REFUSED_ENDPOINT) -> Iterator[pytest.MonkeyPatch]:
+    """Point the Hub at ``endpoint`` and the HF cache at ``hf_home`` (an empty folder) until exit.
+
+    For module-scoped fixtures, which cannot use the ``monkeypatch`` fixture; the patch is yielded
+    so callers can change more variables that are undone with these.
+    """
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HF_ENDPOINT", endpoint)
+    patch.setenv("HF_HOME", str(hf_home))
+    patch.delenv("HF_HUB_OFFLINE", raising=False)
+    try:
+        yield patch
+    finally:
+        patch.undo()
