@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-# /work/shared on the build machines; a checkout may instead sit beside shared/.
-SHARED = next((p for p in (Path("/work/shared"), REPO.parent / "shared") if p.is_dir()), Path("/work/shared"))
+# shared/ sits beside the checkout (in CI too); /work/shared on the build machines.
+SHARED = next((p for p in (REPO.parent / "shared", Path("/work/shared")) if p.is_dir()), REPO.parent / "shared")
 MODEL_CONFIGS = SHARED / "model-configs"
 QWEN3_8B_CONFIG = MODEL_CONFIGS / "Qwen" / "Qwen3-8B" / "config.json"
 H100_CAPTURE = SHARED / "fixtures" / "nvidia" / "h100-80gb-hbm3"

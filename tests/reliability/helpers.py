@@ -15,20 +15,14 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers.paths import CAPTURES, H100_CAPTURE, MODEL_CONFIGS, QWEN3_8B_CONFIG, REPO, SHARED  # noqa: F401
+from helpers.waiting import wait_until  # noqa: F401  (re-exported for the reliability suites)
+
 VENV_BIN = Path(sys.executable).parent
-SHARED = next(
-    (p for p in (Path("/work/shared"), REPO.parent / "shared") if (p / "model-configs").is_dir()),
-    Path("/work/shared"),
-)
-MODEL_CONFIGS = SHARED / "model-configs"
-QWEN3_8B_CONFIG = MODEL_CONFIGS / "Qwen" / "Qwen3-8B" / "config.json"
-H100_CAPTURE = SHARED / "fixtures" / "nvidia" / "h100-80gb-hbm3"
-NVSWITCH_CAPTURE = REPO / "tests" / "fixtures" / "captures" / "h100-sxm-8x-nvswitch"
+NVSWITCH_CAPTURE = CAPTURES / "h100-sxm-8x-nvswitch"
 
 # A model the bundled catalog knows, so plans need neither the Hub nor a model root.
 CATALOG_MODEL = "Qwen/Qwen3-8B"
@@ -193,16 +187,6 @@ def agent_process(*args: str, env: dict[str, str] | None = None, log_path: Path 
     return ServiceProcess(argv, env=env, log_path=log_path)
 
 
-def wait_until(predicate, timeout_seconds: float = 10.0, interval_seconds: float = 0.05):  # noqa: ANN001, ANN201
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_seconds``."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout_seconds}s")
-        time.sleep(interval_seconds)
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
