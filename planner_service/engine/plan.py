@@ -58,7 +58,7 @@ def build_plan(source: ModelSource, request: PlanRequest) -> PlanResponse:
     config = m.config_json or source.config
     res = resolve_request(config, request)
     arch, gpu, profile, s, result = res.arch, res.gpu, res.profile, res.settings, res.result
-    fixes = [] if res.useful else propose_fixes(source.config, request, res)
+    fixes = [] if res.useful else propose_fixes(config, request, res)
     warnings = list(res.warnings)
     if not res.useful and not fixes:
         warnings.append("no fix within two changes makes this request fit; see the explanations")
