@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict
 from planner_service.api import run_plan
 from planner_service.engine.gpus import list_gpus
 from planner_service.engine.models import ModelOptions, PlanRequest, PlanResponse
-from planner_service.engine.pipeline import complete_plan
 from planner_service.metadata.catalog import list_catalog
 from planner_service.server import convert
 from planner_service.server.describe import describe_model
@@ -43,15 +42,6 @@ class DescribeModelArgs(BaseModel):
     model: ModelOptions
 
 
-def plan_for(request: PlanRequest, resolver, *, artifacts: bool) -> PlanResponse:  # noqa: ANN001
-    """``run_plan`` with the service's resolver; with ``artifacts``, completed like the CLI's
-    ``plan_from_args`` does when the engine stopped before rendering them."""
-    response = run_plan(request, resolver=resolver)
-    if artifacts and response.artifacts is None:
-        response = complete_plan(response, request)
-    return response
-
-
 class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
     """Serves plans from ``resolver`` (confined to the service's model roots) on ``executor``."""
 
@@ -67,18 +57,19 @@ class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
         except TimeoutError:
             raise DeadlineExceededError("the deadline passed before the plan was ready") from None
 
-    async def _plan(self, request, context: grpc.aio.ServicerContext, *, artifacts: bool) -> PlanResponse:  # noqa: ANN001
+    async def _plan(self, request, context: grpc.aio.ServicerContext) -> PlanResponse:  # noqa: ANN001
+        """``run_plan`` with the service's resolver: the embedded engine's result, artifacts included."""
         plan_request = convert.from_proto(request, PlanRequest)
-        return await self._offload(context, plan_for, plan_request, self._resolver, artifacts=artifacts)
+        return await self._offload(context, run_plan, plan_request, resolver=self._resolver)
 
     async def Plan(self, request: planner_pb2.PlanRequest, context: grpc.aio.ServicerContext) -> planner_pb2.PlanResponse:
-        response = await self._plan(request, context, artifacts=False)
+        response = await self._plan(request, context)
         return convert.to_proto(response, planner_pb2.PlanResponse())
 
     async def GenerateArtifacts(
         self, request: planner_pb2.GenerateArtifactsRequest, context: grpc.aio.ServicerContext
     ) -> planner_pb2.GenerateArtifactsResponse:
-        response = await self._plan(request, context, artifacts=True)
+        response = await self._plan(request, context)
         return convert.to_proto(response, planner_pb2.GenerateArtifactsResponse())
 
     async def ListGpuTypes(
