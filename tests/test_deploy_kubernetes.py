@@ -140,10 +140,14 @@ def _check_headless_agent_service(objects: list[dict], namespace: str) -> None:
 
 
 def _check_configs(objects: list[dict]) -> list[ServerSettings]:
-    """Every config file in the ConfigMap is a valid settings file (unknown keys are refused)."""
+    """Every config file in the ConfigMap is a valid settings file of its service (unknown keys are refused)."""
+    from gpu_agent.app import GpuAgentSettings
+    from planner_service.server.app import PlannerServiceSettings
+
     config_map = _one(objects, "ConfigMap")
     assert set(config_map["data"]) == {"planner.yaml", "gpu-agent.yaml"}
-    return [ServerSettings(**yaml.safe_load(text)) for text in config_map["data"].values()]
+    return [PlannerServiceSettings(**yaml.safe_load(config_map["data"]["planner.yaml"])),
+            GpuAgentSettings(**yaml.safe_load(config_map["data"]["gpu-agent.yaml"]))]
 
 
 def test_kustomize_base_has_what_operations_need():

@@ -167,9 +167,13 @@ def test_compose_files_name_services_ports_and_registration(name):
     assert compose["secrets"]["auth_token"] == {"environment": "VLLM_PLANNER_TOKEN"}
     assert planner["build"]["dockerfile"] == "deploy/Dockerfile"
     assert (DEPLOY / planner["build"]["context"] / planner["build"]["dockerfile"]).is_file()
+    from gpu_agent.app import GpuAgentSettings
+    from planner_service.server.app import PlannerServiceSettings
+
     for config in compose["configs"].values():
         path = DEPLOY / config["file"]
-        ServerSettings(**yaml.safe_load(path.read_text()))  # a valid settings file
+        settings_class = PlannerServiceSettings if "planner" in path.name else GpuAgentSettings
+        settings_class(**yaml.safe_load(path.read_text()))  # a valid settings file of its service
 
 
 def test_gpu_compose_reserves_gpus_and_cpu_compose_needs_none():

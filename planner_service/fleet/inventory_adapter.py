@@ -113,7 +113,10 @@ class AgentStreams:
         from vllm_planner.transport.channel import ChannelOptions, create_aio_channel
         from vllm_planner.v1 import agent_pb2_grpc
 
-        options = ChannelOptions(target=address, tls=self._settings.agent_tls, auth_token=self._settings.agent_auth_token)
+        fleet = self._settings
+        options = ChannelOptions(target=address, tls=fleet.agent_tls, tls_ca_file=fleet.agent_tls_ca_file,
+                                 tls_cert_file=fleet.agent_tls_cert_file, tls_key_file=fleet.agent_tls_key_file,
+                                 auth_token=fleet.agent_auth_token)
         async with create_aio_channel(options) as channel:
             stub = agent_pb2_grpc.GpuAgentServiceStub(channel)
             # No deadline on the stream itself: liveness is judged by heartbeats (stale_after_seconds),

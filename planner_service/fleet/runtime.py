@@ -46,6 +46,9 @@ class FleetSettings(BaseModel):
     agents_dns: list[str] = Field(default_factory=list, description="NAME:PORT resolving to many agents (headless Service).")
     agent_auth_token: str | None = Field(default=None, description="Bearer token for the agents' gRPC endpoints.")
     agent_tls: bool = False
+    agent_tls_ca_file: Path | None = None
+    agent_tls_cert_file: Path | None = None
+    agent_tls_key_file: Path | None = None
     timings: FleetTimings = FleetTimings()
     sizing: SizingPolicy = SizingPolicy()
 
@@ -60,14 +63,19 @@ class FleetFlags(BaseModel):
     agents: list[str] = Field(default_factory=list, description="Static GPU agent addresses HOST:PORT (repeatable, comma-separated allowed).")
     agents_file: Path | None = Field(default=None, description="File with one GPU agent address per line.")
     agents_dns: list[str] = Field(default_factory=list, description="NAME:PORT resolving to many agents, re-resolved periodically (repeatable).")
+    agent_auth_token: str | None = Field(default=None, description="Bearer token the agents require (prefer --agent-auth-token-file).")
     agent_auth_token_file: Path | None = Field(default=None, description="Bearer token file for the agents' gRPC endpoints.")
+    agent_tls: bool = Field(default=False, description="Call the agents over TLS (implied by any --agent-tls-* file).")
+    agent_tls_ca_file: Path | None = Field(default=None, description="CA (PEM) that signed the agents' certificates.")
+    agent_tls_cert_file: Path | None = Field(default=None, description="Client certificate (PEM) for agents that require mutual TLS.")
+    agent_tls_key_file: Path | None = Field(default=None, description="Client private key (PEM) for agents that require mutual TLS.")
     fleet_heartbeat_seconds: float = Field(default=10.0, gt=0, description="Interval agents re-register at (told to them).")
     fleet_stale_after_seconds: float = Field(default=30.0, gt=0, description="No inventory for this long: host STALE.")
     fleet_gone_after_seconds: float = Field(default=120.0, gt=0, description="STALE for this long: host GONE.")
     fleet_dns_refresh_seconds: float = Field(default=30.0, gt=0, description="How often --agents-dns is re-resolved.")
 
     def fleet_settings(self) -> "FleetSettings":
-        token = Path(self.agent_auth_token_file).read_text().strip() if self.agent_auth_token_file else None
+        token = Path(self.agent_auth_token_file).read_text().strip() if self.agent_auth_token_file else self.agent_auth_token
         timings = FleetTimings(
             heartbeat_interval_seconds=self.fleet_heartbeat_seconds,
             registration_lease_seconds=3 * self.fleet_heartbeat_seconds,
@@ -76,7 +84,10 @@ class FleetFlags(BaseModel):
             dns_refresh_seconds=self.fleet_dns_refresh_seconds,
         )
         return FleetSettings(agents=list(self.agents), agents_file=self.agents_file, agents_dns=list(self.agents_dns),
-                             agent_auth_token=token, timings=timings)
+                             agent_auth_token=token or None, timings=timings,
+                             agent_tls=self.agent_tls or any((self.agent_tls_ca_file, self.agent_tls_cert_file)),
+                             agent_tls_ca_file=self.agent_tls_ca_file, agent_tls_cert_file=self.agent_tls_cert_file,
+                             agent_tls_key_file=self.agent_tls_key_file)
 
 
 class FleetRuntime:
