@@ -299,26 +299,18 @@ def test_zz_server_still_serves_after_the_whole_table(stub, channel):
 
 @pytest.fixture(scope="module")
 def fleet_stub(env):
-    from planner_service.fleet.runtime import FLEET_SERVICE_NAME, FleetRuntime, FleetSettings
+    from helpers.fleet import FleetPlanner
+    from planner_service.fleet.runtime import FleetSettings
     from planner_service.fleet.testing import BackgroundLoop
-    from planner_service.server.interceptor import ErrorMappingInterceptor
     from reliability.helpers import H100_CAPTURE, agent_process, wait_until
-    from vllm_planner.transport.server import ServerOptions, start_server
     from vllm_planner.v1 import fleet_pb2, fleet_pb2_grpc
 
     if not H100_CAPTURE.is_dir():
         pytest.skip("shared NVIDIA capture not present")
     agent = agent_process("--replay", str(H100_CAPTURE), "--hostname", "h100-bad-input", "--interval-seconds", "0.5")
     loop = BackgroundLoop()
-    runtime = FleetRuntime(FleetSettings(agents=[agent.address]))
-
-    async def start():
-        await runtime.start()
-        return await start_server(ServerOptions(listen="127.0.0.1:0", interceptors=[ErrorMappingInterceptor()]),
-                                  register=runtime.register, service_full_names=[FLEET_SERVICE_NAME])
-
-    server = loop.run(start())
-    channel = grpc.insecure_channel(server.address)
+    planner = FleetPlanner(loop, FleetSettings(agents=[agent.address]))
+    channel = grpc.insecure_channel(planner.address)
     stub = fleet_pb2_grpc.FleetServiceStub(channel)
     try:
         wait_until(lambda: any(h.state == fleet_pb2.FLEET_HOST_STATE_READY
@@ -326,12 +318,7 @@ def fleet_stub(env):
         yield stub
     finally:
         channel.close()
-
-        async def stop():
-            await server.stop(0)
-            await runtime.stop()
-
-        loop.run(stop())
+        planner.stop()
         loop.close()
         agent.stop()
 

@@ -44,43 +44,31 @@ def test_concurrent_plans_from_several_processes(tmp_path):
 def test_concurrent_place_calls_on_a_live_fleet(tmp_path, monkeypatch):
     """``FleetService.Place`` under the same load, against a fleet watching a replayed H100 agent.
 
-    The fleet service runs in this test process (the planner's console script does not host it yet),
-    so the RSS figure is this process's: it still shows a per-request leak, if any.
+    The fleet service runs in this test process (``helpers.fleet.FleetPlanner``), so the RSS figure is
+    this process's: it still shows a per-request leak, if any.
     """
     from reliability.helpers import H100_CAPTURE, agent_process, wait_until
 
     if not H100_CAPTURE.is_dir():
         pytest.skip("shared NVIDIA capture not present")
     from clients.sdk.fleet_client import FleetClient
+    from helpers.fleet import FleetPlanner
     from planner_service.fleet.models import HostState
-    from planner_service.fleet.runtime import FLEET_SERVICE_NAME, FleetRuntime, FleetSettings
+    from planner_service.fleet.runtime import FleetSettings
     from planner_service.fleet.testing import BackgroundLoop
-    from planner_service.server.interceptor import ErrorMappingInterceptor
-    from vllm_planner.transport.server import ServerOptions, start_server
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     agent = agent_process("--replay", str(H100_CAPTURE), "--replay-variant", "busy", "--hostname", "h100-load",
                           "--interval-seconds", "0.5", log_path=tmp_path / "agent.log")
     loop = BackgroundLoop()
-    runtime = FleetRuntime(FleetSettings(agents=[agent.address]))
-
-    async def start():
-        await runtime.start()
-        return await start_server(ServerOptions(listen="127.0.0.1:0", interceptors=[ErrorMappingInterceptor()]),
-                                  register=runtime.register, service_full_names=[FLEET_SERVICE_NAME])
-
-    server = loop.run(start())
+    planner = FleetPlanner(loop, FleetSettings(agents=[agent.address]))
     try:
-        with FleetClient(server.address) as client:
+        with FleetClient(planner.address) as client:
             wait_until(lambda: [h.state for h in client.list_hosts()] == [HostState.READY], 15)
-        result = run_load(server.address, os.getpid(), seconds=LOAD_SECONDS / 2, processes=2, threads=THREADS,
+        result = run_load(planner.address, os.getpid(), seconds=LOAD_SECONDS / 2, processes=2, threads=THREADS,
                           kind="place")
     finally:
-        async def stop():
-            await server.stop(0)
-            await runtime.stop()
-
-        loop.run(stop())
+        planner.stop()
         loop.close()
         agent.stop()
     rss = result["rss"]
