@@ -34,12 +34,22 @@ def generate_protos(out_dir: Path = ROOT) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed; see the messages above")
-    generated_dirs = {out_dir / p.parent.relative_to(proto_root) for p in protos}
-    for directory in generated_dirs:
+    for directory in generated_packages(protos, out_dir, proto_root):
         init = directory / "__init__.py"
         if not init.exists():
             init.write_text('"""Generated from protos/ at build time. Do not edit."""\n')
     return protos
+
+
+def generated_packages(protos: list[Path], out_dir: Path, proto_root: Path) -> set[Path]:
+    """Every folder the stubs land in, and each folder between it and the top package (vllm_planner
+    itself is a real package): vendored protos sit deeper (vllm_planner/third_party/kubelet/...)."""
+    out: set[Path] = set()
+    for proto in protos:
+        parts = proto.parent.relative_to(proto_root).parts
+        for depth in range(2, len(parts) + 1):
+            out.add(out_dir.joinpath(*parts[:depth]))
+    return out
 
 
 class BuildPyWithProtos(build_py):
@@ -47,7 +57,7 @@ class BuildPyWithProtos(build_py):
         protos = generate_protos(ROOT)
         # Packages were discovered before the stubs existed: add the generated ones explicitly,
         # or a wheel / non-editable install from a clean checkout would ship without them.
-        generated = {".".join(p.parent.relative_to(ROOT / "protos").parts) for p in protos}
+        generated = {".".join(d.relative_to(ROOT).parts) for d in generated_packages(protos, ROOT, ROOT / "protos")}
         self.packages = sorted(set(self.packages or ()) | generated)
         super().run()
 

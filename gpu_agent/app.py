@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from gpu_agent.backends import InventoryBackend
@@ -44,6 +44,13 @@ class GpuAgentSettings(ServerSettings):
     register_with: str | None = Field(default=None, description="Planner HOST:PORT to self-register with (RegisterAgent heartbeat).")
     advertise_address: str | None = Field(default=None, description="HOST:PORT the planner should dial (default: the bound address; this host's name for 0.0.0.0).")
     register_token_file: Path | None = Field(default=None, description="File holding the planner's bearer token, for --register-with (default: this agent's own token).")
+
+    @field_validator("register_with", "advertise_address")
+    @classmethod
+    def _dial_address(cls, value: str | None, info) -> str | None:  # noqa: ANN001
+        from vllm_planner.transport.address import dial_address
+
+        return None if value is None else dial_address(value, info.field_name)
 
     @model_validator(mode="after")
     def _check_agent(self) -> "GpuAgentSettings":

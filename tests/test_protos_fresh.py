@@ -14,7 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "protos"
-PROTOS = sorted(PROTO_ROOT.rglob("*.proto"))
+PROTOS = sorted((PROTO_ROOT / "vllm_planner" / "v1").glob("*.proto"))  # the project's own API
+VENDORED = PROTO_ROOT / "vllm_planner" / "third_party"  # upstream protos, kept as upstream wrote them
 
 
 def _setup_module():
@@ -32,6 +33,30 @@ def test_stubs_match_the_protos(tmp_path):
     stale = [p.name for p in fresh_files if not (installed / p.name).is_file()
              or (installed / p.name).read_bytes() != p.read_bytes()]
     assert not stale, f"stale generated stubs (reinstall with `pip install -e .`): {stale}"
+    vendored = sorted(p.relative_to(PROTO_ROOT) for p in VENDORED.rglob("*.proto"))
+    assert vendored, "the vendored kubelet PodResources proto is missing"
+    for proto in vendored:
+        for suffix in ("_pb2.py", "_pb2_grpc.py"):
+            fresh = tmp_path / proto.parent / (proto.stem + suffix)
+            module = importlib.import_module(".".join((*proto.parent.parts, proto.stem + suffix[:-3])))
+            assert Path(module.__file__).read_bytes() == fresh.read_bytes(), f"stale stub {proto.parent / fresh.name}"
+
+
+def test_vendored_podresources_keeps_the_kubelet_wire_names():
+    """The kubelet answers on /v1.PodResourcesLister/<Method>: package and service names are the wire."""
+    from vllm_planner.third_party.kubelet.podresources.v1 import api_pb2
+
+    service = api_pb2.DESCRIPTOR.services_by_name["PodResourcesLister"]
+    assert service.full_name == "v1.PodResourcesLister"
+    assert [m.name for m in service.methods] == ["List", "GetAllocatableResources", "Get"]
+    fields = {name: {f.name: f.number for f in api_pb2.DESCRIPTOR.message_types_by_name[name].fields}
+              for name in ("ContainerResources", "ContainerDevices", "DynamicResource", "ClaimResource")}
+    assert fields["ContainerResources"] == {"name": 1, "devices": 2, "cpu_ids": 3, "memory": 4, "dynamic_resources": 5}
+    assert fields["ContainerDevices"] == {"resource_name": 1, "device_ids": 2, "topology": 3}
+    assert fields["DynamicResource"] == {"claim_name": 2, "claim_namespace": 3, "claim_resources": 4}
+    assert fields["ClaimResource"] == {"cdi_devices": 1, "driver_name": 2, "pool_name": 3, "device_name": 4}
+    license_text = (VENDORED / "kubelet" / "LICENSE").read_text()
+    assert "Apache License" in license_text and "Version 2.0" in license_text
 
 
 def _modules():

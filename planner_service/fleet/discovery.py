@@ -18,38 +18,34 @@ from typing import Callable, Iterable
 from planner_service.engine.errors import InvalidRequestError
 from planner_service.fleet.models import DiscoverySource
 from planner_service.fleet.registry import FleetRegistry
+from vllm_planner.transport.address import AddressError, join_host_port, parse_address_list, parse_host_port
 
 log = logging.getLogger(__name__)
 
 Resolver = Callable[[str, int], list[str]]
 
 
-def split_host_port(address: str) -> tuple[str, int]:
-    host, sep, port = address.strip().rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise InvalidRequestError.for_field("address", f"expected HOST:PORT, got {address!r}")
-    return host.strip("[]"), int(port)
+def split_host_port(address: str, field: str = "address") -> tuple[str, int]:
+    """Validated ``HOST:PORT`` (the shared parser); InvalidRequestError naming ``field`` otherwise."""
+    try:
+        parsed = parse_host_port(address, field, allow_wildcard=True)
+    except AddressError as exc:
+        raise InvalidRequestError.for_field(exc.field, exc.reason) from None
+    return parsed.host, parsed.port
 
 
-def join_host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_agent_list(values: Iterable[str]) -> list[str]:
+def parse_agent_list(values: Iterable[str], field: str = "agents") -> list[str]:
     """``["a:1,b:2", "c:3"]`` -> sorted unique addresses (flags may be repeated or comma-joined)."""
-    out: set[str] = set()
-    for value in values:
-        for item in value.split(","):
-            if item.strip():
-                host, port = split_host_port(item)
-                out.add(join_host_port(host, port))
-    return sorted(out)
+    try:
+        return parse_address_list(values, field)
+    except AddressError as exc:
+        raise InvalidRequestError.for_field(exc.field, exc.reason) from None
 
 
 def read_agent_file(path: Path) -> list[str]:
     """One address per line (or comma-separated); ``#`` starts a comment."""
     lines = [line.split("#", 1)[0] for line in Path(path).read_text().splitlines()]
-    return parse_agent_list(lines)
+    return parse_agent_list(lines, f"agents_file {path}")
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -72,7 +68,7 @@ class DnsDiscovery:
 
     def __init__(self, registry: FleetRegistry, target: str, resolver: Resolver = system_resolver) -> None:
         self._registry = registry
-        self.host, self.port = split_host_port(target)
+        self.host, self.port = split_host_port(target, "agents_dns")
         self._resolver = resolver
         self.current: set[str] = set()
 

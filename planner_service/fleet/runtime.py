@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 import grpc
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from planner_service.fleet.discovery import DnsDiscovery, Registrations, Resolver, StaticDiscovery, read_agent_file, system_resolver
 from planner_service.fleet.evaluator import TwinProvider
@@ -73,6 +73,13 @@ class FleetFlags(BaseModel):
     fleet_stale_after_seconds: float = Field(default=30.0, gt=0, description="No inventory for this long: host STALE.")
     fleet_gone_after_seconds: float = Field(default=120.0, gt=0, description="STALE for this long: host GONE.")
     fleet_dns_refresh_seconds: float = Field(default=30.0, gt=0, description="How often --agents-dns is re-resolved.")
+
+    @field_validator("agents", "agents_dns")
+    @classmethod
+    def _addresses(cls, values: list[str], info) -> list[str]:  # noqa: ANN001
+        from vllm_planner.transport.address import parse_address_list
+
+        return parse_address_list(values, info.field_name)
 
     def fleet_settings(self) -> "FleetSettings":
         token = Path(self.agent_auth_token_file).read_text().strip() if self.agent_auth_token_file else self.agent_auth_token

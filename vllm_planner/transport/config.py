@@ -22,7 +22,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -50,6 +50,13 @@ class ServerSettings(BaseSettings):
     log_format: str = Field(default="text", description="text or json.")
     log_level: str = Field(default="INFO", description="Python logging level.")
     grace_seconds: float = Field(default=5.0, ge=0, description="How long shutdown waits for in-flight RPCs.")
+
+    @field_validator("listen", "metrics_listen", "health_listen")
+    @classmethod
+    def _listen_address(cls, value: str | None, info) -> str | None:  # noqa: ANN001
+        from vllm_planner.transport.address import listen_address
+
+        return None if value is None else listen_address(value, info.field_name)
 
     @model_validator(mode="after")
     def _check(self) -> "ServerSettings":

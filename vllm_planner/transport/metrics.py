@@ -119,7 +119,7 @@ class MetricsServer:
     def __init__(self, listen: str) -> None:
         from vllm_planner.transport.server import split_listen
 
-        host, port = split_listen(listen)
+        host, port = split_listen(listen, "metrics_listen")
         self._httpd, self._thread = start_http_server(port, addr=host)
         self.host = host
         self.port = int(self._httpd.server_address[1])

@@ -145,7 +145,7 @@ def _is_loopback(host: str) -> bool:
 async def _start_health_server(listen: str, health_servicer: health.aio.HealthServicer) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(options=SERVER_OPTIONS)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)  # the same servicer: same states
-    host, port = split_listen(listen)
+    host, port = split_listen(listen, "health_listen")
     bound = server.add_insecure_port(_bind_address(host, port))
     if bound == 0:
         raise OSError(f"could not bind health port {listen}")
@@ -153,11 +153,12 @@ async def _start_health_server(listen: str, health_servicer: health.aio.HealthSe
     return server, bound
 
 
-def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"--listen must be HOST:PORT, got {listen!r}")
-    return host.strip("[]"), int(port)
+def split_listen(listen: str, field: str = "listen") -> tuple[str, int]:
+    """A listening ``HOST:PORT`` (wildcards and port 0 allowed), validated by the shared parser."""
+    from vllm_planner.transport.address import parse_host_port
+
+    parsed = parse_host_port(listen, field, allow_wildcard=True, allow_any_port=True)
+    return parsed.host, parsed.port
 
 
 async def start_server(
