@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from pydantic_settings import SettingsConfigDict
 from gpu_agent.backends import InventoryBackend
 from gpu_agent.collector import Collector
 from gpu_agent.factory import BACKENDS, REPLAY_SOURCES, live_backend, replay_backend
+from gpu_agent.gpu_metrics import register_gpu_metrics, unregister_gpu_metrics
+from gpu_agent.pod_resources import DEFAULT_SOCKET, PodResourcesClient
 from gpu_agent.servicer import SERVICE_FULL_NAME, ChangeSignal, GpuAgentServicer
 from vllm_planner.transport.config import ServerSettings
 from vllm_planner.transport.server import RunningServer, start_server
@@ -44,6 +47,15 @@ class GpuAgentSettings(ServerSettings):
     register_with: str | None = Field(default=None, description="Planner HOST:PORT to self-register with (RegisterAgent heartbeat).")
     advertise_address: str | None = Field(default=None, description="HOST:PORT the planner should dial (default: the bound address; this host's name for 0.0.0.0).")
     register_token_file: Path | None = Field(default=None, description="File holding the planner's bearer token, for --register-with (default: this agent's own token).")
+    pod_resources_socket: Path | None = Field(
+        default=Path(DEFAULT_SOCKET),
+        description="The kubelet's PodResources socket: when it exists, GPUs allocated to pods are reported as taken (empty string: never read it).",
+    )
+
+    @field_validator("pod_resources_socket", mode="before")
+    @classmethod
+    def _empty_socket_is_none(cls, value):  # noqa: ANN001, ANN206
+        return None if value in ("", None) else value
 
     @field_validator("register_with", "advertise_address")
     @classmethod
@@ -75,6 +87,10 @@ class AgentServer:
     _monitor: asyncio.Task | None = field(default=None, repr=False)
 
     @property
+    def instance_id(self) -> str:
+        return self.collector.instance_id
+
+    @property
     def address(self) -> str:
         return self.running.address
 
@@ -84,6 +100,7 @@ class AgentServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
         await self.running.stop(grace_seconds)
+        unregister_gpu_metrics(self.collector)
         await asyncio.to_thread(self.collector.stop)
 
     async def serve_until_signal(self) -> None:
@@ -96,7 +113,9 @@ class AgentServer:
 async def _track_freshness(running: RunningServer, collector: Collector, period_seconds: float) -> None:
     serving: bool | None = None
     while True:
-        fresh = collector.is_fresh()
+        # A snapshot that merely aged into staleness (a hung driver) has no collection to announce it:
+        # check_freshness tells the watch streams, so the planner hears it with the next message.
+        fresh = await asyncio.to_thread(collector.check_freshness)
         if fresh != serving:
             await running.set_serving(fresh, SERVICE_FULL_NAME)
             serving = fresh
@@ -104,13 +123,20 @@ async def _track_freshness(running: RunningServer, collector: Collector, period_
 
 
 async def build_agent_server(settings: GpuAgentSettings, backend: InventoryBackend | None = None) -> AgentServer:
-    """Start collecting, wait (bounded) for the first collection, then start serving."""
+    """Start collecting, wait (bounded) for the first collection, then start serving.
+
+    Every start gets a new random ``agent_instance_id`` (stamped on each snapshot and sent with the
+    registration), so the planner can tell a restarted agent from a reconnected stream.
+    """
+    socket = settings.pod_resources_socket
     collector = Collector(
         backend or settings.build_backend(),
         interval_seconds=settings.interval_seconds,
         call_timeout_seconds=settings.call_timeout_seconds,
         collect_timeout_seconds=settings.collect_timeout_seconds,
         stale_after_intervals=settings.stale_after_intervals,
+        instance_id=uuid.uuid4().hex,
+        pod_resources=PodResourcesClient(socket, settings.call_timeout_seconds) if socket is not None else None,
     )
     changes = ChangeSignal(asyncio.get_running_loop())
     collector.add_listener(changes.notify_threadsafe)
@@ -126,6 +152,7 @@ async def build_agent_server(settings: GpuAgentSettings, backend: InventoryBacke
     except BaseException:
         collector.stop()
         raise
+    register_gpu_metrics(collector)
     period = min(settings.interval_seconds / 2, 1.0)
     monitor = asyncio.ensure_future(_track_freshness(running, collector, period))
     return AgentServer(running, collector, monitor)

@@ -37,9 +37,11 @@ _LEVEL = {
     d.LinkLevel.NODE: pb.LINK_LEVEL_NODE,
     d.LinkLevel.SYS: pb.LINK_LEVEL_SYS,
 }
+_HEALTH = {d.GpuHealth.HEALTHY: pb.GPU_HEALTH_HEALTHY, d.GpuHealth.UNHEALTHY: pb.GPU_HEALTH_UNHEALTHY}
 # Enum-typed domain fields and their proto mapping (0 = UNSPECIFIED = None).
 _ENUMS: dict[str, dict[Any, int]] = {
     "source": _SOURCE, "mig_mode": _MIG, "mig_mode_pending": _MIG, "compute_mode": _COMPUTE, "level": _LEVEL,
+    "health": _HEALTH,
 }
 _REVERSE = {name: {v: k for k, v in table.items()} for name, table in _ENUMS.items()}
 
@@ -87,7 +89,8 @@ def _read(message: Any, model_cls: type[BaseModel]) -> BaseModel:
         elif descriptor.message_type is not None and descriptor.message_type.full_name == "google.protobuf.Timestamp":
             values[name] = from_timestamp(getattr(message, name))
         elif descriptor.message_type is not None:
-            values[name] = _read(getattr(message, name), _ITEM_TYPES[(model_cls, name)])
+            present = message.HasField(name) or field.default is not None
+            values[name] = _read(getattr(message, name), _ITEM_TYPES[(model_cls, name)]) if present else None
         elif descriptor.has_presence and not message.HasField(name):
             values[name] = None
         else:
@@ -104,6 +107,9 @@ _ITEM_TYPES: dict[tuple[type[BaseModel], str], type[BaseModel]] = {
     (d.HostInventory, "links"): d.GpuLink,
     (d.HostInventory, "errors"): d.CollectionError,
     (d.Gpu, "mig_devices"): d.MigDevice,
+    (d.HostInventory, "pod_resources"): d.PodResourcesReport,
+    (d.PodResourcesReport, "allocations"): d.DeviceAllocation,
+    (d.PodResourcesReport, "allocatable"): d.AllocatableDevices,
 }
 
 
@@ -115,13 +121,16 @@ def inventory_from_proto(message: pb.HostInventory) -> d.HostInventory:
     return _read(message, d.HostInventory)  # type: ignore[return-value]
 
 
-def heartbeat_to_proto(send_time: datetime, inventory: d.HostInventory | None) -> pb.InventoryHeartbeat:
+def heartbeat_to_proto(send_time: datetime, inventory: d.HostInventory | None, reason: str | None = None) -> pb.InventoryHeartbeat:
+    """A heartbeat carries the snapshot's freshness, so a recovery is seen without a content change."""
     beat = pb.InventoryHeartbeat(send_time=timestamp(send_time))
     if inventory is not None:
         beat.collect_time.CopyFrom(timestamp(inventory.collect_time))
         beat.stale = inventory.stale
+        beat.status_reason = (inventory.status_reason or "") if inventory.stale else ""
     else:
         beat.stale = True
+        beat.status_reason = reason or "no inventory collected yet"
     return beat
 
 
@@ -130,6 +139,7 @@ def heartbeat_from_proto(message: pb.InventoryHeartbeat) -> d.InventoryHeartbeat
         send_time=from_timestamp(message.send_time),
         collect_time=from_timestamp(message.collect_time) if message.HasField("collect_time") else None,
         stale=message.stale,
+        status_reason=message.status_reason or None,
     )
 
 

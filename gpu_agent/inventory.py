@@ -35,6 +35,13 @@ class ComputeMode(str, Enum):
     PROHIBITED = "prohibited"
 
 
+class GpuHealth(str, Enum):
+    """From the driver's error events (NVML XID / ECC); None = not monitored."""
+
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
 class LinkLevel(str, Enum):
     """``nvidia-smi topo -m`` legend, closest first."""
 
@@ -56,6 +63,8 @@ class HostInfo(_Model):
     driver_version: str | None = None
     cuda_driver_version: str | None = None
     nvml_version: str | None = None
+    # Random per agent start; the collector stamps it on every snapshot.
+    agent_instance_id: str = ""
 
 
 class MigDevice(_Model):
@@ -100,6 +109,13 @@ class Gpu(_Model):
     persistence_mode_enabled: bool | None = None
     # Set when a probe of this GPU failed; the other fields hold what could be read.
     error: str | None = None
+    power_usage_milliwatts: int | None = None
+    ecc_errors_corrected_count: int | None = None
+    ecc_errors_uncorrected_count: int | None = None
+    xid_events_count: int | None = None
+    last_xid: int | None = None
+    health: GpuHealth | None = None
+    health_reason: str = ""
 
 
 class GpuProcess(_Model):
@@ -129,6 +145,36 @@ class CollectionError(_Model):
     gpu_uuid: str | None = None
 
 
+class DeviceAllocation(_Model):
+    """One device the kubelet allocated to one container (PodResources List)."""
+
+    resource_name: str
+    device_id: str
+    gpu_uuid: str = ""
+    namespace: str = ""
+    pod: str = ""
+    container: str = ""
+    claim_name: str = ""
+
+    @property
+    def holder(self) -> str:
+        return f"{self.namespace}/{self.pod}/{self.container}"
+
+
+class AllocatableDevices(_Model):
+    resource_name: str
+    device_ids: tuple[str, ...] = ()
+
+
+class PodResourcesReport(_Model):
+    """The kubelet PodResources API's answer about this node's devices."""
+
+    socket_path: str
+    error: str = ""
+    allocations: tuple[DeviceAllocation, ...] = ()
+    allocatable: tuple[AllocatableDevices, ...] = ()
+
+
 class HostInventory(_Model):
     host: HostInfo
     gpus: tuple[Gpu, ...] = ()
@@ -139,6 +185,7 @@ class HostInventory(_Model):
     stale: bool = False
     status_reason: str | None = None
     errors: tuple[CollectionError, ...] = ()
+    pod_resources: PodResourcesReport | None = None
 
     def change_key(self) -> dict:
         """What counts as a change for WatchInventory: everything but time, staleness and telemetry
@@ -147,7 +194,8 @@ class HostInventory(_Model):
             exclude={
                 "collect_time": True,
                 "stale": True,
-                "gpus": {"__all__": {"temperature_celsius", "utilization_gpu_percent", "utilization_memory_percent"}},
+                "gpus": {"__all__": {"temperature_celsius", "utilization_gpu_percent", "utilization_memory_percent",
+                                     "power_usage_milliwatts"}},
             }
         )
 
@@ -175,3 +223,4 @@ class InventoryHeartbeat(_Model):
     send_time: datetime
     collect_time: datetime | None = None
     stale: bool = False
+    status_reason: str | None = None

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import socket
 import sys
-import uuid
 
 from pydantic import ValidationError
 
@@ -30,8 +29,10 @@ log = logging.getLogger("gpu_agent")
 
 def _dialable(address: str) -> str:
     """0.0.0.0:P / [::]:P cannot be dialled from elsewhere: advertise this host's name instead."""
-    host, _, port = address.rpartition(":")
-    return f"{socket.gethostname()}:{port}" if host.strip("[]") in ("0.0.0.0", "::") else address
+    from vllm_planner.transport.address import join_host_port, parse_host_port
+
+    bound = parse_host_port(address, "listen", allow_wildcard=True)
+    return join_host_port(socket.gethostname(), bound.port) if bound.is_wildcard else str(bound)
 
 
 async def _serve(settings: GpuAgentSettings, backend: InventoryBackend) -> None:
@@ -44,7 +45,7 @@ async def _serve(settings: GpuAgentSettings, backend: InventoryBackend) -> None:
         token = settings.register_token_file.read_text().strip() if settings.register_token_file else settings.resolved_auth_token()
         registration = start_registration(
             settings.register_with, advertise_address=settings.advertise_address or _dialable(agent.address),
-            host=settings.hostname, agent_instance_id=uuid.uuid4().hex, token=token,
+            host=settings.hostname, agent_instance_id=agent.instance_id, token=token,
         )
     # The address goes out last, once everything is started: a parent that reads it may signal at once.
     sys.stdout.write(f"{agent.address}\n")

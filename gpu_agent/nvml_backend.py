@@ -20,6 +20,7 @@ from gpu_agent.inventory import (
     CollectionSource,
     ComputeMode,
     Gpu,
+    GpuHealth,
     GpuProcess,
     HostInventory,
     LinkLevel,
@@ -28,6 +29,7 @@ from gpu_agent.inventory import (
     cuda_total,
     pair_links,
 )
+from gpu_agent.nvml_events import NvmlEventMonitor
 from gpu_agent.watchdog import CallGuard
 
 _UNSUPPORTED = {pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND}
@@ -95,7 +97,20 @@ def _cuda_version(raw: int | None) -> str | None:
     return f"{raw // 1000}.{(raw % 1000) // 10}"
 
 
-def _gpu(probe: _Probe, index: int) -> tuple[Gpu, Any, list[GpuProcess]]:
+def _health(monitor: NvmlEventMonitor | None, uuid: str) -> dict[str, Any]:
+    """Health fields from the event monitor (unset when this GPU is not monitored)."""
+    seen = monitor.health(uuid) if monitor is not None and uuid else None
+    if seen is None:
+        return {}
+    return dict(
+        xid_events_count=seen.xid_events,
+        last_xid=seen.last_xid,
+        health=GpuHealth.UNHEALTHY if seen.unhealthy_reason else GpuHealth.HEALTHY,
+        health_reason=seen.unhealthy_reason,
+    )
+
+
+def _gpu(probe: _Probe, index: int, monitor: NvmlEventMonitor | None = None) -> tuple[Gpu, Any, list[GpuProcess]]:
     handle = probe("nvmlDeviceGetHandleByIndex", index, gpu=(index, None))
     if handle is None:
         return Gpu(index=index, uuid="", name="", error="nvmlDeviceGetHandleByIndex failed"), None, []
@@ -116,6 +131,9 @@ def _gpu(probe: _Probe, index: int) -> tuple[Gpu, Any, list[GpuProcess]]:
     util = get("nvmlDeviceGetUtilizationRates")
     mode = get("nvmlDeviceGetComputeMode")
     persistence = get("nvmlDeviceGetPersistenceMode")
+    ecc_on = ecc[0] is not None and bool(ecc[0])
+    corrected = get("nvmlDeviceGetTotalEccErrors", pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, pynvml.NVML_VOLATILE_ECC) if ecc_on else None
+    uncorrected = get("nvmlDeviceGetTotalEccErrors", pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC) if ecc_on else None
     mig_devices = _mig_devices(probe, handle, uuid, where) if _mig(mig[0]) is MigMode.ENABLED else ()
     processes = _processes(probe, handle, uuid, where)
     fields = dict(
@@ -144,6 +162,10 @@ def _gpu(probe: _Probe, index: int) -> tuple[Gpu, Any, list[GpuProcess]]:
         compute_mode=_COMPUTE_MODES.get(mode) if mode is not None else None,
         numa_node=get("nvmlDeviceGetNumaNodeId"),
         persistence_mode_enabled=None if persistence is None else bool(persistence),
+        power_usage_milliwatts=get("nvmlDeviceGetPowerUsage"),
+        ecc_errors_corrected_count=corrected,
+        ecc_errors_uncorrected_count=uncorrected,
+        **_health(monitor, uuid),
     )
     failed = probe.errors[before:]
     if failed:
@@ -238,8 +260,8 @@ def _links(probe: _Probe, gpus: list[Gpu], handles: list[Any]) -> dict[tuple[int
 
 
 def collect_nvml(nvml: Any, guard: CallGuard, source: CollectionSource = CollectionSource.NVML,
-                 hostname: str | None = None) -> HostInventory:
-    """One full collection. Assumes NVML is initialised (``nvml_init``)."""
+                 hostname: str | None = None, monitor: NvmlEventMonitor | None = None) -> HostInventory:
+    """One full collection. Assumes NVML is initialised (``nvml_init``); ``monitor`` adds GPU health."""
     probe = _Probe(nvml, guard)
     driver = probe("nvmlSystemGetDriverVersion")
     nvml_version = probe("nvmlSystemGetNVMLVersion")
@@ -247,7 +269,7 @@ def collect_nvml(nvml: Any, guard: CallGuard, source: CollectionSource = Collect
     count = probe("nvmlDeviceGetCount") or 0
     gpus, handles, processes = [], [], []
     for index in range(count):
-        gpu, handle, procs = _gpu(probe, index)
+        gpu, handle, procs = _gpu(probe, index, monitor)
         gpus.append(gpu)
         handles.append(handle)
         processes += procs
@@ -272,9 +294,31 @@ class NvmlBackend:
                  hostname: str | None = None) -> None:
         self.nvml, self.source, self.hostname = nvml, source, hostname
         self._initialised = False
+        self.monitor: NvmlEventMonitor | None = None
+        self._wake: Any = None
+
+    def set_wake(self, wake: Any) -> None:
+        """``wake()`` asks the collector for a collection now (after an XID/ECC event)."""
+        self._wake = wake
+        if self.monitor is not None:
+            self.monitor.on_event = wake
 
     def collect(self, guard: CallGuard) -> HostInventory:
         if not self._initialised:
             nvml_init(self.nvml, guard)
             self._initialised = True
-        return collect_nvml(self.nvml, guard, self.source, self.hostname)
+        if self.monitor is None:
+            monitor = NvmlEventMonitor(self.nvml)
+            monitor.on_event = self._wake
+            self.monitor = monitor if monitor.start(guard.call) else None
+            if self.monitor is None:
+                self.monitor = _UNMONITORED
+        monitor = None if self.monitor is _UNMONITORED else self.monitor
+        return collect_nvml(self.nvml, guard, self.source, self.hostname, monitor)
+
+    def close(self) -> None:
+        if self.monitor is not None and self.monitor is not _UNMONITORED:
+            self.monitor.stop()
+
+
+_UNMONITORED: Any = object()  # event registration was tried and is not available

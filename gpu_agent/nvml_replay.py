@@ -13,6 +13,8 @@ nvidia-smi capture), so v2 used = used_bytes - reserved and free = total - used_
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -148,6 +150,49 @@ class RecordedNvml:
         if link >= len(states):
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return _raise_if_error(states[link])
+
+    def nvmlDeviceGetPowerUsage(self, h: Any) -> int:
+        return self._field(h, "power_usage_mw")
+
+    def nvmlDeviceGetTotalEccErrors(self, h: Any, error_type: int, counter_type: int) -> int:
+        counts = self._field(h, "ecc_errors_volatile")
+        key = "uncorrected" if error_type == pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED else "corrected"
+        return int(counts[key])
+
+    # -- driver events: a capture may list "events" to replay (see ``nvmlEventSetWait_v2``) ----
+    def nvmlDeviceGetSupportedEventTypes(self, h: Any) -> int:
+        if "events" not in self.data:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return pynvml.nvmlEventTypeXidCriticalError | pynvml.nvmlEventTypeDoubleBitEccError | pynvml.nvmlEventTypeSingleBitEccError
+
+    def nvmlEventSetCreate(self) -> SimpleNamespace:
+        if "events" not in self.data:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return SimpleNamespace(created=time.monotonic(), pending=sorted(self.data["events"], key=lambda e: e["after_seconds"]),
+                               registered=set(), lock=threading.Lock())
+
+    def nvmlDeviceRegisterEvents(self, h: Any, mask: int, event_set: Any) -> None:
+        event_set.registered.add(h.index)
+
+    def nvmlEventSetWait_v2(self, event_set: Any, timeout_ms: int) -> SimpleNamespace:
+        """The next recorded event once ``after_seconds`` (since the set was created) has passed:
+        ``{"after_seconds": 2.0, "gpu_index": 0, "type": "xid" | "dbe" | "sbe", "data": 79}``."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            with event_set.lock:
+                due = next((e for e in event_set.pending if e["gpu_index"] in event_set.registered), None)
+                now = time.monotonic()
+                if due is not None and now - event_set.created >= due["after_seconds"]:
+                    event_set.pending.remove(due)
+                    kind = {"xid": pynvml.nvmlEventTypeXidCriticalError, "dbe": pynvml.nvmlEventTypeDoubleBitEccError,
+                            "sbe": pynvml.nvmlEventTypeSingleBitEccError}[due["type"]]
+                    return SimpleNamespace(device=SimpleNamespace(index=due["gpu_index"]), eventType=kind,
+                                           eventData=int(due.get("data", 0)), gpuInstanceId=0xFFFFFFFF,
+                                           computeInstanceId=0xFFFFFFFF)
+            wake = deadline if due is None else min(deadline, event_set.created + due["after_seconds"])
+            if now >= deadline:
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_TIMEOUT)
+            time.sleep(max(0.0, min(wake - now, 0.05)))
 
     def nvmlDeviceGetComputeRunningProcesses(self, h: Any) -> list[SimpleNamespace]:
         procs = self.busy["compute_procs"] if self.busy is not None else self._field(h, "compute_procs")

@@ -2,7 +2,11 @@
 
 Both RPCs only read the cache; neither runs a command nor reads a file. Before the first successful
 collection GetInventory answers UNAVAILABLE (with the collector's last error), and WatchInventory
-sends heartbeats (stale) until the first snapshot exists.
+sends heartbeats (stale) until the first snapshot exists. WatchInventory sends the inventory when its
+content changed and a heartbeat otherwise: at once when the collector reports a change of freshness
+(a failed collection, a recovery), and every heartbeat interval while nothing happens. Each heartbeat
+carries the snapshot's freshness and the reason, so the planner follows stale -> fresh without waiting
+for the GPUs' memory to change.
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ class GpuAgentServicer(agent_pb2_grpc.GpuAgentServiceServicer):
                 sent_generation = generation
                 yield pb.WatchInventoryResponse(inventory=inventory_to_proto(snapshot))
             else:
-                yield pb.WatchInventoryResponse(heartbeat=heartbeat_to_proto(datetime.now(timezone.utc), snapshot))
+                reason = None if snapshot is not None else (self._collector.last_error or "first collection still running")
+                yield pb.WatchInventoryResponse(heartbeat=heartbeat_to_proto(datetime.now(timezone.utc), snapshot, reason))
             try:
                 await asyncio.wait_for(changed.wait(), timeout=self._heartbeat_seconds)
             except asyncio.TimeoutError:

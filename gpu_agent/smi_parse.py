@@ -125,6 +125,10 @@ def parse_query_xml(text: str, mig_names: dict[str, list[tuple[str, str]]] | Non
                 multiprocessor_count=_int(_find(mig, "device_attributes/shared/multiprocessor_count")),
             ))
         power = _number(_find(node, "gpu_power_readings/current_power_limit"))
+        # Newer drivers print instant and average draw; older ones one power_draw (sometimes under power_readings).
+        draw = next((v for v in (_number(_find(node, path)) for path in (
+            "gpu_power_readings/instant_power_draw", "gpu_power_readings/power_draw", "power_readings/power_draw",
+            "gpu_power_readings/average_power_draw")) if v is not None), None)
         mode = _value(_find(node, "compute_mode"))
         host.gpus.append(Gpu(
             index=index,  # nvidia-smi index order = XML order
@@ -145,6 +149,7 @@ def parse_query_xml(text: str, mig_names: dict[str, list[tuple[str, str]]] | Non
             mig_devices=tuple(migs),
             ecc_enabled=_enabled(_find(node, "ecc_mode/current_ecc")),
             power_limit_milliwatts=None if power is None else round(power * 1000),
+            power_usage_milliwatts=None if draw is None else round(draw * 1000),
             temperature_celsius=_int(_find(node, "temperature/gpu_temp")),
             utilization_gpu_percent=_int(_find(node, "utilization/gpu_util")),
             utilization_memory_percent=_int(_find(node, "utilization/memory_util")),

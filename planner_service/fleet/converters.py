@@ -8,6 +8,7 @@ planner service's own name-driven converter so both services read plan requests 
 
 from __future__ import annotations
 
+from datetime import timezone
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -26,12 +27,16 @@ _ENUM_PREFIX = {
     m.DiscoverySource: "FLEET_DISCOVERY_SOURCE_",
     m.MemorySizing: "FLEET_MEMORY_SIZING_",
     m.RejectReason: "FLEET_REJECT_REASON_",
+    m.GpuPinning: "FLEET_GPU_PINNING_",
+    m.ReservationState: "FLEET_RESERVATION_STATE_",
 }
 _ENUM_PB = {
     m.HostState: pb.FleetHostState,
     m.DiscoverySource: pb.FleetDiscoverySource,
     m.MemorySizing: pb.FleetMemorySizing,
     m.RejectReason: pb.FleetRejectReason,
+    m.GpuPinning: pb.FleetGpuPinning,
+    m.ReservationState: pb.FleetReservationState,
 }
 
 
@@ -137,11 +142,13 @@ def filter_from_proto(msg: pb.FleetHostFilter) -> m.HostFilter:
 def deployment_to_proto(dep: m.Deployment) -> pb.FleetDeployment:
     from planner_service.server.convert import to_proto
 
-    msg = _fill(dep, pb.FleetDeployment(), skip=("plan", "filter", "sizing"))
+    msg = _fill(dep, pb.FleetDeployment(), skip=("plan", "filter", "sizing", "gpu_pinning"))
     msg.plan.CopyFrom(to_proto(dep.plan, planner_pb2.PlanRequest()))
     msg.filter.CopyFrom(filter_to_proto(dep.filter))
     if dep.sizing is not None:
         msg.sizing = enum_to_proto(dep.sizing)
+    if dep.gpu_pinning is not None:
+        msg.gpu_pinning = enum_to_proto(dep.gpu_pinning)
     return msg
 
 
@@ -149,11 +156,12 @@ def deployment_from_proto(msg: pb.FleetDeployment) -> m.Deployment:
     from planner_service.server.convert import from_proto
 
     return m.Deployment(
-        **_read(msg, m.Deployment, skip=("plan", "filter", "sizing", "replicas")),
+        **_read(msg, m.Deployment, skip=("plan", "filter", "sizing", "replicas", "gpu_pinning")),
         replicas=msg.replicas or 1,
         plan=from_proto(msg.plan, PlanRequest),
         filter=filter_from_proto(msg.filter),
         sizing=enum_from_proto(m.MemorySizing, msg.sizing),
+        gpu_pinning=enum_from_proto(m.GpuPinning, msg.gpu_pinning),
     )
 
 
@@ -170,35 +178,68 @@ def placement_from_proto(msg: pb.FleetPlacement) -> m.Placement:
     artifacts = None
     if msg.HasField("artifacts"):
         artifacts = m.PlacementArtifacts(
-            **_read(msg.artifacts, m.PlacementArtifacts, skip=("kubernetes_node_selector",)),
+            **_read(msg.artifacts, m.PlacementArtifacts, skip=("kubernetes_node_selector", "kubernetes_gpu_pinning")),
             kubernetes_node_selector=_labels_from_proto(msg.artifacts.kubernetes_node_selector),
+            kubernetes_gpu_pinning=enum_from_proto(m.GpuPinning, msg.artifacts.kubernetes_gpu_pinning),
         )
     return m.Placement(**_read(msg, m.Placement, skip=("artifacts",)), artifacts=artifacts)
 
 
+def reservation_to_proto(r: m.Reservation) -> pb.FleetReservation:
+    msg = pb.FleetReservation(reservation_id=r.reservation_id, deployment=r.deployment,
+                              expires_in_seconds=r.expires_in_seconds, state=enum_to_proto(r.state))
+    msg.expire_time.FromDatetime(r.expire_time.astimezone(timezone.utc))
+    msg.holds.extend(_fill(h, pb.FleetHold()) for h in r.holds)
+    return msg
+
+
+def reservation_from_proto(msg: pb.FleetReservation) -> m.Reservation:
+    return m.Reservation(
+        reservation_id=msg.reservation_id, deployment=msg.deployment,
+        expire_time=msg.expire_time.ToDatetime(tzinfo=timezone.utc), expires_in_seconds=msg.expires_in_seconds,
+        state=enum_from_proto(m.ReservationState, msg.state) or m.ReservationState.ACTIVE,
+        holds=tuple(m.Hold(**_read(h, m.Hold)) for h in msg.holds),
+    )
+
+
+def _rejection_to_proto(x: m.Rejection) -> pb.FleetRejection:
+    return pb.FleetRejection(host=x.host, reason=enum_to_proto(x.reason), message=x.message)
+
+
+def _rejection_from_proto(x: pb.FleetRejection) -> m.Rejection:
+    return m.Rejection(host=x.host, reason=enum_from_proto(m.RejectReason, x.reason) or m.RejectReason.INVALID, message=x.message)
+
+
 def place_response_to_proto(r: m.PlaceResponse) -> pb.PlaceResponse:
+    """The deprecated per-host ``rejections`` list stays empty: the closest few and the counts per
+    reason keep the answer's size independent of the fleet's."""
     msg = pb.PlaceResponse(
         deployment=r.deployment, unplaced_replicas=r.unplaced_replicas, hosts_considered=r.hosts_considered
     )
     msg.placements.extend(placement_to_proto(p) for p in r.placements)
     msg.selected.extend(placement_to_proto(p) for p in r.selected)
-    msg.rejections.extend(
-        pb.FleetRejection(host=x.host, reason=enum_to_proto(x.reason), message=x.message) for x in r.rejections
+    msg.closest_rejections.extend(_rejection_to_proto(x) for x in r.rejections)
+    msg.rejection_counts.extend(
+        pb.FleetRejectionCount(reason=enum_to_proto(reason), hosts=n)
+        for reason, n in sorted(r.rejection_counts.items(), key=lambda item: (-item[1], item[0].value))
     )
+    if r.reservation is not None:
+        msg.reservation.CopyFrom(reservation_to_proto(r.reservation))
     return msg
 
 
 def place_response_from_proto(msg: pb.PlaceResponse) -> m.PlaceResponse:
+    # An older planner fills the deprecated list with every rejected host: read it when the new one is empty.
+    rejections = msg.closest_rejections or msg.rejections
     return m.PlaceResponse(
         deployment=msg.deployment,
         placements=tuple(placement_from_proto(p) for p in msg.placements),
         selected=tuple(placement_from_proto(p) for p in msg.selected),
-        rejections=tuple(
-            m.Rejection(host=x.host, reason=enum_from_proto(m.RejectReason, x.reason) or m.RejectReason.INVALID, message=x.message)
-            for x in msg.rejections
-        ),
+        rejections=tuple(_rejection_from_proto(x) for x in rejections),
+        rejection_counts={enum_from_proto(m.RejectReason, c.reason) or m.RejectReason.INVALID: c.hosts for c in msg.rejection_counts},
         unplaced_replicas=msg.unplaced_replicas,
         hosts_considered=msg.hosts_considered,
+        reservation=reservation_from_proto(msg.reservation) if msg.HasField("reservation") else None,
     )
 
 
@@ -208,6 +249,8 @@ def fleet_plan_to_proto(r: m.FleetPlanResponse) -> pb.PlanFleetResponse:
         msg.assignments.add(deployment=a.deployment, replica=a.replica).placement.CopyFrom(placement_to_proto(a.placement))
     msg.unplaced.extend(pb.FleetUnplaced(deployment=u.deployment, replica=u.replica, reason=u.reason) for u in r.unplaced)
     msg.budgets.extend(_fill(b, pb.FleetGpuBudget()) for b in r.budgets)
+    if r.reservation is not None:
+        msg.reservation.CopyFrom(reservation_to_proto(r.reservation))
     return msg
 
 
@@ -219,4 +262,5 @@ def fleet_plan_from_proto(msg: pb.PlanFleetResponse) -> m.FleetPlanResponse:
         ),
         unplaced=tuple(m.Unplaced(deployment=u.deployment, replica=u.replica, reason=u.reason) for u in msg.unplaced),
         budgets=tuple(m.GpuBudget(**_read(b, m.GpuBudget)) for b in msg.budgets),
+        reservation=reservation_from_proto(msg.reservation) if msg.HasField("reservation") else None,
     )

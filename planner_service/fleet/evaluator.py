@@ -3,7 +3,8 @@
 ``TwinProvider.prepare(deployment)`` returns the ``TwinCache`` for that deployment's base request
 (model, workload, policy, engine; the hardware part is filled per GPU group by placement) and
 whether it needs fp8. With the engine (the default) each evaluation is ``build_plan`` plus the roofline
-performance (SLOs need TTFT/ITL), and artifacts come from the engine's renderers pinned to the GPUs. Caches are kept per base request in a small LRU, so repeated ``Place`` calls
+performance (SLOs need TTFT/ITL), and artifacts come from the engine's renderers pinned to the GPUs
+(``pinning``). Caches are kept per base request in a small LRU, so repeated ``Place`` calls
 for the same model reuse every twin evaluation already done (the benchmark's warm path).
 """
 
@@ -15,8 +16,8 @@ from typing import Callable
 
 from planner_service.engine.models import HardwareOptions, ModelOptions, PlanRequest, PlanResponse
 from planner_service.engine.source import ModelSource
-from planner_service.fleet.models import Deployment, PlacementArtifacts
-from planner_service.fleet.placement import Render, TwinCache, needs_fp8
+from planner_service.fleet.models import Deployment
+from planner_service.fleet.placement import TwinCache, needs_fp8
 
 Resolve = Callable[[ModelOptions], ModelSource]
 Build = Callable[[ModelSource, PlanRequest], PlanResponse]
@@ -31,10 +32,11 @@ def default_resolve() -> Resolve:
     return ModelResolver(allow_local_paths=False).resolve
 
 
-def engine_twin(source: ModelSource, quantization: str | None) -> tuple[Callable[[PlanRequest], PlanResponse], Render]:
-    """The memory twin plus the roofline performance (for SLOs), and the engine's pinned artifacts."""
+def engine_twin(source: ModelSource, quantization: str | None) -> Callable[[PlanRequest], PlanResponse]:
+    """The memory twin plus the roofline performance (for SLOs); artifacts come from the engine's
+    renderers through ``pinning.render`` (the TwinCache default)."""
     from planner_service.engine.architecture import parse_architecture
-    from planner_service.engine.pipeline import complete_plan, plan_performance, shape_from_architecture
+    from planner_service.engine.pipeline import plan_performance, shape_from_architecture
     from planner_service.engine.plan import build_plan
 
     architecture = parse_architecture(source.config, quantization)  # once per deployment, not per GPU
@@ -44,15 +46,7 @@ def engine_twin(source: ModelSource, quantization: str | None) -> tuple[Callable
         plan = build_plan(source, request)
         return plan.model_copy(update={"performance": plan_performance(plan, request, shape)})
 
-    def render(plan: PlanResponse, request: PlanRequest, uuids, host: str) -> PlacementArtifacts:  # noqa: ANN001
-        done = complete_plan(plan, request, architecture=architecture, gpu_uuids=list(uuids), hostname=host)
-        art = done.artifacts
-        return PlacementArtifacts(
-            cuda_visible_devices=",".join(uuids), serve_command=art.serve_command, docker_run=art.docker_run,
-            kubernetes_node_selector={"kubernetes.io/hostname": host}, kubernetes=art.kubernetes,
-        )
-
-    return evaluate, render
+    return evaluate
 
 
 def checkpoint_quantization(source: ModelSource) -> str | None:
@@ -88,8 +82,7 @@ class TwinProvider:
         resolve = self._resolve
         source = resolve(deployment.plan.model)  # blocking I/O (catalog, HF cache or Hub)
         if self._build is None:
-            evaluate, render = engine_twin(source, deployment.plan.model.quantization)
-            cache = TwinCache(evaluate, render)
+            cache = TwinCache(engine_twin(source, deployment.plan.model.quantization))
         else:
             build = self._build
             cache = TwinCache(lambda request: build(source, request))

@@ -4,13 +4,19 @@ The agent reports physical GPUs with NVML v2 memory; the fleet needs placement t
 MIG mode becomes a ``mig_enabled`` parent plus one target per MIG instance (addressed by its MIG
 UUID, TP=1 only), the CUDA-visible total is ``memory_cuda_total_bytes`` (total - reserved), and NVLink
 peers come from the pairwise link matrix (level NVLINK or a non-zero bonded link count). A GPU whose
-total or free memory is unknown, or whose probe failed, is kept but marked unhealthy: it is listed,
-never placed on. Labels here are GFD-style facts derived from the inventory; the registry adds the
-labels an agent sent with its registration.
+total or free memory is unknown, whose probe failed, or that the agent's XID/ECC monitor marked
+unhealthy is kept but marked unhealthy (with the reason): it is listed, never placed on. A GPU (or MIG
+instance) the kubelet allocated to a pod (the agent's PodResources report) carries ``allocated_to``
+and is never placed on either, even before that pod uses any memory. Labels here are facts derived
+from the inventory with GPU Feature Discovery's names and meanings (``nvidia.com/mig.capable`` = the
+GPU supports MIG, whether or not MIG is on); the registry adds the labels an agent registered with.
 
 The agent's stream interleaves inventories (on change) and heartbeats (every interval, nothing
-changed); a heartbeat re-yields the last inventory so the registry sees the host as alive, and an
-agent that says its own snapshot is stale (hung driver) is reported STALE with that reason.
+changed, and at once when the agent's freshness changes). Freshness is part of every message: a
+stale heartbeat makes the host STALE with the agent's reason, and the next fresh heartbeat makes it
+READY again, so a host recovers as soon as its agent does (not when its memory next changes).
+The host name an agent reports is used only if it is a valid RFC 1123 name (else the address's
+host), so a hostile agent cannot forge log lines or labels.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import re
 from typing import TYPE_CHECKING, AsyncIterator
 
 from planner_service.fleet.models import FleetGpu, FleetHost, HostState
+from vllm_planner.transport.address import AddressError, parse_host_port, validate_host
 from vllm_planner.v1 import agent_pb2
 
 if TYPE_CHECKING:
@@ -51,18 +58,41 @@ def _cuda_total(gpu: agent_pb2.Gpu) -> int | None:
     return None if total is None else total - (_opt(gpu, "memory_reserved_bytes") or 0)
 
 
-def _gpu_targets(gpu: agent_pb2.Gpu, peers: dict[str, set[str]]) -> list[FleetGpu]:
+def _health_reason(gpu: agent_pb2.Gpu, total: int | None, free: int | None) -> str | None:
+    if gpu.health == agent_pb2.GPU_HEALTH_UNHEALTHY:
+        return gpu.health_reason or "unhealthy (driver error event)"
+    if gpu.HasField("error"):
+        return f"probe failed: {gpu.error}"
+    if total is None or free is None:
+        return "memory unknown"
+    return None
+
+
+def _allocations(inv: agent_pb2.HostInventory) -> dict[str, str]:
+    """GPU/MIG UUID -> "namespace/pod/container" from the agent's PodResources report."""
+    out: dict[str, str] = {}
+    if inv.HasField("pod_resources"):
+        for a in inv.pod_resources.allocations:
+            if a.gpu_uuid:
+                out.setdefault(a.gpu_uuid, f"{a.namespace}/{a.pod}/{a.container}")
+    return out
+
+
+def _gpu_targets(gpu: agent_pb2.Gpu, peers: dict[str, set[str]], allocated: dict[str, str]) -> list[FleetGpu]:
     total = _cuda_total(gpu)
     free = _opt(gpu, "memory_free_bytes")
     cc = _opt(gpu, "compute_capability")
     numa = _opt(gpu, "numa_node")
-    healthy = not gpu.HasField("error") and total is not None and free is not None
+    reason = _health_reason(gpu, total, free)
+    healthy = reason is None
     mig = gpu.mig_mode == agent_pb2.MIG_MODE_ENABLED
+    parent_holder = allocated.get(gpu.uuid)
     out = [
         FleetGpu(
             uuid=gpu.uuid, index=gpu.index, name=gpu.name, memory_total_bytes=max(total or 0, 0),
             memory_free_bytes=max(min(free or 0, total or 0), 0), compute_capability=cc, numa_node=numa,
             healthy=healthy, nvlink_peer_uuids=tuple(sorted(peers.get(gpu.uuid, ()))), mig_enabled=mig,
+            allocated_to=parent_holder, health_reason=reason,
         )
     ]
     for dev in sorted(gpu.mig_devices, key=lambda d: (d.index, d.uuid)) if mig else ():
@@ -75,32 +105,71 @@ def _gpu_targets(gpu: agent_pb2.Gpu, peers: dict[str, set[str]]) -> list[FleetGp
                 uuid=dev.uuid, index=gpu.index, name=gpu.name, memory_total_bytes=max(mtotal or 0, 0),
                 memory_free_bytes=max(min(mfree or 0, mtotal or 0), 0), compute_capability=cc, numa_node=numa,
                 healthy=healthy and mtotal is not None, mig_parent_uuid=gpu.uuid, mig_profile=dev.profile or None,
+                allocated_to=allocated.get(dev.uuid) or parent_holder,
+                health_reason=reason if reason else (None if mtotal is not None else "memory unknown"),
             )
         )
     return out
 
 
+def gfd_labels(physical: list[agent_pb2.Gpu]) -> dict[str, str]:
+    """The GPU Feature Discovery labels that follow from the inventory, with GFD's meanings:
+    ``mig.capable`` = the GPU supports MIG (NVML reports a MIG mode, enabled or not; a GPU without
+    MIG support answers NOT_SUPPORTED), ``gpu.memory`` = total memory in MiB, ``gpu.count``."""
+    if not physical:
+        return {}
+    first = physical[0]
+    labels = {
+        "nvidia.com/gpu.product": _product_label(first.name),
+        "nvidia.com/gpu.count": str(len(physical)),
+        "nvidia.com/mig.capable": str(any(g.mig_mode != agent_pb2.MIG_MODE_UNSPECIFIED for g in physical)).lower(),
+    }
+    total = _opt(first, "memory_total_bytes")
+    if total is not None:
+        labels["nvidia.com/gpu.memory"] = str(total // (1 << 20))
+    return labels
+
+
+def safe_hostname(reported: str, address: str) -> str:
+    """The agent's host name if it is a valid RFC 1123 name or IP, else the host part of its address."""
+    try:
+        return validate_host(reported, "hostname") if reported else parse_host_port(address).host
+    except AddressError:
+        try:
+            return parse_host_port(address).host
+        except AddressError:
+            return "invalid-hostname"
+
+
 def host_from_inventory(inv: agent_pb2.HostInventory, address: str, generation: int = 0) -> FleetHost:
     peers = _peers(inv)
-    gpus = [t for gpu in sorted(inv.gpus, key=lambda g: (g.index, g.uuid)) for t in _gpu_targets(gpu, peers)]
-    labels: dict[str, str] = {}
-    physical = [g for g in inv.gpus]
-    if physical:
-        labels["nvidia.com/gpu.product"] = _product_label(physical[0].name)
-        labels["nvidia.com/gpu.count"] = str(len(physical))
-        labels["nvidia.com/mig.capable"] = str(any(g.mig_mode == agent_pb2.MIG_MODE_ENABLED for g in physical)).lower()
+    allocated = _allocations(inv)
+    gpus = [t for gpu in sorted(inv.gpus, key=lambda g: (g.index, g.uuid)) for t in _gpu_targets(gpu, peers, allocated)]
     stale = inv.stale
     return FleetHost(
-        host=inv.host.hostname or address,
+        host=safe_hostname(inv.host.hostname, address),
         address=address,
         state=HostState.STALE if stale else HostState.READY,
         state_reason=(inv.status_reason or "agent snapshot is stale") if stale else None,
-        labels=labels,
+        labels=gfd_labels(list(inv.gpus)),
         gpus=tuple(gpus),
-        agent_instance_id=inv.host.agent_version,
+        agent_instance_id=inv.host.agent_instance_id,
         generation=generation,
         driver_version=_opt(inv.host, "driver_version"),
     )
+
+
+def with_freshness(host: FleetHost, heartbeat: agent_pb2.InventoryHeartbeat) -> FleetHost:
+    """The last inventory's host in the state a heartbeat reports: STALE with the agent's reason, or
+    READY again once the agent's snapshot is fresh."""
+    if heartbeat.stale:
+        reason = heartbeat.status_reason or "agent snapshot is stale"
+        if host.state is HostState.STALE and host.state_reason == reason:
+            return host
+        return host.model_copy(update={"state": HostState.STALE, "state_reason": reason})
+    if host.state is HostState.READY:
+        return host
+    return host.model_copy(update={"state": HostState.READY, "state_reason": None})
 
 
 class AgentStreams:
@@ -132,9 +201,7 @@ class AgentStreams:
                         last = host_from_inventory(message.inventory, address, generation)
                         yield last
                     elif last is not None:
-                        hb = message.heartbeat
-                        if hb.stale and last.state is not HostState.STALE:
-                            last = last.model_copy(update={"state": HostState.STALE, "state_reason": "agent snapshot is stale"})
+                        last = with_freshness(last, message.heartbeat)
                         yield last
             finally:
                 call.cancel()

@@ -9,6 +9,7 @@ what vLLM multiplies by ``gpu_memory_utilization``.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,10 +49,18 @@ class FleetGpu(_Model):
     mig_enabled: bool = Field(default=False, description="A MIG-enabled parent: its instances are the targets.")
     mig_parent_uuid: str | None = None
     mig_profile: str | None = None
+    allocated_to: str | None = Field(default=None, description="namespace/pod/container the kubelet gave it to.")
+    health_reason: str | None = None
+    memory_held_bytes: int = Field(default=0, ge=0, description="Held by active reservations.")
 
     @property
     def is_mig_instance(self) -> bool:
         return self.mig_parent_uuid is not None
+
+    @property
+    def placeable(self) -> bool:
+        """Healthy, not a MIG-enabled parent, and not allocated to a pod."""
+        return self.healthy and not self.mig_enabled and self.allocated_to is None
 
 
 class FleetHost(_Model):
@@ -68,6 +77,7 @@ class FleetHost(_Model):
     driver_version: str | None = None
     state_reason: str | None = None
     last_update_age_seconds: float | None = None
+    revision: int = Field(default=0, description="Fleet revision of this host's last change (WatchFleet resume).")
 
     @property
     def gpu_types(self) -> tuple[str, ...]:
@@ -76,6 +86,12 @@ class FleetHost(_Model):
     @property
     def max_free_bytes(self) -> int:
         return max((g.memory_free_bytes for g in targets(self)), default=0)
+
+
+class GpuPinning(str, Enum):
+    AUTO = "auto"  # DRA when the exact GPUs matter, else NODE
+    NODE = "node"  # nodeSelector + device-plugin resource: the kubelet picks the devices
+    DRA = "dra"  # a ResourceClaim selecting exactly the chosen UUIDs
 
 
 def targets(host: FleetHost) -> list[FleetGpu]:
@@ -109,6 +125,7 @@ class Deployment(_Model):
     max_itl_seconds: float | None = Field(default=None, gt=0)
     filter: HostFilter = HostFilter()
     sizing: MemorySizing | None = Field(default=None, description="None: MAX_FREE for Place, FIT_WORKLOAD for PlanFleet.")
+    gpu_pinning: GpuPinning | None = Field(default=None, description="How Kubernetes manifests pin the GPUs (None: AUTO).")
 
     @property
     def display_name(self) -> str:
@@ -126,6 +143,8 @@ class RejectReason(str, Enum):
     SLO = "slo"
     INVALID = "invalid"
     BUDGET_EXHAUSTED = "budget_exhausted"
+    UNHEALTHY = "unhealthy"
+    ALLOCATED = "allocated"
 
 
 class Rejection(_Model):
@@ -140,6 +159,8 @@ class PlacementArtifacts(_Model):
     docker_run: str
     kubernetes_node_selector: dict[str, str]
     kubernetes: str = ""
+    kubernetes_name: str = ""
+    kubernetes_gpu_pinning: GpuPinning | None = None
 
 
 class Placement(_Model):
@@ -172,13 +193,41 @@ class Placement(_Model):
     artifacts: PlacementArtifacts | None = None
 
 
+class ReservationState(str, Enum):
+    ACTIVE = "active"
+    RELEASED = "released"
+    EXPIRED = "expired"
+    CONSUMED = "consumed"
+
+
+class Hold(_Model):
+    """GPU memory one placement holds on one GPU."""
+
+    host: str
+    address: str
+    gpu_uuid: str
+    memory_held_bytes: int
+    consumed: bool = False
+
+
+class Reservation(_Model):
+    reservation_id: str
+    deployment: str
+    expire_time: datetime
+    expires_in_seconds: float
+    state: ReservationState
+    holds: tuple[Hold, ...] = ()
+
+
 class PlaceResponse(_Model):
     deployment: str
     placements: tuple[Placement, ...] = Field(description="Ranked, best first; at most max_results.")
     selected: tuple[Placement, ...] = Field(description="The `replicas` placements chosen together, budget-checked.")
-    rejections: tuple[Rejection, ...] = ()
+    rejections: tuple[Rejection, ...] = Field(default=(), description="The rejected hosts that came closest, closest first.")
     unplaced_replicas: int = 0
     hosts_considered: int = 0
+    rejection_counts: dict[RejectReason, int] = Field(default={}, description="Rejected hosts per reason.")
+    reservation: Reservation | None = None
 
 
 class FleetPlanRequest(_Model):
@@ -210,3 +259,4 @@ class FleetPlanResponse(_Model):
     assignments: tuple[Assignment, ...]
     unplaced: tuple[Unplaced, ...] = ()
     budgets: tuple[GpuBudget, ...] = ()
+    reservation: Reservation | None = None

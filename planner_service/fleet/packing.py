@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from planner_service.fleet import sizing
+from planner_service.fleet import pinning, sizing
 from planner_service.fleet.models import (
     Assignment,
     Deployment,
@@ -113,7 +113,11 @@ def plan_fleet(
         mode = deployment.sizing or MemorySizing.FIT_WORKLOAD
         selected, missing = assign_replicas(deployment, ordered, budget, cache, policy, fp8=fp8, sizing_mode=mode)
         name = deployment.display_name
-        assignments += [Assignment(deployment=name, replica=i, placement=cache.with_artifacts(p)) for i, p in enumerate(selected)]
+        assignments += [
+            Assignment(deployment=name, replica=i,
+                       placement=cache.with_artifacts(p, pinning.decide(by_address[p.address], p, name, i, deployment.gpu_pinning)))
+            for i, p in enumerate(selected)
+        ]
         unplaced += [Unplaced(deployment=name, replica=len(selected) + i, reason=r) for i, r in enumerate(missing)]
     budgets = tuple(
         GpuBudget(

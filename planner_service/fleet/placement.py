@@ -19,8 +19,7 @@ from typing import Callable, Mapping, Sequence
 
 from planner_service.engine.errors import PlannerError
 from planner_service.engine.models import HardwareOptions, Interconnect, PlanRequest, PlanResponse
-from planner_service.fleet import sizing
-from planner_service.fleet.artifacts import pinned_artifacts
+from planner_service.fleet import pinning, sizing
 from planner_service.fleet.models import (
     Deployment,
     FleetGpu,
@@ -37,22 +36,25 @@ from planner_service.fleet.models import (
 from planner_service.fleet.topology import NVLINK, Group, best_group, max_group_size
 
 Evaluate = Callable[[PlanRequest], PlanResponse]
-Render = Callable[[PlanResponse, PlanRequest, Sequence[str], str], "PlacementArtifacts"]
+Render = Callable[[PlanResponse, PlanRequest, pinning.Pinning, bool], PlacementArtifacts]
 GIB = 1 << 30
 _TP_SIZES = (1, 2, 4, 8, 16, 32, 64)
+# How many rejected hosts an answer names (the rest are counted per reason): a Place answer must not
+# grow with the fleet.
+CLOSEST_REJECTIONS = 5
 
 
 class TwinCache:
     """Memoises twin evaluations; safe to share across calls for one deployment's base request.
 
-    Artifacts are rendered only for the placements an answer returns (``with_artifacts``), with
-    ``render(plan, request, gpu_uuids, hostname)`` for the chosen ones (the service passes the engine's
-    renderer, about 4 ms each) and the fleet's light pinned snippets for ranked alternatives.
+    Artifacts are rendered only for the placements an answer returns (``with_artifacts``), by the
+    engine's renderers through ``pinning.render`` (``render`` replaces it in tests): with the
+    Kubernetes objects for the chosen placements, the commands only for ranked alternatives.
     """
 
     def __init__(self, evaluate: Evaluate, render: Render | None = None) -> None:
         self._evaluate = evaluate
-        self._render = render or _default_render
+        self._render = render or pinning.render
         self._results: dict[tuple, PlanResponse | PlannerError] = {}
         self._requests: dict[tuple, PlanRequest] = {}
         self._placement_keys: dict[tuple, tuple] = {}
@@ -94,17 +96,16 @@ class TwinCache:
         self._placement_keys[_identity(placement)] = key
         return placement
 
-    def with_artifacts(self, placement: Placement, full: bool = True) -> Placement:
-        """Attach pinned artifacts: the full renderer's (``full``) or the fleet's light snippets."""
+    def with_artifacts(self, placement: Placement, pin: pinning.Pinning, full: bool = True) -> Placement:
+        """Attach artifacts pinned by ``pin``: with the Kubernetes objects (``full``) or commands only."""
         key = self._placement_keys.get(_identity(placement))
         if key is None or placement.artifacts is not None:
             return placement
-        render_key = (key, placement.gpu_uuids, placement.host, full)
+        render_key = (key, pin, full)
         artifacts = self._rendered.get(render_key)
         if artifacts is None:
             plan = self.run(key, self._requests[key])
-            render = self._render if full else _default_render
-            artifacts = render(plan, self._requests[key], placement.gpu_uuids, placement.host)
+            artifacts = self._render(plan, self._requests[key], pin, full)
             if len(self._rendered) > 4096:  # bounded: a long-lived cache sees ever new placements
                 self._rendered.clear()
             self._rendered[render_key] = artifacts
@@ -113,10 +114,6 @@ class TwinCache:
 
 def _identity(p: Placement) -> tuple:
     return (p.address, p.gpu_uuids, p.gpu_memory_utilization, p.memory_free_bytes)
-
-
-def _default_render(plan: PlanResponse, request: PlanRequest, uuids: Sequence[str], host: str) -> PlacementArtifacts:
-    return pinned_artifacts(plan, host, uuids)
 
 
 def needs_fp8(request: PlanRequest, checkpoint_quantization: str | None) -> bool:
@@ -272,9 +269,18 @@ def place_on_host(
     why = host_matches(host, deployment)
     if why:
         return Rejection(host=host.host, reason=RejectReason.FILTERED, message=why)
-    candidates = [g for g in targets(host) if _gpu_matches(g, deployment)]
-    if not candidates:
+    matching = [g for g in targets(host) if _gpu_matches(g, deployment)]
+    if not matching:
         return Rejection(host=host.host, reason=RejectReason.FILTERED, message="no GPU matches the GPU filters")
+    candidates = [g for g in matching if g.placeable]
+    if not candidates:
+        allocated = [g for g in matching if g.allocated_to is not None]
+        if allocated:
+            holders = ", ".join(sorted({g.allocated_to or "" for g in allocated})[:3])
+            return Rejection(host=host.host, reason=RejectReason.ALLOCATED,
+                             message=f"every matching GPU is allocated to a pod ({holders})")
+        why = next((g.health_reason for g in matching if g.health_reason), "unhealthy")
+        return Rejection(host=host.host, reason=RejectReason.UNHEALTHY, message=f"no healthy GPU: {why}")
     if fp8 and policy.require_native_fp8:
         native = [g for g in candidates if _cc_at_least(g.compute_capability, (8, 9))]
         if not native:
@@ -351,8 +357,8 @@ def place(
         ordered.sort(key=lambda h: (h.host, h.address))  # registry snapshots arrive sorted already
     placements: list[Placement] = []
     rejections: list[Rejection] = []
-    # Everything that changes a host's answer besides the host itself (replicas/name do not).
-    scope = deployment.model_dump_json(exclude={"name", "replicas"}) + policy.model_dump_json() + f"{fp8}{mode.value}"
+    # Everything that changes a host's answer besides the host itself (replicas/name/pinning do not).
+    scope = deployment.model_dump_json(exclude={"name", "replicas", "gpu_pinning"}) + policy.model_dump_json() + f"{fp8}{mode.value}"
     results = [
         cache.host_result(host, scope, lambda h=host: place_on_host(deployment, h, cache, policy, fp8=fp8, sizing_mode=mode))
         for host in ordered
@@ -360,15 +366,48 @@ def place(
     for result in results:
         (placements if isinstance(result, Placement) else rejections).append(result)
     placements.sort(key=rank_key)
+    by_address = {h.address: h for h in ordered}
     first = {h.address: r for h, r in zip(ordered, results)}
     selected, unplaced = assign_replicas(deployment, ordered, {}, cache, policy, fp8=fp8, sizing_mode=mode, initial=first)
-    chosen = [cache.with_artifacts(p) for p in selected]
+    label = deployment.display_name
+    chosen = [
+        cache.with_artifacts(p, pinning.decide(by_address[p.address], p, label, i, deployment.gpu_pinning))
+        for i, p in enumerate(selected)
+    ]
     full = {_identity(p): p for p in chosen}
+    ranked = tuple(
+        full.get(_identity(p))
+        or cache.with_artifacts(p, pinning.decide(by_address[p.address], p, label, None, deployment.gpu_pinning), full=False)
+        for p in placements[:max_results]
+    )
+    counts: dict[RejectReason, int] = {}
+    for r in rejections:
+        counts[r.reason] = counts.get(r.reason, 0) + 1
     return PlaceResponse(
-        deployment=deployment.display_name,
-        placements=tuple(full.get(_identity(p)) or cache.with_artifacts(p, full=False) for p in placements[:max_results]),
+        deployment=label,
+        placements=ranked,
         selected=tuple(chosen),
-        rejections=tuple(rejections),
+        rejections=closest_rejections(rejections, by_address),
+        rejection_counts=counts,
         unplaced_replicas=len(unplaced),
         hosts_considered=len(ordered),
     )
+
+
+# Closest to fitting first: a host that fits but misses the SLO, then one whose model does not fit
+# the memory it has, then one without enough free memory, ... down to hosts that were never candidates.
+_CLOSENESS = (
+    RejectReason.SLO, RejectReason.DOES_NOT_FIT, RejectReason.MIG_TOO_SMALL, RejectReason.INSUFFICIENT_FREE_MEMORY,
+    RejectReason.BUDGET_EXHAUSTED, RejectReason.TP_IMPOSSIBLE, RejectReason.NO_FP8, RejectReason.INVALID,
+    RejectReason.ALLOCATED, RejectReason.UNHEALTHY, RejectReason.FILTERED, RejectReason.STATE,
+)
+_RANK = {reason: i for i, reason in enumerate(_CLOSENESS)}
+
+
+def closest_rejections(rejections: Sequence[Rejection], hosts: Mapping[str, FleetHost] | None = None,
+                       limit: int = CLOSEST_REJECTIONS) -> tuple[Rejection, ...]:
+    """The ``limit`` rejections closest to fitting: by reason (``_CLOSENESS``), then the most free
+    memory on one placement target of the host, then host name (deterministic)."""
+    free = {h.host: h.max_free_bytes for h in (hosts or {}).values()}
+    ordered = sorted(rejections, key=lambda r: (_RANK.get(r.reason, len(_RANK)), -free.get(r.host, 0), r.host))
+    return tuple(ordered[:limit])

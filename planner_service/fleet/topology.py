@@ -89,7 +89,7 @@ def best_group(
 
     ``free`` overrides each GPU's free memory (the remaining budget while packing).
     """
-    eligible = [g for g in candidates if g.healthy and not g.mig_enabled and _free(g, free) >= min_free_bytes]
+    eligible = [g for g in candidates if g.placeable and _free(g, free) >= min_free_bytes]
     if size == 1:  # the single-GPU sort key reduces to: most free, then index, then UUID
         best1 = min(eligible, key=lambda g: (-_free(g, free), g.index, g.uuid), default=None)
         return None if best1 is None else _make([best1], SINGLE, free)
@@ -113,7 +113,7 @@ def max_group_size(candidates: Sequence[FleetGpu]) -> int:
     """Largest TP a host could run: the most whole, healthy GPUs of one model (1 if only MIG)."""
     counts: dict[str, int] = {}
     for g in candidates:
-        if g.healthy and not g.mig_enabled and not g.is_mig_instance:
+        if g.placeable and not g.is_mig_instance:
             counts[g.name] = counts.get(g.name, 0) + 1
-    has_mig = any(g.is_mig_instance and g.healthy for g in candidates)
+    has_mig = any(g.is_mig_instance and g.placeable for g in candidates)
     return max(counts.values(), default=1 if has_mig else 0)

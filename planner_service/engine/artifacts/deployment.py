@@ -46,6 +46,17 @@ class Deployment(BaseModel):
     serve_flags: frozenset[str] | None = Field(
         default=None, description="Long flags the target vLLM accepts; None = do not filter."
     )
+    object_name: str | None = Field(
+        default=None, pattern=r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$",
+        description="Kubernetes object / compose service name (a DNS-1035 label); default: from the model id.",
+    )
+    gpu_resource_name: str = Field(
+        default="nvidia.com/gpu", description="Device-plugin resource to request (nvidia.com/mig-3g.40gb for a MIG slice).",
+    )
+    dra_device_class: str | None = Field(
+        default=None,
+        description="Pin exactly gpu_uuids with a DRA ResourceClaim of this DeviceClass (gpu.nvidia.com, mig.nvidia.com) instead of a device-plugin resource.",
+    )
 
     @property
     def num_gpus(self) -> int:
@@ -58,9 +69,7 @@ class Deployment(BaseModel):
     @property
     def name(self) -> str:
         """A DNS-1123 label derived from the model id (Kubernetes object and compose service names)."""
-        base = self.model.rstrip("/").split("/")[-1].lower()
-        label = re.sub(r"[^a-z0-9-]+", "-", base).strip("-")
-        return ("vllm-" + label)[:63].rstrip("-") or "vllm"
+        return self.object_name or object_name_for(self.model)
 
     @property
     def cpu_request(self) -> int:
@@ -81,6 +90,14 @@ class Deployment(BaseModel):
         return max(30, math.ceil(self.startup_seconds / PROBE_PERIOD_SECONDS))
 
 
+def object_name_for(label: str, suffix: str = "") -> str:
+    """``vllm-<label>[-suffix]`` as a DNS-1035 label (lowercase, <= 63 characters, starts with a letter)."""
+    base = label.rstrip("/").split("/")[-1].lower()
+    cleaned = re.sub(r"[^a-z0-9-]+", "-", base).strip("-")
+    tail = f"-{suffix}" if suffix else ""
+    return ("vllm-" + cleaned)[: 63 - len(tail)].rstrip("-") + tail if cleaned else "vllm" + tail
+
+
 def deployment_from_plan(
     response: PlanResponse,
     request: PlanRequest,
@@ -89,6 +106,9 @@ def deployment_from_plan(
     hostname: str | None = None,
     port: int = DEFAULT_PORT,
     serve_flags: frozenset[str] | None = None,
+    object_name: str | None = None,
+    gpu_resource_name: str = "nvidia.com/gpu",
+    dra_device_class: str | None = None,
 ) -> Deployment:
     config = response.config
     user_quant = request.model.quantization
@@ -109,6 +129,9 @@ def deployment_from_plan(
         hostname=hostname,
         port=port,
         serve_flags=serve_flags,
+        object_name=object_name,
+        gpu_resource_name=gpu_resource_name,
+        dra_device_class=dra_device_class,
     )
 
 
