@@ -42,6 +42,10 @@ class DeadlineExceeded(SdkError):
     unavailable = True
 
 
+class ResourceExhausted(SdkError):
+    """A server-side table is full (agent registrations, reservations)."""
+
+
 _BY_CODE: dict[grpc.StatusCode, type[SdkError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
@@ -49,6 +53,7 @@ _BY_CODE: dict[grpc.StatusCode, type[SdkError]] = {
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
 }
 
 

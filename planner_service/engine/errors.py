@@ -53,6 +53,14 @@ class PermissionDeniedError(PlannerError):
     """A path outside the configured model roots was named (PERMISSION_DENIED)."""
 
 
+class ReservationNotFoundError(PlannerError):
+    """No active fleet reservation with that ID: released, expired, consumed or unknown (NOT_FOUND)."""
+
+
+class ResourceExhaustedError(PlannerError):
+    """A bounded server-side table is full (registrations, reservations) (RESOURCE_EXHAUSTED)."""
+
+
 @dataclass(frozen=True)
 class ErrorDetail:
     """Serializable summary of a PlannerError, for JSON output."""

@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 from typing import Callable, Iterable
 
-from planner_service.engine.errors import InvalidRequestError
+from planner_service.engine.errors import InvalidRequestError, ResourceExhaustedError
 from planner_service.fleet.models import DiscoverySource
 from planner_service.fleet.registry import FleetRegistry
 from vllm_planner.transport.address import AddressError, join_host_port, parse_address_list, parse_host_port
@@ -96,17 +96,24 @@ class DnsDiscovery:
 
 
 class Registrations:
-    """Agent self-registration leases, renewed by each RegisterAgent heartbeat."""
+    """Agent self-registration leases, renewed by each RegisterAgent heartbeat; at most
+    ``max_registrations`` distinct addresses at once (a renewal is always accepted)."""
 
-    def __init__(self, registry: FleetRegistry, clock: Callable[[], float]) -> None:
+    def __init__(self, registry: FleetRegistry, clock: Callable[[], float], max_registrations: int = 20_000) -> None:
         self._registry = registry
         self._clock = clock
         self._expiry: dict[str, float] = {}
+        self.max_registrations = max_registrations
 
     def register(self, address: str, labels: dict[str, str] | None = None) -> str:
         """Renew the lease of ``address`` (normalised and returned) with the labels the agent sent."""
         host, port = split_host_port(address)
         address = join_host_port(host, port)
+        if address not in self._expiry:
+            self.expire()
+            if len(self._expiry) >= self.max_registrations:
+                raise ResourceExhaustedError(
+                    f"this planner already holds {self.max_registrations} agent registrations (fleet_max_registrations)")
         self._expiry[address] = self._clock() + self._registry.timings.registration_lease_seconds
         self._registry.add_target(address, DiscoverySource.REGISTERED)
         self._registry.set_labels(address, dict(labels or {}))

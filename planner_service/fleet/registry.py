@@ -7,6 +7,12 @@ the same agents, so replicas behind one address give the same answers and there 
 up or restore. Staleness is judged from the time since the last inventory message:
 
     READY --(stream broke, or no message for stale_after)--> STALE --(gone_after)--> GONE --(evict_after)--> removed
+    STALE --(a message saying the agent's snapshot is fresh)--> READY
+
+Every change bumps the fleet ``revision`` and stamps it on the host, and a removed host leaves a
+tombstone (the last ``max_tombstones``), so a WatchFleet client can resume from the revision it saw
+last (``changes_since``) instead of re-reading the whole fleet. ``vllm_planner_fleet_hosts{state}``
+follows every state change.
 
 Single-threaded: called only from the planner's event loop (the async adapters and the servicer).
 """
@@ -14,16 +20,20 @@ Single-threaded: called only from the planner's event loop (the async adapters a
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner_service.fleet.models import DiscoverySource, FleetHost, HostFilter, HostState
+from vllm_planner.transport import metrics
 
 log = logging.getLogger(__name__)
+SUBSCRIBER_QUEUE = 10_000
 
 
 class FleetTimings(BaseModel):
@@ -52,12 +62,40 @@ class _Entry:
     view: FleetHost | None = None  # cached placement view; None after any change to this entry
     last_update: float | None = None
     state_since: float = 0.0
+    revision: int = 0
+    last_input: FleetHost | None = None  # the stream's last object (heartbeats repeat it)
 
 
 @dataclass(frozen=True)
 class FleetEvent:
     host: FleetHost
     removed: bool = False
+
+
+class Subscription:
+    """A WatchFleet subscriber's queue; ``lagged`` when it fell ``SUBSCRIBER_QUEUE`` events behind
+    (events were dropped: the stream must start over with a full snapshot)."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[FleetEvent] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
+        self.lagged = False
+
+    def put(self, event: FleetEvent) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            if not self.lagged:
+                log.warning("a WatchFleet subscriber fell %d events behind: it will be re-sent the fleet", SUBSCRIBER_QUEUE)
+            self.lagged = True
+
+    async def get(self) -> FleetEvent:
+        return await self.queue.get()
+
+    def reset(self) -> None:
+        """Drop what is queued (a full snapshot follows) and clear the lag."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.lagged = False
 
 
 def matches(host: FleetHost, flt: HostFilter) -> bool:
@@ -82,12 +120,22 @@ def matches(host: FleetHost, flt: HostFilter) -> bool:
 
 
 class FleetRegistry:
-    def __init__(self, timings: FleetTimings | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, timings: FleetTimings | None = None, clock: Callable[[], float] = time.monotonic,
+                 max_tombstones: int = 10_000) -> None:
         self.timings = timings or FleetTimings()
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
-        self._subscribers: set[asyncio.Queue[FleetEvent]] = set()
+        self._subscribers: set[Subscription] = set()
         self._snapshot: tuple[FleetHost, ...] | None = None
+        self._keys: list[tuple[str, str]] | None = None
+        self.revision = 0
+        # Removed hosts as (revision, last view), oldest first; resuming from before the oldest one
+        # dropped (``_tombstone_floor``) is impossible.
+        self._tombstones: deque[tuple[int, FleetHost]] = deque()
+        self._max_tombstones = max_tombstones
+        self._tombstone_floor = 0
+        self._state_counts: dict[HostState, int] = {state: 0 for state in HostState}
+        self._publish_counts()
 
     # -- discovery side ---------------------------------------------------------------------------
 
@@ -98,6 +146,7 @@ class FleetRegistry:
             placeholder = FleetHost(host=address, address=address, state=HostState.CONNECTING)
             entry = _Entry(address, placeholder, state_since=self._clock())
             self._entries[address] = entry
+            self._count(None, HostState.CONNECTING)
             entry.sources.add(source)
             self._publish(entry)
             return True
@@ -126,19 +175,27 @@ class FleetRegistry:
     # -- stream side ------------------------------------------------------------------------------
 
     def update(self, address: str, inventory: FleetHost) -> None:
-        """A fresh inventory (or heartbeat) from the agent at ``address``: the host is READY."""
+        """An inventory (or heartbeat) from the agent at ``address``: READY, or STALE when the agent
+        says its own snapshot is stale (hung driver: alive, but not placeable); a fresh message after
+        stale ones makes the host READY again at once."""
         entry = self._entries.get(address)
         if entry is None:  # a stream outlived its discovery entry (evicted meanwhile): recreate it
-            entry = _Entry(address, inventory)
+            entry = _Entry(address, FleetHost(host=address, address=address, state=HostState.CONNECTING))
             self._entries[address] = entry
+            self._count(None, HostState.CONNECTING)
         now = self._clock()
-        # The agent itself may say its snapshot is stale (hung driver): alive, but not placeable.
+        entry.last_update = now
         state = HostState.STALE if inventory.state is HostState.STALE else HostState.READY
         reason = inventory.state_reason if state is HostState.STALE else None
-        changed = entry.host.state is not state or _content(entry.host) != _content(inventory)
-        entry.last_update = now
+        if inventory is entry.last_input and entry.host.state is state and entry.host.state_reason == reason:
+            return  # a heartbeat repeating what we have: only the age changes
+        entry.last_input = inventory
+        changed = entry.host.state is not state or entry.host.state_reason != reason or _content(entry.host) != _content(inventory)
         if entry.host.state is not state:
             entry.state_since = now
+            self._count(entry.host.state, state)
+            log.info("host %s (%s): %s -> %s%s", inventory.host, address, entry.host.state.value, state.value,
+                     f" ({reason})" if reason else "")
         entry.host = inventory.model_copy(update={"address": address, "state": state, "state_reason": reason})
         if changed:
             self._publish(entry)
@@ -167,17 +224,51 @@ class FleetRegistry:
                 self._set_state(entry, HostState.GONE, entry.host.state_reason)
             elif state is HostState.GONE and in_state > t.evict_after_seconds and not entry.sources:
                 del self._entries[address]
+                self._count(HostState.GONE, None)
                 self._publish(entry, removed=True)
 
     # -- queries ----------------------------------------------------------------------------------
 
     def hosts(self, flt: HostFilter | None = None) -> list[FleetHost]:
         """Current hosts sorted by hostname then address (deterministic), with update ages."""
+        return self.with_ages(h for h in self.snapshot() if flt is None or matches(h, flt))
+
+    def page(self, flt: HostFilter | None, after: tuple[str, str] | None, size: int) -> tuple[list[FleetHost], tuple[str, str] | None, int]:
+        """One page of ``hosts(flt)``: up to ``size`` hosts sorted after the key ``after`` (host,
+        address), the key to continue from (None on the last page) and how many match in all."""
+        snapshot = self.snapshot()
+        keys = self._keys or []
+        start = 0 if after is None else bisect.bisect_right(keys, after)
+        matched = snapshot if flt is None else [h for h in snapshot if matches(h, flt)]
+        total = len(matched)
+        if flt is None:
+            window = list(snapshot[start : start + size + 1])
+        else:
+            window = [h for h in matched if after is None or (h.host, h.address) > after][: size + 1]
+        more = len(window) > size
+        window = window[:size]
+        next_key = (window[-1].host, window[-1].address) if more and window else None
+        return self.with_ages(window), next_key, total
+
+    def with_ages(self, views: Iterable[FleetHost]) -> list[FleetHost]:
+        """Placement views with their entry's current update age (for listing)."""
         now = self._clock()
-        out = [self._view(e, now) for e in self._entries.values()]
-        if flt is not None:
-            out = [h for h in out if matches(h, flt)]
-        return sorted(out, key=lambda h: (h.host, h.address))
+        out = []
+        for view in views:
+            entry = self._entries.get(view.address)
+            age = None if entry is None or entry.last_update is None else round(now - entry.last_update, 3)
+            out.append(view.model_copy(update={"last_update_age_seconds": age}) if age is not None else view)
+        return out
+
+    def changes_since(self, revision: int) -> list[FleetEvent] | None:
+        """Every host changed after ``revision`` (current views) and every host removed since
+        (tombstones), in revision order; None when the history no longer reaches back that far."""
+        if revision < self._tombstone_floor or revision > self.revision:
+            return None
+        changed = [(v.revision, FleetEvent(v)) for v in self.snapshot() if v.revision > revision]
+        removed = [(rev, FleetEvent(view, removed=True)) for rev, view in self._tombstones
+                   if rev > revision and view.address not in self._entries]
+        return [event for _, event in sorted(changed + removed, key=lambda item: item[0])]
 
     def snapshot(self) -> tuple[FleetHost, ...]:
         """All hosts for placement (no ages), rebuilt only after a change, reusing the unchanged hosts'
@@ -188,6 +279,7 @@ class FleetRegistry:
                     entry.view = self._view(entry, None)
             views = (e.view for e in self._entries.values())
             self._snapshot = tuple(sorted(views, key=lambda h: (h.host, h.address)))
+            self._keys = [(h.host, h.address) for h in self._snapshot]
         return self._snapshot
 
     def get(self, name: str) -> FleetHost | None:
@@ -197,13 +289,16 @@ class FleetRegistry:
                 return self._view(entry, now)
         return None
 
-    def subscribe(self) -> asyncio.Queue[FleetEvent]:
-        queue: asyncio.Queue[FleetEvent] = asyncio.Queue(maxsize=10_000)
-        self._subscribers.add(queue)
-        return queue
+    def subscribe(self) -> Subscription:
+        subscription = Subscription()
+        self._subscribers.add(subscription)
+        return subscription
 
-    def unsubscribe(self, queue: asyncio.Queue[FleetEvent]) -> None:
-        self._subscribers.discard(queue)
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscribers.discard(subscription)
+
+    def state_counts(self) -> dict[HostState, int]:
+        return dict(self._state_counts)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -212,30 +307,47 @@ class FleetRegistry:
 
     def _view(self, entry: _Entry, now: float | None) -> FleetHost:
         age = None if entry.last_update is None or now is None else round(now - entry.last_update, 3)
-        update: dict = {"sources": tuple(sorted(entry.sources, key=lambda s: s.value)), "last_update_age_seconds": age}
-        if entry.labels:
-            update["labels"] = {**entry.host.labels, **entry.labels}
+        update: dict = {"sources": tuple(sorted(entry.sources, key=lambda s: s.value)), "last_update_age_seconds": age,
+                        "revision": entry.revision}
+        if entry.labels:  # what the agent registered with; facts from the inventory win a conflict
+            update["labels"] = {**entry.labels, **entry.host.labels}
         return entry.host.model_copy(update=update)
 
     def _set_state(self, entry: _Entry, state: HostState, reason: str | None) -> None:
         log.info("host %s (%s): %s -> %s (%s)", entry.host.host, entry.address, entry.host.state.value, state.value, reason)
+        self._count(entry.host.state, state)
         entry.host = entry.host.model_copy(update={"state": state, "state_reason": reason})
         entry.state_since = self._clock()
         self._publish(entry)
 
+    def _count(self, old: HostState | None, new: HostState | None) -> None:
+        for state, delta in ((old, -1), (new, 1)):
+            if state is not None:
+                self._state_counts[state] += delta
+                metrics.FLEET_HOSTS.labels(state=state.value).set(self._state_counts[state])
+
+    def _publish_counts(self) -> None:
+        for state, count in self._state_counts.items():
+            metrics.FLEET_HOSTS.labels(state=state.value).set(count)
+
     def _publish(self, entry: _Entry, removed: bool = False) -> None:
         # Every change is published: the placement snapshot is rebuilt lazily, and only this entry's
         # view is new, so placement memos keyed on the other hosts' views stay valid.
+        self.revision += 1
+        entry.revision = self.revision
         entry.view = None
         self._snapshot = None
-        if not self._subscribers:
+        self._keys = None
+        view = self._view(entry, self._clock()) if removed or self._subscribers else None
+        if removed and view is not None:
+            self._tombstones.append((self.revision, view))
+            while len(self._tombstones) > self._max_tombstones:
+                self._tombstone_floor = self._tombstones.popleft()[0]
+        if not self._subscribers or view is None:
             return
-        event = FleetEvent(self._view(entry, self._clock()), removed)
-        for queue in list(self._subscribers):
-            try:
-                queue.put_nowait(event)
-            except asyncio.QueueFull:  # a stuck watcher loses events rather than stalling the fleet
-                log.warning("dropping fleet event for a slow WatchFleet subscriber")
+        event = FleetEvent(view, removed)
+        for subscription in list(self._subscribers):
+            subscription.put(event)  # a stuck watcher is marked lagged rather than stalling the fleet
 
 
 def _content(host: FleetHost) -> tuple:

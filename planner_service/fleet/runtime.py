@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from planner_service.fleet.discovery import DnsDiscovery, Registrations, Resolver, StaticDiscovery, read_agent_file, system_resolver
 from planner_service.fleet.evaluator import TwinProvider
 from planner_service.fleet.registry import FleetRegistry, FleetTimings
+from planner_service.fleet.reservations import ReservationBook
 from planner_service.fleet.sizing import SizingPolicy
 from planner_service.fleet.watcher import StreamOpener, WatcherPool
 
@@ -51,6 +52,7 @@ class FleetSettings(BaseModel):
     agent_tls_key_file: Path | None = None
     timings: FleetTimings = FleetTimings()
     sizing: SizingPolicy = SizingPolicy()
+    max_registrations: int = Field(default=20_000, ge=1, description="Distinct agent addresses RegisterAgent may hold.")
 
 
 class FleetFlags(BaseModel):
@@ -73,6 +75,7 @@ class FleetFlags(BaseModel):
     fleet_stale_after_seconds: float = Field(default=30.0, gt=0, description="No inventory for this long: host STALE.")
     fleet_gone_after_seconds: float = Field(default=120.0, gt=0, description="STALE for this long: host GONE.")
     fleet_dns_refresh_seconds: float = Field(default=30.0, gt=0, description="How often --agents-dns is re-resolved.")
+    fleet_max_registrations: int = Field(default=20_000, ge=1, le=1_000_000, description="Most distinct agent addresses RegisterAgent may hold (RESOURCE_EXHAUSTED beyond).")
 
     @field_validator("agents", "agents_dns")
     @classmethod
@@ -91,7 +94,7 @@ class FleetFlags(BaseModel):
             dns_refresh_seconds=self.fleet_dns_refresh_seconds,
         )
         return FleetSettings(agents=list(self.agents), agents_file=self.agents_file, agents_dns=list(self.agents_dns),
-                             agent_auth_token=token or None, timings=timings,
+                             agent_auth_token=token or None, timings=timings, max_registrations=self.fleet_max_registrations,
                              agent_tls=self.agent_tls or any((self.agent_tls_ca_file, self.agent_tls_cert_file)),
                              agent_tls_ca_file=self.agent_tls_ca_file, agent_tls_cert_file=self.agent_tls_cert_file,
                              agent_tls_key_file=self.agent_tls_key_file)
@@ -110,7 +113,8 @@ class FleetRuntime:
         self.settings = settings or FleetSettings()
         self.instance_id = uuid.uuid4().hex[:12]
         self.registry = FleetRegistry(self.settings.timings, clock)
-        self.registrations = Registrations(self.registry, clock)
+        self.registrations = Registrations(self.registry, clock, self.settings.max_registrations)
+        self.reservations = ReservationBook(clock, startup_overhead_bytes=self.settings.sizing.startup_overhead_bytes)
         self.provider = provider or TwinProvider()
         if open_stream is None:
             from planner_service.fleet.inventory_adapter import AgentStreams

@@ -37,6 +37,8 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (errors.ModelNotFoundError, grpc.StatusCode.NOT_FOUND),
     (errors.GpuNotFoundError, grpc.StatusCode.NOT_FOUND),
     (errors.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.ReservationNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (errors.ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.MetadataUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     # A PlannerError subclass nobody mapped yet is still about the request, not a server bug.
