@@ -44,8 +44,20 @@ def add_connection_arguments(group: argparse._ActionsContainer, *, service: str 
 
 
 def planner_address(args: argparse.Namespace) -> str | None:
-    """The remote planner to use, or None for the embedded engine."""
-    return getattr(args, "planner", None) or os.environ.get(ADDRESS_ENV) or None
+    """The remote planner to use (validated HOST:PORT), or None for the embedded engine."""
+    flag = getattr(args, "planner", None)
+    address = flag or os.environ.get(ADDRESS_ENV) or None
+    return None if address is None else checked_address(address, "--planner" if flag else ADDRESS_ENV)
+
+
+def checked_address(text: str, field: str) -> str:
+    """A HOST:PORT the CLI will dial, validated by the shared parser (InvalidRequestError naming ``field``)."""
+    from vllm_planner.transport.address import AddressError, dial_address
+
+    try:
+        return dial_address(text, field)
+    except AddressError as exc:
+        raise InvalidRequestError.for_field(exc.field, exc.reason) from None
 
 
 def _token(args: argparse.Namespace, token_env: str | None) -> str | None:

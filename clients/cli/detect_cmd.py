@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from clients.cli.backend import add_connection_arguments, connection_kwargs
+from clients.cli.backend import add_connection_arguments, checked_address, connection_kwargs
 from clients.sdk.errors import Unavailable
 from gpu_agent.backends import BackendUnavailable
 from gpu_agent.factory import live_backend, replay_backend
@@ -73,7 +73,8 @@ def _read_agent(args: argparse.Namespace) -> HostInventory:
     from clients.sdk.agent_client import AgentClient
 
     kwargs = connection_kwargs(args, token_env=None)
-    with AgentClient(args.agent, timeout_seconds=args.timeout_seconds, **kwargs) as client:
+    address = checked_address(args.agent, "--agent")
+    with AgentClient(address, timeout_seconds=args.timeout_seconds, **kwargs) as client:
         return client.get_inventory()
 
 

@@ -32,15 +32,17 @@ from planner_service.fleet.models import (
     Deployment,
     FleetHost,
     FleetPlanResponse,
+    GpuPinning,
     HostFilter,
     HostState,
     Placement,
     PlaceResponse,
+    Reservation,
     targets,
 )
 
 GIB = 1 << 30
-_DEPLOYMENT_KEYS = {"name", "replicas", "max_ttft_seconds", "max_itl_seconds", "filter", "sizing", "plan"}
+_DEPLOYMENT_KEYS = {"name", "replicas", "max_ttft_seconds", "max_itl_seconds", "filter", "sizing", "plan", "gpu_pinning"}
 _MODEL_KEYS = {"model", "revision", "quantization", "kv_cache_dtype", "max_model_len", "dtype", "trust_remote_code", "params_b"}
 _HARDWARE_KEYS = {"tensor_parallel_size", "pipeline_parallel_size", "enable_expert_parallel"}
 _SECTIONS = {"workload", "policy", "engine"}
@@ -82,18 +84,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     place.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     place.add_argument("--max-results", type=parse_positive_int, default=10)
     place.add_argument("--show-artifacts", action="store_true", help="Print the pinned commands of the selected placements.")
+    place.add_argument("--gpu-pinning", choices=[p.value for p in GpuPinning], default=None,
+                       help="How Kubernetes manifests pin the GPUs: auto (DRA when the exact GPUs matter), node, dra.")
+    _reserve_flag(place)
     place.set_defaults(handler=_place)
 
     plan = sub.add_parser("plan", help="Place several deployments (YAML file) without over-committing GPUs.")
     _common(plan)
     plan.add_argument("file", type=Path)
+    _reserve_flag(plan)
     plan.set_defaults(handler=_plan)
+
+    release = sub.add_parser("release", help="Release a reservation made with --reserve-seconds.")
+    _common(release)
+    release.add_argument("reservation_id", metavar="RESERVATION_ID")
+    release.set_defaults(handler=_release)
+
+    reservations = sub.add_parser("reservations", help="List the reservations the planner holds.")
+    _common(reservations)
+    reservations.set_defaults(handler=_reservations)
 
     watch = sub.add_parser("watch", help="Stream host changes (Ctrl-C to stop).")
     _common(watch)
     watch.add_argument("--count", type=parse_positive_int, default=None, help="Stop after this many events.")
     watch.add_argument("--timeout-seconds", type=parse_positive_float, default=None, help="Stop after this long.")
     watch.set_defaults(handler=_watch)
+
+
+def _reserve_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reserve-seconds", type=parse_positive_float, default=None, metavar="S",
+                        help="Hold the chosen GPUs' memory for S seconds (at most 3600), so no other answer gets it.")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -178,9 +198,11 @@ def _place(args: argparse.Namespace) -> int:
         item["max_ttft_seconds"] = args.max_ttft_ms / 1000
     if args.max_itl_ms is not None:
         item["max_itl_seconds"] = args.max_itl_ms / 1000
+    if args.gpu_pinning is not None:
+        item["gpu_pinning"] = args.gpu_pinning
     deployment = deployment_from_dict(item, "place")
     with _client(args) as client:
-        answer = client.place(deployment, max_results=args.max_results)
+        answer = client.place(deployment, max_results=args.max_results, reserve_seconds=args.reserve_seconds or 0.0)
     _show(args, answer, lambda value: place_report(value, show_artifacts=args.show_artifacts))
     return 0 if answer.selected and not answer.unplaced_replicas else 1
 
@@ -188,9 +210,24 @@ def _place(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     deployments = load_deployments(args.file)
     with _client(args) as client:
-        answer = client.plan_fleet(deployments)
+        answer = client.plan_fleet(deployments, reserve_seconds=args.reserve_seconds or 0.0)
     _show(args, answer, fleet_plan_report)
     return 0 if not answer.unplaced else 1
+
+
+def _release(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        released = client.release_reservation(args.reservation_id)
+    _show(args, released, lambda r: _console().print(f"released {r.reservation_id} ({r.deployment}): "
+                                                     f"{sum(h.memory_held_bytes for h in r.holds) / GIB:.1f} GiB on {len(r.holds)} GPU(s)"))
+    return 0
+
+
+def _reservations(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        active = client.list_reservations()
+    _show(args, active, reservations_table)
+    return 0
 
 
 def _watch(args: argparse.Namespace) -> int:
@@ -312,11 +349,16 @@ def place_report(answer: PlaceResponse, show_artifacts: bool = False) -> None:
     console.print(chosen)
     if answer.unplaced_replicas:
         console.print(f"[red]{answer.unplaced_replicas} replica(s) could not be placed[/red]")
+    if answer.rejection_counts:
+        counts = ", ".join(f"{reason.value} {n}" for reason, n in sorted(answer.rejection_counts.items(), key=lambda kv: -kv[1]))
+        console.print(f"rejected hosts: {sum(answer.rejection_counts.values())} ({counts})")
     if answer.rejections:
-        rejected = _table("rejected hosts", "host", "reason", "why")
+        rejected = _table("closest rejected hosts", "host", "reason", "why")
         for r in answer.rejections:
             rejected.add_row(r.host, r.reason.value, r.message)
         console.print(rejected)
+    if answer.reservation is not None:
+        _reservation_line(console, answer.reservation)
     if show_artifacts:
         for p in answer.selected:
             if p.artifacts:
@@ -338,3 +380,19 @@ def fleet_plan_report(answer: FleetPlanResponse) -> None:
     for b in answer.budgets:
         budget.add_row(b.host, b.uuid, _gib(b.memory_free_bytes), _gib(b.reserved_bytes), _gib(b.remaining_bytes))
     console.print(budget)
+    if answer.reservation is not None:
+        _reservation_line(console, answer.reservation)
+
+
+def _reservation_line(console, reservation: Reservation) -> None:  # noqa: ANN001
+    held = sum(h.memory_held_bytes for h in reservation.holds) / GIB
+    console.print(f"reserved {held:.1f} GiB on {len(reservation.holds)} GPU(s) for {reservation.expires_in_seconds:.0f}s: "
+                  f"release early with `vllm-planner fleet release {reservation.reservation_id}`")
+
+
+def reservations_table(reservations: list[Reservation]) -> None:
+    table = _table(f"{len(reservations)} reservation(s)", "id", "deployment", "expires in s", "GPUs", "held GiB")
+    for r in reservations:
+        held = sum(h.memory_held_bytes for h in r.holds if not h.consumed)
+        table.add_row(r.reservation_id, r.deployment, f"{r.expires_in_seconds:.0f}", str(len(r.holds)), _gib(held))
+    _console().print(table)

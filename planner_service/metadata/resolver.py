@@ -97,10 +97,18 @@ class ModelResolver:
         return self._cached(key, lambda: self._resolve_repo(name, options.revision))
 
     def _cached(self, key: CacheKey, load: Callable[[], ModelSource]) -> ModelSource:
+        from vllm_planner.transport.metrics import HUB_CACHE_REQUESTS_TOTAL
+
         hit = self.cache.get(key)
         if hit is not None:
+            HUB_CACHE_REQUESTS_TOTAL.labels(result="hit").inc()
             return hit
-        source = load()
+        try:
+            source = load()
+        except Exception:
+            HUB_CACHE_REQUESTS_TOTAL.labels(result="error").inc()
+            raise
+        HUB_CACHE_REQUESTS_TOTAL.labels(result="miss").inc()
         self.cache.put(key, source)
         return source
 

@@ -13,6 +13,8 @@ import sys
 
 from pydantic import ValidationError
 
+from planner_service.engine.errors import PlannerError
+from planner_service.fleet.discovery import read_agent_file
 from planner_service.fleet.runtime import FLEET_SERVICE_NAME, FleetRuntime
 from planner_service.fleet.evaluator import TwinProvider
 from planner_service.server.app import ExtraService, PlannerServiceSettings, build_planner_server, build_resolver
@@ -60,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(PlannerServiceSettings, args)
         settings.server_options()  # reads the token file now, so a bad path fails before binding
-    except (ValidationError, ValueError, OSError) as exc:
+        fleet_settings = settings.fleet_settings()  # the agent token file, too
+        if fleet_settings.agents_file is not None:  # and every address in --agents-file
+            read_agent_file(fleet_settings.agents_file)
+    except (ValidationError, ValueError, OSError, PlannerError) as exc:
         parser.error(" ".join(str(exc).split()))
     configure_logging(settings)
     try:

@@ -27,6 +27,7 @@ from planner_service.metadata.catalog import list_catalog
 from planner_service.server import convert
 from planner_service.server.describe import describe_model
 from planner_service.server.interceptor import DeadlineExceededError
+from vllm_planner.transport.metrics import PLANS_TOTAL
 from vllm_planner.v1 import planner_pb2, planner_pb2_grpc
 
 T = TypeVar("T")
@@ -58,9 +59,16 @@ class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
             raise DeadlineExceededError("the deadline passed before the plan was ready") from None
 
     async def _plan(self, request, context: grpc.aio.ServicerContext) -> PlanResponse:  # noqa: ANN001
-        """``run_plan`` with the service's resolver: the embedded engine's result, artifacts included."""
-        plan_request = convert.from_proto(request, PlanRequest)
-        return await self._offload(context, run_plan, plan_request, resolver=self._resolver)
+        """``run_plan`` with the service's resolver: the embedded engine's result, artifacts included.
+        Counted in ``vllm_planner_plans_total{outcome=fits|does_not_fit|error}``."""
+        try:
+            plan_request = convert.from_proto(request, PlanRequest)
+            response = await self._offload(context, run_plan, plan_request, resolver=self._resolver)
+        except Exception:
+            PLANS_TOTAL.labels(outcome="error").inc()
+            raise
+        PLANS_TOTAL.labels(outcome="fits" if response.feasibility.fits else "does_not_fit").inc()
+        return response
 
     async def Plan(self, request: planner_pb2.PlanRequest, context: grpc.aio.ServicerContext) -> planner_pb2.PlanResponse:
         response = await self._plan(request, context)

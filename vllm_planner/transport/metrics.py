@@ -8,7 +8,7 @@ Services import what they need and update it; nothing else to wire::
     with metrics.AGENT_COLLECTION_SECONDS.labels(source="nvml").time():
         snapshot = collect()
     metrics.AGENT_COLLECTION_ERRORS_TOTAL.labels(source="nvml", reason="timeout").inc()
-    metrics.FLEET_HOSTS.labels(state="healthy").set(12)
+    metrics.FLEET_HOSTS.labels(state="ready").set(12)
     metrics.HUB_CACHE_REQUESTS_TOTAL.labels(result="hit").inc()
 
 A service-specific metric is created once with ``metrics.counter(...)`` / ``gauge`` / ``histogram``;
@@ -90,14 +90,14 @@ AGENT_COLLECTION_SECONDS = histogram(
 )
 AGENT_COLLECTION_ERRORS_TOTAL = counter(
     "vllm_planner_agent_collection_errors",
-    "Inventory collections that failed, by source and reason (timeout, driver, device_lost, ...).",
+    "Inventory collections that failed, by source and reason (timeout, driver, device_lost, pod_resources, error).",
     ("source", "reason"),
 )
 AGENT_SNAPSHOT_AGE_SECONDS = gauge(
     "vllm_planner_agent_snapshot_age_seconds", "Age of the inventory snapshot the agent serves."
 )
 FLEET_HOSTS = gauge(
-    "vllm_planner_fleet_hosts", "Hosts the planner knows, by state (healthy, stale, unreachable).", ("state",)
+    "vllm_planner_fleet_hosts", "Hosts the planner knows, by state (connecting, ready, stale, gone).", ("state",)
 )
 HUB_CACHE_REQUESTS_TOTAL = counter(
     "vllm_planner_hub_cache_requests",
