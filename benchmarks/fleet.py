@@ -1,59 +1,151 @@
-"""Fleet planning at scale: ``Place`` and ``PlanFleet`` latency and planner memory, 1,000 / 10,000 agents.
+"""Fleet planning at scale over real gRPC: 1,000 and 10,000 agents streaming into one planner process.
 
-Method (printed with the results): agents are simulated by feeding the planner's ``FleetRegistry``
-directly with synthetic hosts built from the capture shapes in ``planner_service.fleet.testing``
-(the recorded single H100 idle and busy, an 8x H100 NVSwitch host, an A100 in MIG mode), with other
-processes' memory drawn from a seeded RNG so free memory varies like a real fleet. No gRPC and no
-agent streams are involved: this measures the planner's own work (registry snapshot + placement
-with the real memory twin). ``Place`` cold = a fresh twin cache (first request for that model);
-warm = the same model again (the service keeps caches per base request).
+Method (printed with the results):
 
-    .venv/bin/python benchmarks/fleet.py [--hosts 1000 10000] [--runs 30]
+- **Agents**: ``--agent-processes`` farm processes (this script with ``--serve-agents``) each serve
+  their share of the agents, one ``grpc.aio`` server per agent on its own 127.0.0.1 port, each with
+  the agent's real ``GpuAgentServicer`` over a real ``Collector`` (``StaticBackend``): the same
+  ``WatchInventory`` stream, heartbeats and change notices a ``gpu-agent`` process serves. Host
+  shapes copy the recorded captures: 40 % the single H100 80GB HBM3 idle, 20 % the same GPU busy
+  (14,099,546,112 B used), 30 % an 8x H100 NVSwitch host with other processes' memory drawn from a
+  seeded RNG, 10 % an A100 80GB in MIG mode (3g.40gb + 2x 2g.20gb); UUIDs and hostnames are unique.
+- **Planner**: a real ``vllm-planner-service`` process with ``--agents-file`` listing every agent;
+  it opens one ``WatchInventory`` stream per agent, exactly as in production.
+- **Place**: Qwen3-8B (bundled catalog, real memory twin), 2 replicas, TP searched, timed from this
+  process over gRPC: ``cold`` = the first call, ``warm`` = repeated calls on an unchanged fleet,
+  ``churn`` = calls while 5 % of the agents report new free memory between two calls (their
+  collectors notice, their streams send the new inventory, the planner re-plans just those hosts).
+  ``answer KiB`` = the largest serialized ``PlaceResponse``. ``reserve`` = Place with
+  ``reserve_seconds`` (holds applied and recorded under the reservation lock).
+- **Memory**: the planner's resident set from ``/proc/<pid>/status`` (VmRSS now, VmHWM peak).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/fleet.py [--hosts 1000 10000] [--runs 30]
+
+The agents heartbeat every ``--heartbeat-seconds`` (10 s, a little faster than the agent's 15 s
+default), so at 10,000 agents the planner also absorbs ~1,000 stream messages a second while it
+answers. Everything runs on this machine: the farm processes, the planner and the client share its
+cores, so the figures are a lower bound for a dedicated planner host.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import hashlib
+import json
+import os
+import platform
 import random
-import resource
-import statistics
+import subprocess
+import sys
+import tempfile
+import threading
 import time
-import tracemalloc
-
-from planner_service.engine.models import HardwareOptions, ModelOptions, PlanRequest, WorkloadOptions
-from planner_service.fleet.evaluator import TwinProvider
-from planner_service.fleet.models import Deployment, FleetHost, FleetPlanRequest
-from planner_service.fleet.packing import plan_fleet
-from planner_service.fleet.placement import place
-from planner_service.fleet.registry import FleetRegistry
-from planner_service.fleet.testing import a100_mig_host, h100_host, h100_nvlink_host
+from pathlib import Path
 
 GIB = 1 << 30
-MODELS = ("Qwen/Qwen3-8B", "meta-llama/Llama-3.1-70B-Instruct", "Qwen/Qwen3-32B", "Qwen/Qwen3-0.6B")
+H100 = "NVIDIA H100 80GB HBM3"
+H100_TOTAL, H100_RESERVED, H100_BUSY_USED = 85520809984, 503316480, 14099546112
+A100 = "NVIDIA A100-SXM4-80GB"
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def synthetic_host(i: int, rng: random.Random) -> FleetHost:
+# -- agent farm (runs in the --serve-agents child processes) ---------------------------------------
+
+
+def _uuid(host: str, index: int) -> str:
+    d = hashlib.sha256(f"{host}/{index}".encode()).hexdigest()
+    return f"GPU-{d[:8]}-{d[8:12]}-{d[12:16]}-{d[16:20]}-{d[20:32]}"
+
+
+def synthetic_inventory(i: int, rng: random.Random):  # noqa: ANN201 (gpu_agent.inventory.HostInventory)
     """Shape mix: 40% single H100 idle, 20% single H100 busy, 30% 8x H100 NVLink, 10% A100 MIG."""
+    from gpu_agent.inventory import CollectionSource, Gpu, GpuLink, HostInfo, HostInventory, LinkLevel, MigDevice, MigMode
+
     name = f"node-{i:05d}"
     roll = rng.random()
-    if roll < 0.4:
-        return h100_host(name)
+    cuda_total = H100_TOTAL - H100_RESERVED
+
+    def h100(index: int, used: int, numa: int | None = None) -> Gpu:
+        return Gpu(index=index, uuid=_uuid(name, index), name=H100, memory_total_bytes=H100_TOTAL,
+                   memory_reserved_bytes=H100_RESERVED, memory_used_bytes=used, memory_free_bytes=cuda_total - used,
+                   memory_cuda_total_bytes=cuda_total, compute_capability="9.0", numa_node=numa, mig_mode=MigMode.DISABLED)
+
+    links: tuple = ()
     if roll < 0.6:
-        return h100_host(name, busy=True)
-    if roll < 0.9:
-        used = {g: rng.choice((0, 0, 0, 8, 13, 40)) * GIB for g in range(8)}
-        return h100_nvlink_host(name, used_bytes=used)
-    return a100_mig_host(name)
+        gpus: tuple = (h100(0, H100_BUSY_USED - H100_RESERVED if roll >= 0.4 else 0),)
+    elif roll < 0.9:
+        gpus = tuple(h100(g, rng.choice((0, 0, 0, 8, 13, 40)) * GIB, 0 if g < 4 else 1) for g in range(8))
+        links = tuple(GpuLink(gpu_uuid_a=a.uuid, gpu_uuid_b=b.uuid, gpu_index_a=a.index, gpu_index_b=b.index,
+                              level=LinkLevel.NVLINK, nvlink_count=18) for a in gpus for b in gpus if a.index < b.index)
+    else:
+        parent = _uuid(name, 0)
+        devices = tuple(
+            MigDevice(uuid=f"MIG-{_uuid(name, 10 + k)[4:]}", parent_uuid=parent, index=k, profile=profile,
+                      memory_total_bytes=int(gib * GIB), memory_used_bytes=0, memory_free_bytes=int(gib * GIB))
+            for k, (profile, gib) in enumerate((("3g.40gb", 39.25), ("2g.20gb", 19.5), ("2g.20gb", 19.5)))
+        )
+        gpus = (Gpu(index=0, uuid=parent, name=A100, memory_total_bytes=85899345920, memory_reserved_bytes=724828160,
+                    memory_cuda_total_bytes=85174583296, memory_used_bytes=0, memory_free_bytes=85174583296,
+                    compute_capability="8.0", mig_mode=MigMode.ENABLED, mig_devices=devices),)
+    return HostInventory(host=HostInfo(hostname=name, agent_version="bench", driver_version="580.159.04"),
+                         gpus=gpus, links=links, source=CollectionSource.STATIC)
 
 
-def build_registry(n: int, seed: int = 0) -> FleetRegistry:
-    rng = random.Random(seed)
-    registry = FleetRegistry()
-    for i in range(n):
-        host = synthetic_host(i, rng)
-        registry.update(host.address, host)
-    return registry
+def serve_agents(first: int, count: int, seed: int, heartbeat_seconds: float) -> None:
+    """Serve agents ``first .. first+count-1``; print one address per line, then ``ready``; then obey
+    ``churn FRACTION`` lines on stdin (new free memory on that share of these agents)."""
+    import asyncio
+    import uuid
+
+    import grpc
+
+    from gpu_agent.backends import StaticBackend
+    from gpu_agent.collector import Collector
+    from gpu_agent.servicer import ChangeSignal, GpuAgentServicer
+    from vllm_planner.transport.settings import SERVER_OPTIONS
+    from vllm_planner.v1 import agent_pb2_grpc
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        rng = random.Random(seed)
+        agents = []
+        for i in range(first, first + count):
+            backend = StaticBackend(synthetic_inventory(i, rng))
+            collector = Collector(backend, interval_seconds=3600, stale_after_intervals=24, instance_id=uuid.uuid4().hex)
+            collector.collect_once()
+            changes = ChangeSignal(loop)
+            collector.add_listener(changes.notify_threadsafe)
+            server = grpc.aio.server(options=SERVER_OPTIONS)
+            agent_pb2_grpc.add_GpuAgentServiceServicer_to_server(GpuAgentServicer(collector, changes, heartbeat_seconds), server)
+            port = server.add_insecure_port("127.0.0.1:0")
+            await server.start()
+            agents.append((i, backend, collector, server))  # the server must stay referenced: a dropped one stops
+            print(f"127.0.0.1:{port}", flush=True)
+        print("ready", flush=True)
+        churn_rng = random.Random(seed + 1)
+        lines: asyncio.Queue[str] = asyncio.Queue()
+        threading.Thread(target=lambda: [loop.call_soon_threadsafe(lines.put_nowait, line) for line in sys.stdin],
+                         daemon=True).start()
+        while True:
+            line = (await lines.get()).strip()
+            if line.startswith("churn"):
+                fraction = float(line.split()[1])
+                for i, backend, collector, _ in churn_rng.sample(agents, max(1, int(len(agents) * fraction))):
+                    backend.inventory = synthetic_inventory(i, churn_rng)
+                    collector.collect_once()
+                print("churned", flush=True)
+            elif line == "quit":
+                return
+
+    asyncio.run(main())
+
+
+# -- the benchmark driver ---------------------------------------------------------------------------
+
+
+def _rss_mib(pid: int) -> tuple[float, float]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
 def _pct(samples: list[float], q: float) -> float:
@@ -61,116 +153,174 @@ def _pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def _deployment(model: str, tp: int | None = None, replicas: int = 1) -> Deployment:
-    return Deployment(
-        plan=PlanRequest(model=ModelOptions(model=model, max_model_len=8192), hardware=HardwareOptions(tensor_parallel_size=tp),
-                         workload=WorkloadOptions(prompt_tokens=1024, gen_tokens=256, concurrency=16)),
-        replicas=replicas,
+class Farm:
+    def __init__(self, hosts: int, processes: int, heartbeat_seconds: float) -> None:
+        per = -(-hosts // processes)
+        self.procs = []
+        self.addresses: list[str] = []
+        for k in range(processes):
+            first, count = k * per, min(per, hosts - k * per)
+            if count <= 0:
+                break
+            proc = subprocess.Popen(
+                [sys.executable, __file__, "--serve-agents", str(first), str(count), "--seed", str(k),
+                 "--heartbeat-seconds", str(heartbeat_seconds)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            )
+            self.procs.append(proc)
+        for proc in self.procs:
+            for line in proc.stdout:
+                if line.strip() == "ready":
+                    break
+                self.addresses.append(line.strip())
+
+    def churn(self, fraction: float) -> None:
+        for proc in self.procs:
+            proc.stdin.write(f"churn {fraction}\n")
+            proc.stdin.flush()
+        for proc in self.procs:
+            assert proc.stdout.readline().strip() == "churned"
+
+    def close(self) -> None:
+        for proc in self.procs:
+            try:
+                proc.stdin.write("quit\n")
+                proc.stdin.flush()
+            except BrokenPipeError:
+                pass
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run(hosts: int, args: argparse.Namespace) -> dict[str, float]:
+    import grpc
+
+    from planner_service.engine.models import HardwareOptions, ModelOptions, PlanRequest, WorkloadOptions
+    from planner_service.fleet import converters as conv
+    from planner_service.fleet.models import Deployment, HostState
+    from vllm_planner.transport.channel import ChannelOptions, create_channel
+    from vllm_planner.v1 import fleet_pb2 as pb
+    from vllm_planner.v1 import fleet_pb2_grpc
+
+    started = time.perf_counter()
+    farm = Farm(hosts, args.agent_processes, args.heartbeat_seconds)
+    farm_seconds = time.perf_counter() - started
+    workdir = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
+    agents_file = workdir / "agents.txt"
+    agents_file.write_text("\n".join(farm.addresses) + "\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    planner = subprocess.Popen(
+        [sys.executable, "-m", "planner_service.server.main", "--listen", "127.0.0.1:0", "--agents-file", str(agents_file),
+         "--fleet-heartbeat-seconds", str(args.heartbeat_seconds), "--fleet-stale-after-seconds", str(4 * args.heartbeat_seconds),
+         "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, stderr=None if args.verbose else subprocess.DEVNULL, text=True, cwd=ROOT, env=env,
     )
+    try:
+        address = planner.stdout.readline().strip()
+        channel = create_channel(ChannelOptions(target=address))
+        stub = fleet_pb2_grpc.FleetServiceStub(channel)
+        ready_filter = pb.FleetHostFilter(states=[pb.FLEET_HOST_STATE_READY])
+        connect_started = time.perf_counter()
+        while stub.ListHosts(pb.ListHostsRequest(filter=ready_filter, page_size=1), timeout=60).total_size < hosts:
+            if time.perf_counter() - connect_started > args.connect_timeout:
+                raise SystemExit(f"only {stub.ListHosts(pb.ListHostsRequest(filter=ready_filter, page_size=1)).total_size} of {hosts} agents READY")
+            time.sleep(0.5)
+        connect_seconds = time.perf_counter() - connect_started
+        rss_connected = _rss_mib(planner.pid)[0]
 
+        deployment = Deployment(
+            plan=PlanRequest(model=ModelOptions(model="Qwen/Qwen3-8B", max_model_len=8192), hardware=HardwareOptions(),
+                             workload=WorkloadOptions(prompt_tokens=1024, gen_tokens=256, concurrency=16)),
+            replicas=2,
+        )
+        request = pb.PlaceRequest(deployment=conv.deployment_to_proto(deployment))
+        sizes: list[int] = []
 
-def bench_place(registry: FleetRegistry, runs: int) -> dict[str, float]:
-    deployment = _deployment("Qwen/Qwen3-8B", replicas=2)
-    cold: list[float] = []
-    for _ in range(3):  # fresh provider each time: first-request cost, metadata resolution included
-        provider = TwinProvider()
-        start = time.perf_counter()
-        cache, fp8 = provider.prepare(deployment)
-        place(deployment, registry.snapshot(), cache, fp8=fp8)
-        cold.append(time.perf_counter() - start)
-    provider = TwinProvider()
-    cache, fp8 = provider.prepare(deployment)
-    place(deployment, registry.snapshot(), cache, fp8=fp8)
-    warm: list[float] = []
-    evaluations = cache.evaluations
-    for _ in range(runs):
-        start = time.perf_counter()
-        hosts = registry.snapshot()  # what the servicer reads on every call
-        cache, fp8 = provider.prepare(deployment)
-        place(deployment, hosts, cache, fp8=fp8)
-        warm.append(time.perf_counter() - start)
-    churn: list[float] = []
-    rng = random.Random(1)
-    addresses = [h.address for h in registry.snapshot()]
-    for run in range(runs):  # 5% of the agents report new free memory between two requests
-        for address in rng.sample(addresses, max(1, len(addresses) // 20)):
-            registry.update(address, synthetic_host(int(address.split("-")[1].split(":")[0]), rng))
-        start = time.perf_counter()
-        cache, fp8 = provider.prepare(deployment)
-        place(deployment, registry.snapshot(), cache, fp8=fp8)
-        churn.append(time.perf_counter() - start)
-    return {
-        "churn_p50": _pct(churn, 0.5), "churn_p99": _pct(churn, 0.99),
-        "cold_p50": statistics.median(cold), "cold_max": max(cold),
-        "warm_p50": _pct(warm, 0.5), "warm_p99": _pct(warm, 0.99), "evaluations": float(evaluations),
-    }
+        def timed(req: pb.PlaceRequest) -> float:
+            t = time.perf_counter()
+            answer = stub.Place(req, timeout=120)
+            elapsed = time.perf_counter() - t
+            sizes.append(answer.ByteSize())
+            assert len(answer.selected) == 2, answer.unplaced_replicas
+            return elapsed
 
-
-def bench_plan_fleet(registry: FleetRegistry, runs: int) -> dict[str, float]:
-    request = FleetPlanRequest(deployments=tuple(
-        _deployment(model, tp=tp, replicas=r)
-        for model, tp, r in ((MODELS[0], None, 20), (MODELS[1], 4, 5), (MODELS[2], 2, 10), (MODELS[3], None, 20))
-    ))
-    provider = TwinProvider()
-    samples: list[float] = []
-    placed = 0
-    for _ in range(runs):
-        start = time.perf_counter()
-        answer = plan_fleet(request, registry.snapshot(), provider.prepare)
-        samples.append(time.perf_counter() - start)
-        placed = len(answer.assignments)
-    return {"p50": _pct(samples, 0.5), "p99": _pct(samples, 0.99), "first": samples[0], "placed": float(placed),
-            "replicas": float(sum(d.replicas for d in request.deployments))}
-
-
-def registry_bytes(n: int) -> int:
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    registry = build_registry(n)
-    after = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
-    del registry
-    return after - before
+        cold = timed(request)
+        warm = [timed(request) for _ in range(args.runs)]
+        churn = []
+        for _ in range(args.runs):
+            farm.churn(0.05)
+            time.sleep(0.2)  # let the new inventories reach the planner
+            churn.append(timed(request))
+        held = pb.PlaceRequest(deployment=request.deployment, reserve_seconds=5)
+        reserve = [timed(held) for _ in range(min(args.runs, 10))]
+        counts = stub.ListHosts(pb.ListHostsRequest(page_size=1), timeout=60).total_size
+        rss, peak = _rss_mib(planner.pid)
+        channel.close()
+        return {
+            "hosts": hosts, "ready": counts, "farm_s": farm_seconds, "connect_s": connect_seconds,
+            "cold_ms": cold * 1e3, "warm_p50": _pct(warm, 0.5) * 1e3, "warm_p99": _pct(warm, 0.99) * 1e3,
+            "churn_p50": _pct(churn, 0.5) * 1e3, "churn_p99": _pct(churn, 0.99) * 1e3,
+            "reserve_p50": _pct(reserve, 0.5) * 1e3, "reserve_p99": _pct(reserve, 0.99) * 1e3,
+            "answer_kib": max(sizes) / 1024, "rss_connected": rss_connected, "rss": rss, "rss_peak": peak,
+            "state": HostState.READY.value,
+        }
+    finally:
+        planner.terminate()
+        try:
+            planner.wait(15)
+        except subprocess.TimeoutExpired:
+            planner.kill()
+            planner.wait()
+        farm.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--plan-runs", type=int, default=5)
+    parser.add_argument("--agent-processes", type=int, default=4)
+    parser.add_argument("--heartbeat-seconds", type=float, default=10.0)
+    parser.add_argument("--connect-timeout", type=float, default=600.0)
+    parser.add_argument("--json", action="store_true", help="Print the results as JSON lines too.")
+    parser.add_argument("--verbose", action="store_true", help="Show the planner's log.")
+    parser.add_argument("--serve-agents", nargs=2, type=int, metavar=("FIRST", "COUNT"), help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_agents:
+        serve_agents(*args.serve_agents, args.seed, args.heartbeat_seconds)
+        return 0
 
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="fleet planner at scale (synthetic hosts fed to the registry directly; real memory twin)")
-    for column in ("hosts", "GPUs", "Place cold ms", "Place warm p50 ms", "Place warm p99 ms", "5% churn p50 ms",
-                   "5% churn p99 ms", "twin evals",
-                   "PlanFleet p50 ms", "PlanFleet p99 ms", "placed/asked", "registry MiB (tracemalloc)", "max RSS MiB"):
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    console = Console(width=220)
+    console.print(f"machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+                  f"load average {os.getloadavg()[0]:.2f} at start")
+    table = Table(title="Place over real gRPC: agent processes -> WatchInventory streams -> one planner process")
+    columns = ("agents", "READY", "connect s", "Place cold ms", "warm p50 ms", "warm p99 ms", "5% churn p50 ms",
+               "5% churn p99 ms", "reserve p50 ms", "reserve p99 ms", "max answer KiB", "planner RSS MiB", "RSS peak MiB")
+    for column in columns:
         table.add_column(column, justify="right")
     for n in args.hosts:
-        registry = build_registry(n)
-        gpus = sum(len(h.gpus) for h in registry.snapshot())
-        p = bench_place(registry, args.runs)
-        f = bench_plan_fleet(registry, args.plan_runs)
-        mem = registry_bytes(n)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        table.add_row(f"{n:,}", f"{gpus:,}", f"{p['cold_p50'] * 1e3:.0f}", f"{p['warm_p50'] * 1e3:.1f}", f"{p['warm_p99'] * 1e3:.1f}",
-                      f"{p['churn_p50'] * 1e3:.1f}", f"{p['churn_p99'] * 1e3:.1f}",
-                      f"{p['evaluations']:.0f}", f"{f['p50'] * 1e3:.0f}", f"{f['p99'] * 1e3:.0f}", f"{f['placed']:.0f}/{f['replicas']:.0f}",
-                      f"{mem / (1 << 20):.1f}", f"{rss:.0f}")
-    console = Console(width=200)
+        r = run(n, args)
+        if args.json:
+            print(json.dumps(r), flush=True)
+        table.add_row(f"{n:,}", f"{r['ready']:,}", f"{r['connect_s']:.1f}", f"{r['cold_ms']:.0f}", f"{r['warm_p50']:.1f}",
+                      f"{r['warm_p99']:.1f}", f"{r['churn_p50']:.1f}", f"{r['churn_p99']:.1f}", f"{r['reserve_p50']:.1f}",
+                      f"{r['reserve_p99']:.1f}", f"{r['answer_kib']:.1f}", f"{r['rss']:.0f}", f"{r['rss_peak']:.0f}")
     console.print(table)
     console.print(
-        "How to read: Place = one model (Qwen3-8B, 2 replicas, TP searched) ranked over every host, with the registry\n"
-        "snapshot the servicer takes per call. 'cold' is the first request for that model (metadata + one twin run per\n"
-        "distinct (GPU model, CUDA total, TP, utilization, free-memory bucket)); 'warm' = the same request again on an\n"
-        "unchanged fleet (twin cache + per-host memo: unchanged hosts keep their registry objects); '5% churn' = 5% of\n"
-        "the agents reported new free memory since the previous request, so only those hosts are re-planned.\n"
-        "'twin evals' = distinct twin evaluations the whole fleet needed. PlanFleet = 4 models x 55 replicas over the\n"
-        "same fleet. Percentiles over --runs / --plan-runs samples on this machine; no gRPC or network in the loop.\n"
-        "Registry MiB = Python heap held by the registry's host records; max RSS = the whole benchmark process."
+        f"How to read: {args.agent_processes} farm processes serve the agents (one gRPC server per agent, the real\n"
+        f"GpuAgentServicer, heartbeat {args.heartbeat_seconds:g} s); the planner is a vllm-planner-service process watching\n"
+        "every agent. 'connect s' = from the planner's start until every host is READY. Percentiles over --runs Place\n"
+        "calls of Qwen3-8B x 2 replicas (TP searched, the real memory twin). Targets: p99 <= 200 ms, answer <= 64 KiB,\n"
+        "planner RSS <= 512 MiB at 10,000 agents. The farm, planner and client share this machine's cores."
     )
     return 0
 

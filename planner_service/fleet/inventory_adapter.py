@@ -179,13 +179,13 @@ class AgentStreams:
         self._settings = settings
 
     async def open(self, address: str) -> AsyncIterator[FleetHost]:
-        from vllm_planner.transport.channel import ChannelOptions, create_aio_channel
+        from vllm_planner.transport.channel import LEAN_STREAM_OPTIONS, ChannelOptions, create_aio_channel
         from vllm_planner.v1 import agent_pb2_grpc
 
         fleet = self._settings
         options = ChannelOptions(target=address, tls=fleet.agent_tls, tls_ca_file=fleet.agent_tls_ca_file,
                                  tls_cert_file=fleet.agent_tls_cert_file, tls_key_file=fleet.agent_tls_key_file,
-                                 auth_token=fleet.agent_auth_token)
+                                 auth_token=fleet.agent_auth_token, extra_options=LEAN_STREAM_OPTIONS)
         async with create_aio_channel(options) as channel:
             stub = agent_pb2_grpc.GpuAgentServiceStub(channel)
             # No deadline on the stream itself: liveness is judged by heartbeats (stale_after_seconds),

@@ -15,6 +15,8 @@ indices, so equal inputs always give equal answers.
 
 from __future__ import annotations
 
+import heapq
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from planner_service.engine.errors import PlannerError
@@ -59,7 +61,8 @@ class TwinCache:
         self._requests: dict[tuple, PlanRequest] = {}
         self._placement_keys: dict[tuple, tuple] = {}
         self._rendered: dict[tuple, PlacementArtifacts] = {}
-        self._per_host: dict[tuple[int, str], tuple[FleetHost, Placement | Rejection]] = {}
+        self._per_host: dict[tuple[int, str], tuple[FleetHost, Placement | Rejection, tuple]] = {}
+        self._ranked: dict[str, Ranked] = {}
         self.evaluations = 0
 
     def run(self, key: tuple, request: PlanRequest | Callable[[], PlanRequest]) -> PlanResponse:
@@ -79,18 +82,30 @@ class TwinCache:
             raise hit
         return hit
 
-    def host_result(self, host: FleetHost, scope: str, compute: Callable[[], Placement | Rejection]) -> Placement | Rejection:
-        """A host's untouched-budget result for one deployment ``scope``, memoised on the host object:
-        the registry keeps an unchanged host's object across snapshots, so a repeated Place only
-        re-plans the hosts that changed."""
+    def host_result(self, host: FleetHost, scope: str, compute: Callable[[], Placement | Rejection]) -> tuple[Placement | Rejection, tuple]:
+        """A host's untouched-budget result for one deployment ``scope`` and its sort key (``rank_key``
+        of a placement, ``closeness`` of a rejection), memoised on the host object: the registry keeps
+        an unchanged host's object across snapshots, so a repeated Place only re-plans the hosts that
+        changed."""
         hit = self._per_host.get((id(host), scope))
         if hit is not None and hit[0] is host:
-            return hit[1]
+            return hit[1], hit[2]
         result = compute()
+        key = rank_key(result) if isinstance(result, Placement) else closeness(result, host)
         if len(self._per_host) > 200_000:
             self._per_host.clear()
-        self._per_host[(id(host), scope)] = (host, result)  # holding the host keeps its id from being reused
-        return result
+        self._per_host[(id(host), scope)] = (host, result, key)  # holding the host keeps its id from being reused
+        return result, key
+
+    def ranked(self, scope: str, hosts: Sequence[FleetHost]) -> "Ranked | None":
+        """The ranking of exactly this ``hosts`` object for ``scope`` if it was computed last time."""
+        hit = self._ranked.get(scope)
+        return hit if hit is not None and hit.hosts is hosts else None
+
+    def remember_ranked(self, scope: str, ranked: "Ranked") -> None:
+        if len(self._ranked) > 64:
+            self._ranked.clear()
+        self._ranked[scope] = ranked
 
     def remember(self, placement: Placement, key: tuple) -> Placement:
         self._placement_keys[_identity(placement)] = key
@@ -338,6 +353,51 @@ def rank_key(p: Placement) -> tuple:
     return (p.tensor_parallel_size, link_rank, -p.max_concurrency, -p.kv_cache_tokens, p.host, p.gpu_indices, p.gpu_uuids)
 
 
+@dataclass(frozen=True)
+class Ranked:
+    """Every host's untouched-budget result for one deployment scope over one snapshot."""
+
+    hosts: Sequence[FleetHost]  # the very object ranked (identity: the registry's snapshot)
+    ordered: list[FleetHost]
+    first: dict[str, Placement | Rejection]
+    keys: dict[str, tuple]  # rank_key of each placement, by address
+    placements: list[Placement]  # sorted best first
+    closest: tuple[Rejection, ...]
+    counts: dict[RejectReason, int]
+    by_address: dict[str, FleetHost]
+
+
+def rank_hosts(deployment: Deployment, hosts: Sequence[FleetHost], cache: TwinCache, policy: sizing.SizingPolicy,
+               fp8: bool, mode: MemorySizing, scope: str) -> Ranked:
+    """One result per host (memoised per host object), sorted; reused whole while the snapshot is the same."""
+    hit = cache.ranked(scope, hosts)
+    if hit is not None:
+        return hit
+    ordered = list(hosts)
+    if any((a.host, a.address) > (b.host, b.address) for a, b in zip(ordered, ordered[1:])):
+        ordered.sort(key=lambda h: (h.host, h.address))  # registry snapshots arrive sorted already
+    first: dict[str, Placement | Rejection] = {}
+    keys: dict[str, tuple] = {}
+    placed: list[tuple[tuple, Placement]] = []
+    rejected: list[tuple[tuple, Rejection]] = []
+    counts: dict[RejectReason, int] = {}
+    for host in ordered:
+        result, key = cache.host_result(
+            host, scope, lambda h=host: place_on_host(deployment, h, cache, policy, fp8=fp8, sizing_mode=mode))
+        first[host.address] = result
+        if isinstance(result, Placement):
+            keys[host.address] = key
+            placed.append((key, result))
+        else:
+            rejected.append((key, result))
+            counts[result.reason] = counts.get(result.reason, 0) + 1
+    placed.sort(key=lambda item: item[0])
+    closest = tuple(r for _, r in heapq.nsmallest(CLOSEST_REJECTIONS, rejected, key=lambda item: item[0]))
+    ranked = Ranked(hosts, ordered, first, keys, [p for _, p in placed], closest, counts, {h.address: h for h in ordered})
+    cache.remember_ranked(scope, ranked)
+    return ranked
+
+
 def place(
     deployment: Deployment,
     hosts: Sequence[FleetHost],
@@ -352,43 +412,29 @@ def place(
 
     policy = policy or sizing.SizingPolicy()
     mode = deployment.sizing or MemorySizing.MAX_FREE
-    ordered = list(hosts)
-    if any((a.host, a.address) > (b.host, b.address) for a, b in zip(ordered, ordered[1:])):
-        ordered.sort(key=lambda h: (h.host, h.address))  # registry snapshots arrive sorted already
-    placements: list[Placement] = []
-    rejections: list[Rejection] = []
     # Everything that changes a host's answer besides the host itself (replicas/name/pinning do not).
     scope = deployment.model_dump_json(exclude={"name", "replicas", "gpu_pinning"}) + policy.model_dump_json() + f"{fp8}{mode.value}"
-    results = [
-        cache.host_result(host, scope, lambda h=host: place_on_host(deployment, h, cache, policy, fp8=fp8, sizing_mode=mode))
-        for host in ordered
-    ]
-    for result in results:
-        (placements if isinstance(result, Placement) else rejections).append(result)
-    placements.sort(key=rank_key)
-    by_address = {h.address: h for h in ordered}
-    first = {h.address: r for h, r in zip(ordered, results)}
-    selected, unplaced = assign_replicas(deployment, ordered, {}, cache, policy, fp8=fp8, sizing_mode=mode, initial=first)
+    ranked = rank_hosts(deployment, hosts, cache, policy, fp8, mode, scope)
+    ordered, placements, by_address = ranked.ordered, ranked.placements, ranked.by_address
+    selected, unplaced = assign_replicas(deployment, ordered, {}, cache, policy, fp8=fp8, sizing_mode=mode,
+                                         initial=ranked.first, initial_keys=ranked.keys)
     label = deployment.display_name
     chosen = [
         cache.with_artifacts(p, pinning.decide(by_address[p.address], p, label, i, deployment.gpu_pinning))
         for i, p in enumerate(selected)
     ]
     full = {_identity(p): p for p in chosen}
-    ranked = tuple(
+    ranked_out = tuple(
         full.get(_identity(p))
         or cache.with_artifacts(p, pinning.decide(by_address[p.address], p, label, None, deployment.gpu_pinning), full=False)
         for p in placements[:max_results]
     )
-    counts: dict[RejectReason, int] = {}
-    for r in rejections:
-        counts[r.reason] = counts.get(r.reason, 0) + 1
     return PlaceResponse(
         deployment=label,
-        placements=ranked,
+        placements=ranked_out,
         selected=tuple(chosen),
-        rejections=closest_rejections(rejections, by_address),
-        rejection_counts=counts,
+        rejections=ranked.closest,
+        rejection_counts=dict(ranked.counts),
         unplaced_replicas=len(unplaced),
         hosts_considered=len(ordered),
     )
@@ -404,10 +450,7 @@ _CLOSENESS = (
 _RANK = {reason: i for i, reason in enumerate(_CLOSENESS)}
 
 
-def closest_rejections(rejections: Sequence[Rejection], hosts: Mapping[str, FleetHost] | None = None,
-                       limit: int = CLOSEST_REJECTIONS) -> tuple[Rejection, ...]:
-    """The ``limit`` rejections closest to fitting: by reason (``_CLOSENESS``), then the most free
-    memory on one placement target of the host, then host name (deterministic)."""
-    free = {h.host: h.max_free_bytes for h in (hosts or {}).values()}
-    ordered = sorted(rejections, key=lambda r: (_RANK.get(r.reason, len(_RANK)), -free.get(r.host, 0), r.host))
-    return tuple(ordered[:limit])
+def closeness(rejection: Rejection, host: FleetHost) -> tuple:
+    """Sort key of a rejection, closest to fitting first: by reason (``_CLOSENESS``), then the most
+    free memory on one placement target of the host, then host name (deterministic)."""
+    return (_RANK.get(rejection.reason, len(_RANK)), -host.max_free_bytes, rejection.host)

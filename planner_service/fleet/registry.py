@@ -196,7 +196,10 @@ class FleetRegistry:
             self._count(entry.host.state, state)
             log.info("host %s (%s): %s -> %s%s", inventory.host, address, entry.host.state.value, state.value,
                      f" ({reason})" if reason else "")
-        entry.host = inventory.model_copy(update={"address": address, "state": state, "state_reason": reason})
+        if inventory.address == address and inventory.state is state and inventory.state_reason == reason:
+            entry.host = inventory  # the stream already built it as we keep it: no copy per host
+        else:
+            entry.host = inventory.model_copy(update={"address": address, "state": state, "state_reason": reason})
         if changed:
             self._publish(entry)
 

@@ -90,8 +90,8 @@ class ReservationBook:
         cached until the host or its holds change."""
         with self.lock:
             self._expire()
-            if not self._by_address:
-                return tuple(hosts)
+            if not self._by_address:  # the same object: placement's whole-ranking memo stays valid
+                return hosts if isinstance(hosts, tuple) else tuple(hosts)
             out = []
             for host in hosts:
                 holds = self._by_address.get(host.address)
