@@ -16,6 +16,9 @@ lists and DNS are the same for every replica; agents given ``--register-with NAM
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import logging
 import time
 import uuid
@@ -100,6 +103,48 @@ class FleetFlags(BaseModel):
                              agent_tls_key_file=self.agent_tls_key_file)
 
 
+class MemoryHygiene:
+    """Keeps a planner with thousands of long-lived host records from pausing for seconds.
+
+    Python's full (generation 2) garbage collection walks every tracked object; with 10,000 hosts
+    that is over a million objects and hundreds of milliseconds with the GIL held, so a ``Place``
+    running meanwhile waits. Every ``freeze_interval_seconds`` the young generations are collected and
+    everything that survived is frozen (``gc.freeze``): frozen objects are still freed by reference
+    counting when a host record is replaced, they are only left out of the cyclic collector's walks.
+    Once every ``full_interval_seconds`` everything is unfrozen and collected in full (one pause per
+    hour, for cyclic garbage that reached the old generation). ``malloc_trim`` then hands freed C
+    heap (gRPC's connection storms, protobuf parsing) back to the operating system.
+    """
+
+    def __init__(self, freeze_interval_seconds: float = 10.0, full_interval_seconds: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.freeze_interval_seconds = freeze_interval_seconds
+        self.full_interval_seconds = full_interval_seconds
+        self._clock = clock
+        self._last_freeze = clock()
+        self._last_full = clock()
+        libc = ctypes.util.find_library("c")
+        self._trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
+
+    def tick(self) -> None:
+        now = self._clock()
+        if now - self._last_full >= self.full_interval_seconds:
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+            self._last_full = self._last_freeze = now
+            self._release()
+        elif now - self._last_freeze >= self.freeze_interval_seconds:
+            gc.collect(1)
+            gc.freeze()
+            self._last_freeze = now
+            self._release()
+
+    def _release(self) -> None:
+        if self._trim is not None:
+            self._trim(0)
+
+
 class FleetRuntime:
     def __init__(
         self,
@@ -127,6 +172,7 @@ class FleetRuntime:
         self._static = StaticDiscovery(self.registry, addresses)
         self._dns = [DnsDiscovery(self.registry, name, resolver) for name in self.settings.agents_dns]
         self._tasks: list[asyncio.Task[None]] = []
+        self.memory = MemoryHygiene()
 
     @property
     def timings(self) -> FleetTimings:
@@ -155,6 +201,7 @@ class FleetRuntime:
             await asyncio.sleep(self.timings.sweep_interval_seconds)
             self.reconcile()
             self.registry.sweep()
+            self.memory.tick()
 
     async def stop(self) -> None:
         for task in self._tasks:
