@@ -67,7 +67,10 @@ def _fill(message: Any, model: BaseModel) -> Any:
         elif isinstance(value, tuple):
             target = getattr(message, name)
             for item in value:
-                _fill(target.add(), item)
+                if isinstance(item, BaseModel):
+                    _fill(target.add(), item)
+                else:
+                    target.append(item)  # repeated scalars (device IDs)
         elif isinstance(value, BaseModel):
             _fill(getattr(message, name), value)
         elif isinstance(value, datetime):
@@ -83,6 +86,8 @@ def _read(message: Any, model_cls: type[BaseModel]) -> BaseModel:
         descriptor = message.DESCRIPTOR.fields_by_name[name]
         if name in _ENUMS:
             values[name] = _REVERSE[name].get(getattr(message, name))
+        elif descriptor.is_repeated and descriptor.message_type is None:
+            values[name] = tuple(getattr(message, name))
         elif descriptor.is_repeated:
             item_cls = _ITEM_TYPES[(model_cls, name)]
             values[name] = tuple(_read(item, item_cls) for item in getattr(message, name))

@@ -45,10 +45,15 @@ class PodResourcesClient:
         self.timeout_seconds = timeout_seconds
         self._channel: grpc.Channel | None = None
         self._stub = None
+        self._seen = False
 
     def available(self) -> bool:
-        """The socket exists (the agent runs on a Kubernetes node with the directory mounted)."""
-        return Path(self.socket_path).exists()
+        """The socket exists (the agent runs on a Kubernetes node with the directory mounted), or
+        existed before: a kubelet restarting removes it for a moment, and that must read as "no
+        allocation truth now" (stale), never as "not on Kubernetes" (no allocations)."""
+        exists = Path(self.socket_path).exists()
+        self._seen = self._seen or exists
+        return self._seen
 
     def _lister(self):  # noqa: ANN202
         if self._stub is None:
