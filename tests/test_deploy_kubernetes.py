@@ -105,7 +105,8 @@ def _check_grpc_probes(container: dict) -> None:
 def _check_planner(objects: list[dict]) -> None:
     deployments = _by_kind(objects, "Deployment")
     (planner,) = [d for d in deployments if d["spec"]["template"]["spec"]["containers"][0]["command"][0] == "vllm-planner-service"]
-    assert planner["spec"]["replicas"] == 2
+    # One replica owns the reservations; Recreate never runs two at once.
+    assert planner["spec"]["replicas"] == 1 and planner["spec"]["strategy"] == {"type": "Recreate"}
     pod = planner["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     _check_grpc_probes(container)
