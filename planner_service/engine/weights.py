@@ -196,3 +196,49 @@ def pp_layer_ranges(num_layers: int, pp: int) -> list[range]:
         out.append(range(start, start + size))
         start += size
     return out
+
+
+class _PartsAcc(_Acc):
+    """An ``_Acc`` that also books every linear under its ``Part`` (norms, routers, biases: "other")."""
+
+    def __init__(self, arch: ModelArchitecture, dtype_bytes: int) -> None:
+        super().__init__(arch, dtype_bytes)
+        self.parts: dict[str, WeightsBreakdown] = {}
+
+    def _book(self, part: str, before: tuple[float, int]) -> None:
+        old = self.parts.get(part, WeightsBreakdown(0.0, 0))
+        self.parts[part] = WeightsBreakdown(old.bytes + self.bytes - before[0], old.params + self.params - before[1])
+
+    def linear(self, k: int, n: int, part: Part | None, count: int = 1) -> None:
+        before = (self.bytes, self.params)
+        super().linear(k, n, part, count)
+        self._book(part or "other", before)
+
+    def dense(self, elements: int) -> None:
+        before = (self.bytes, self.params)
+        super().dense(elements)
+        self._book("other", before)
+
+
+def decoder_layer_parts(
+    arch: ModelArchitecture, dtype_bytes: int, tp: int, layer: int, expert_parallel: bool = False
+) -> dict[str, WeightsBreakdown]:
+    """One decoder layer's bytes and parameters on one TP rank, by ``Part`` (plus "other").
+
+    The same arithmetic as ``weights_per_rank``, split so a step-time model can stream attention,
+    dense MLP, shared experts and routed experts separately (a decode step reads only touched experts).
+    """
+    acc = _PartsAcc(arch, dtype_bytes)
+    kind = arch.layer_kinds[layer]
+    if kind in ("full", "sliding", "chunked"):
+        _attention(acc, arch, tp)
+    elif kind == "mamba":
+        _linear_attention(acc, arch, tp)
+    if arch.mlp_layers is None or arch.mlp_layers[layer]:
+        _mlp(acc, arch, layer, tp, expert_parallel)
+    return acc.parts
+
+
+def experts_per_rank(num_experts: int, tp: int, expert_parallel: bool) -> int:
+    """Routed experts whose weights one rank holds (all of them, sliced, without expert parallel)."""
+    return _experts_on_rank(num_experts, tp) if expert_parallel and tp > 1 else num_experts
