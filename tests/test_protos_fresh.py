@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "protos"
-# The project's own API; vendored third-party protos (protos/third_party/) generate elsewhere.
+# The project's own API; vendored third-party protos (protos/vllm_planner/third_party/) generate elsewhere.
 PROTOS = sorted((PROTO_ROOT / "vllm_planner" / "v1").glob("*.proto"))
 
 
