@@ -14,6 +14,8 @@ from clients.cli.errors import exit_code_for, one_line
 COMMAND_MODULES = [
     "clients.cli.plan_cmd",
     "clients.cli.generate_cmd",
+    "clients.cli.bench_cmd",
+    "clients.cli.capacity_cmd",
     "clients.cli.fleet_cmd",
     "clients.cli.detect_cmd",
 ]

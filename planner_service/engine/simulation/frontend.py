@@ -27,10 +27,10 @@ import numpy as np
 
 Endpoint = Literal["completions", "chat"]
 
-REQUEST_LATENCY_SECONDS: dict[str, float] = {"completions": 3e-3, "chat": 8e-3}
-REQUEST_CPU_SECONDS: dict[str, float] = {"completions": 0.3e-3, "chat": 1e-3}
+REQUEST_LATENCY_SECONDS: dict[str, float] = {"completions": 4e-3, "chat": 18e-3}
+REQUEST_CPU_SECONDS: dict[str, float] = {"completions": 0.3e-3, "chat": 1.5e-3}
 TOKENIZE_SECONDS_PER_TOKEN = 1e-6
-STREAM_SECONDS_PER_TOKEN: dict[str, float] = {"completions": 15e-6, "chat": 25e-6}
+STREAM_SECONDS_PER_TOKEN: dict[str, float] = {"completions": 40e-6, "chat": 100e-6}
 
 
 @dataclass
@@ -38,7 +38,11 @@ class ApiServer:
     """One API-server process: a FIFO server shared by request ingestion and output delivery."""
 
     endpoint: Endpoint
-    busy_until: float = 0.0
+    busy_until: float = 0.0  # the one event loop: ingestion and output processing share it
+
+    @property
+    def per_token_seconds(self) -> float:
+        return STREAM_SECONDS_PER_TOKEN[self.endpoint]
 
     def ingest(self, send_seconds: float, prompt_tokens: int) -> float:
         """When the engine receives a request the client sent at ``send_seconds``."""
@@ -49,12 +53,12 @@ class ApiServer:
     def deliver(self, step_end_seconds: float, tokens: int) -> float:
         """When the client receives the tokens one engine step produced."""
         start = max(step_end_seconds, self.busy_until)
-        self.busy_until = start + STREAM_SECONDS_PER_TOKEN[self.endpoint] * tokens
+        self.busy_until = start + self.per_token_seconds * tokens
         return self.busy_until
 
     def deliver_span(self, step_ends: np.ndarray, tokens_per_step: int) -> np.ndarray:
         """``deliver`` for consecutive steps of the same size, vectorised (d_k = max(end_k, d_{k-1}) + c)."""
-        cost = STREAM_SECONDS_PER_TOKEN[self.endpoint] * tokens_per_step
+        cost = self.per_token_seconds * tokens_per_step
         steps = np.arange(step_ends.size, dtype=float)
         starts = np.maximum(step_ends - steps * cost, self.busy_until)
         delivered = np.maximum.accumulate(starts) + (steps + 1) * cost

@@ -47,7 +47,7 @@ _FP8_MATMUL_EFFICIENCY = ((256, 0.46), (4096, 0.71), (8192, 0.72))
 # A100 (a 2048-token step ~300 ms whatever the context), GLM-4.6 on 8x H200 (8192-token steps ~490 ms
 # at 4k prompts) and Qwen3.5-35B-A3B on one H200 (32k prompts ~0.7 s) put the expert FLOPs at 9-12 % of
 # the bf16 peak. With a tuned config (Mixtral on H100) the experts run like dense GEMMs of their M.
-MOE_DEFAULT_CONFIG_EFFICIENCY = 0.11
+MOE_DEFAULT_CONFIG_EFFICIENCY = 0.13
 # FlashAttention forward, causal, head dim 128: FA2 reaches 50-73 % of A100 peak and FA3 ~600-740 of 989
 # TFLOP/s on H100 at long sequences (Dao 2023; Shah et al. 2024). The shared runs agree with the high
 # end: GLM-4.5-Air's 2048-token steps on A100 grow by ~70 ms from 1k to 15k of prior context, 74 % of
@@ -235,16 +235,7 @@ class StepCostModel:
         )
         seconds = dense
         if st.moe_layers:
-            touched = st.experts_on_rank * (1 - (1 - st.experts_per_token / st.num_experts) ** tokens)
-            per_expert_tokens = tokens * st.experts_per_token / st.num_experts
-            flops = 2 * tokens * st.experts_per_token * (st.experts_on_rank / st.num_experts) * st.expert_params
-            moe_layer = max(
-                touched * st.expert_weight_bytes / (bw * WEIGHT_STREAM_EFFICIENCY),
-                flops / (peak * (matmul_efficiency(per_expert_tokens, fp8) if st.moe_tuned_config
-                                 else min(MOE_DEFAULT_CONFIG_EFFICIENCY, matmul_efficiency(per_expert_tokens, fp8)))),
-                MOE_LAYER_FLOOR_SECONDS,
-            )
-            seconds += st.moe_layers * moe_layer
+            seconds += st.moe_layers * self._moe_layer_seconds(st, tokens, peak, fp8)
         if st.lm_head_params:
             rows = max(w.sampled_requests / micro, 1.0)
             seconds += max(
@@ -268,6 +259,29 @@ class StepCostModel:
             seconds += 2 * st.layers * per_call
         kernels = st.kernels_per_step + (2 * st.layers if tp > 1 else 0)
         return seconds, kernels
+
+    def _moe_layer_seconds(self, st: StageShape, tokens: float, peak: float, fp8: bool) -> float:
+        """One fused-MoE block: stream the touched experts, or compute their padded token blocks.
+
+        The Triton kernel tiles each expert's tokens in blocks of BLOCK_SIZE_M rows and computes whole
+        blocks: the default config uses 16 rows when the step has at most E tokens, else 64
+        (``get_default_config``), so a decode step of a few hundred tokens over many experts pays for
+        mostly empty blocks; tuned configs pick small blocks for small batches (16 assumed).
+        """
+        touched = st.experts_on_rank * (1 - (1 - st.experts_per_token / st.num_experts) ** tokens)
+        pairs = tokens * st.experts_per_token * st.experts_on_rank / st.num_experts  # token-expert rows here
+        per_expert = pairs / max(touched, 1e-9)
+        if st.moe_tuned_config:
+            block, efficiency = 16, matmul_efficiency(per_expert, fp8)
+        else:
+            block = 16 if tokens <= st.num_experts else 64
+            efficiency = min(MOE_DEFAULT_CONFIG_EFFICIENCY, matmul_efficiency(per_expert, fp8))
+        rows = touched * math.ceil(per_expert / block) * block
+        return max(
+            touched * st.expert_weight_bytes / (self._bw * WEIGHT_STREAM_EFFICIENCY),
+            2 * rows * st.expert_params / (peak * efficiency),
+            MOE_LAYER_FLOOR_SECONDS,
+        )
 
     def _attention_seconds(self, st: StageShape, w: StepWork, micro: int) -> float:
         bw = self._bw
