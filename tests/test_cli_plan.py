@@ -158,7 +158,7 @@ def test_explain_shows_the_reasons(capsys):
     _, explained, _ = run_cli(capsys, "plan", "-m", LLAMA_8B, "--explain")
     assert "why" not in plain
     assert "why" in explained and "derived from config.json" in explained
-    assert "roofline per GPU rank" in explained  # performance assumptions are listed
+    assert "steady state of a closed loop" in explained  # performance assumptions are listed
 
 
 def test_plan_that_does_not_fit_exits_1_with_vllms_error(capsys):
