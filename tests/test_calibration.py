@@ -309,6 +309,10 @@ def test_nccl_buffers_count_on_010_over_nvlink():
     assert abs(old.feasibility.per_gpu.kv_cache_bytes / GIB - 8.11) < 0.6
     pcie = _plan(qwen, "H100", "0.10.0", interconnect=Interconnect.PCIE, **kw)
     assert pcie.feasibility.per_gpu.kv_cache_bytes == new.feasibility.per_gpu.kv_cache_bytes
+    # GeForce cards: no NVLink bridge assumed and no PCIe peer-to-peer (driver), so NCCL stages through host memory
+    q2 = accuracy.load_config("Qwen/Qwen2-7B-Instruct")
+    geforce = [_plan(q2, "RTX 3090", v, tp=2, gmu=0.9, max_model_len=4096) for v in ("0.10.0", "0.11.0")]
+    assert geforce[0].feasibility.per_gpu.kv_cache_bytes == geforce[1].feasibility.per_gpu.kv_cache_bytes
     tp_extra = overheads.non_torch_bytes(2, 1, True, True) - overheads.non_torch_bytes(1, 1, True, True)
     assert abs(tp_extra / GIB - 1.79) < 0.01  # PR #10511: non_torch 3.58 GiB at TP2, 1.79 GiB at TP1
     assert overheads.non_torch_bytes(1, 1, True, True) == overheads.non_torch_bytes(1, 1)

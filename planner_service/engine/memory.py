@@ -50,7 +50,9 @@ class TwinSettings(BaseModel):
     overhead_bytes: int = 0  # policy: extra non-KV memory per GPU
     fragmentation_factor: float = 0.0  # policy: fraction of KV memory assumed unusable
     weights_scale: float = 1.0  # params_b override / computed parameter count
-    nvlink: bool | None = None  # TP ranks talk over NVLink (None: the GPU type has it)
+    # TP/PP ranks talk over NVLink (None: a data-centre GPU type with NVLink; GeForce cards rarely have a
+    # bridge, and their driver disables PCIe peer-to-peer, so NCCL stages through host memory)
+    nvlink: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ def _worker(
         arch, tp, s.max_num_batched_tokens, s.max_num_seqs, dt, last, sampler, s.enable_expert_parallel,
         s.enforce_eager,
     )
-    nvlink = gpu.nvlink if s.nvlink is None else s.nvlink
+    nvlink = (gpu.nvlink and not gpu.consumer) if s.nvlink is None else s.nvlink
     non_torch = overheads.non_torch_bytes(tp, pp, profile.nccl_buffers_in_profile, nvlink)
     graphs = overheads.cuda_graph_bytes(len(layers), tp, s.enforce_eager, profile.cuda_graph_bytes_per_layer)
     if s.kv_cache_memory_bytes is not None:

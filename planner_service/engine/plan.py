@@ -29,7 +29,6 @@ from planner_service.engine.models import (
 )
 from planner_service.engine.profiles import VersionProfile, resolve_profile
 from planner_service.engine.recommend import resolve_gpu, resolve_request
-from planner_service.engine.recommend_memory import interconnect_of
 from planner_service.engine.source import ModelSource
 from planner_service.engine.weights import total_params
 
@@ -143,6 +142,6 @@ def twin_inputs(source: ModelSource, request: PlanRequest, response: PlanRespons
         kv_cache_memory_bytes=c.kv_cache_memory_bytes, free_memory_bytes=request.hardware.free_memory_bytes,
         overhead_bytes=int(pol.overhead_gb * GIB), fragmentation_factor=pol.fragmentation_factor,
         weights_scale=(round(m.params_b * 1e9) / computed) if m.params_b else 1.0,
-        nvlink=interconnect_of(gpu, request.hardware.interconnect) == Interconnect.NVLINK,
+        nvlink=None if request.hardware.interconnect is None else request.hardware.interconnect == Interconnect.NVLINK,
     )
     return TwinInputs(arch, gpu, profile, settings)

@@ -146,7 +146,8 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
         enforce_eager=eng.enforce_eager, enable_expert_parallel=hw.enable_expert_parallel,
         kv_cache_memory_bytes=eng.kv_cache_memory_bytes, free_memory_bytes=hw.free_memory_bytes,
         overhead_bytes=int(pol.overhead_gb * GIB), fragmentation_factor=pol.fragmentation_factor,
-        weights_scale=weights_scale, nvlink=interconnect == Interconnect.NVLINK,
+        weights_scale=weights_scale,
+        nvlink=None if hw.interconnect is None else hw.interconnect == Interconnect.NVLINK,
     )
 
     def run(tp: int, pp: int, kv: str, length: int | None, **extra) -> MemoryResult:
