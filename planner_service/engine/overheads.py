@@ -23,12 +23,13 @@ only (never from max_model_len, which the V1 profile run does not touch):
   Inductor compiles the graph and benchmarks its generated Triton kernels (cloning the buffers each
   kernel mutates, plus Triton's cache-flush buffer) inside the profiling window. With
   ``--enforce-eager`` nothing is compiled and vLLM's fused in-place custom ops run instead: the 0.10.x
-  startup logs show the eager peak at about half the compiled one at the same MNBT, so the forward
-  part (not the sampler, which is never compiled) is halved.
+  startup logs behind issue 14 (not in the repository) show the eager peak at about half the compiled one
+  at the same MNBT, so the forward part (not the sampler, which is never compiled) is halved.
 * non-torch: CUDA/NCCL growth after the baseline snapshot; 0.13 GiB on one GPU (printed by the H100
   cases), plus custom all-reduce / NCCL buffers under TP (the Qwen2-7B TP2 runs show ~0.15 GiB more).
   vLLM 0.10.x takes the baseline snapshot *before* initialising NCCL (``Worker.init_device``; 0.11 moves
-  it after), so the communicators' buffers count too. Over NVLink NCCL opens many channels with
+  it after), so the communicators' buffers count too (``nvlink``: the user's --interconnect, else a
+  data-centre GPU type with NVLink). Over NVLink NCCL opens many channels with
   device-memory buffers per peer: the PR #10511 sanity check (same before-NCCL accounting, an 80 GB
   NVLink GPU) printed 1.79 GiB more non-torch memory at TP2 than at TP1, i.e. 1.64 GiB beyond the TP
   term; Qwen3-235B-FP8 at TP4 on H100 (~0.10.0, excluded: version not stated) sits 2.16 GiB below the
