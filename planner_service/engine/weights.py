@@ -23,10 +23,6 @@ _VOCAB_PAD = 64
 _MX_BLOCK = 32  # elements per e8m0 scale
 
 
-def _round_up(x: int, multiple: int) -> int:
-    return -(-x // multiple) * multiple
-
-
 @dataclass(frozen=True)
 class Mxfp4Kernel:
     """How vLLM lays out MXFP4 expert weights for the MoE kernel it picks (``Mxfp4MoEMethod.create_weights``
@@ -81,6 +77,10 @@ class WeightsBreakdown:
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return _cdiv(x, multiple) * multiple
 
 
 class _Acc:
