@@ -18,6 +18,7 @@ from planner_service.engine.memory import MemoryResult, TwinSettings
 from planner_service.engine.models import (
     GIB,
     Feasibility,
+    Interconnect,
     GpuSummary,
     ModelSummary,
     OomRisk,
@@ -126,7 +127,9 @@ def twin_inputs(source: ModelSource, request: PlanRequest, response: PlanRespons
     """The twin's inputs behind ``response`` (its resolved config), e.g. to try fixes:
     ``evaluate(i.arch, i.gpu, i.settings.model_copy(update={"max_model_len": 8192}), i.profile)``."""
     m, pol, c = request.model, request.policy, response.config
-    arch = parse_architecture(m.config_json or source.config, m.quantization)
+    profile = resolve_profile(request.engine.vllm_version)
+    arch = parse_architecture(m.config_json or source.config, m.quantization,
+                              yarn_scales_max_len=profile.yarn_scales_max_len)
     gpu, _ = resolve_gpu(request)
     computed, _ = total_params(arch)
     settings = TwinSettings(
@@ -139,5 +142,6 @@ def twin_inputs(source: ModelSource, request: PlanRequest, response: PlanRespons
         kv_cache_memory_bytes=c.kv_cache_memory_bytes, free_memory_bytes=request.hardware.free_memory_bytes,
         overhead_bytes=int(pol.overhead_gb * GIB), fragmentation_factor=pol.fragmentation_factor,
         weights_scale=(round(m.params_b * 1e9) / computed) if m.params_b else 1.0,
+        nvlink=None if request.hardware.interconnect is None else request.hardware.interconnect == Interconnect.NVLINK,
     )
-    return TwinInputs(arch, gpu, resolve_profile(request.engine.vllm_version), settings)
+    return TwinInputs(arch, gpu, profile, settings)

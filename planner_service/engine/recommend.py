@@ -112,9 +112,10 @@ def _initial_kv_dtype(arch: ModelArchitecture, requested: str | None) -> tuple[s
 def resolve_request(config: dict, request: PlanRequest) -> Resolution:
     """Resolve and evaluate every setting of ``request`` for the model whose config.json is ``config``."""
     m, hw, eng, pol, wl = request.model, request.hardware, request.engine, request.policy, request.workload
-    arch = parse_architecture(m.config_json or config, m.quantization)
     profile = resolve_profile(eng.vllm_version)
+    arch = parse_architecture(m.config_json or config, m.quantization, yarn_scales_max_len=profile.yarn_scales_max_len)
     gpu, gpu_note = resolve_gpu(request)
+    interconnect = interconnect_of(gpu, hw.interconnect)
     dtype, dtype_src = resolve_dtype(arch, gpu, m.dtype)
     kv_dtype, kv_src, kv_why = _initial_kv_dtype(arch, m.kv_cache_dtype)
     defaults = profile.batch_defaults(gpu.name, gpu.memory_total_bytes)
@@ -146,6 +147,7 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
         kv_cache_memory_bytes=eng.kv_cache_memory_bytes, free_memory_bytes=hw.free_memory_bytes,
         overhead_bytes=int(pol.overhead_gb * GIB), fragmentation_factor=pol.fragmentation_factor,
         weights_scale=weights_scale,
+        nvlink=None if hw.interconnect is None else hw.interconnect == Interconnect.NVLINK,
     )
 
     def run(tp: int, pp: int, kv: str, length: int | None, **extra) -> MemoryResult:
@@ -153,7 +155,6 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
                   "max_model_len": length, **extra}
         return evaluate(arch, gpu, base.model_copy(update=update), profile)
 
-    interconnect = interconnect_of(gpu, hw.interconnect)
     may_shorten = user_len is None and m.max_model_len != "auto" and eng.kv_cache_memory_bytes is None
     fp8_allowed = fp8_kv_recommendable(arch, gpu, m.kv_cache_dtype, kv_dtype)
 
