@@ -50,6 +50,7 @@ class TwinSettings(BaseModel):
     overhead_bytes: int = 0  # policy: extra non-KV memory per GPU
     fragmentation_factor: float = 0.0  # policy: fraction of KV memory assumed unusable
     weights_scale: float = 1.0  # params_b override / computed parameter count
+    data_parallel_size: int = Field(default=1, ge=1)  # DP replicas; with expert parallel, EP = TP x DP
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,8 @@ def _worker(
     first, last = stage == 0, stage == pp - 1
     total = gpu.memory_total_bytes
     budget = math.ceil(total * s.gpu_memory_utilization)
-    weights = int(weights_per_rank(arch, dt, tp, layers, first, last, s.enable_expert_parallel).bytes * s.weights_scale)
+    weights = int(weights_per_rank(arch, dt, tp, layers, first, last, s.enable_expert_parallel,
+                                   ep_size=tp * s.data_parallel_size).bytes * s.weights_scale)
     act = overheads.activation_peak_bytes(
         arch, tp, s.max_num_batched_tokens, s.max_num_seqs, dt, last, profile.sampler_bytes_per_logit,
         s.enable_expert_parallel,

@@ -34,12 +34,13 @@ class _Acc:
         self.dt = dtype_bytes
         self.bytes = 0.0
         self.params = 0
+        self.layer: int | None = None  # the decoder layer being summed (per-layer ignore lists)
 
     def linear(self, k: int, n: int, part: Part | None, count: int = 1) -> None:
         if k <= 0 or n <= 0 or count <= 0:
             return
         quant = self.arch.quantization
-        if quant is not None and part is not None and quant.quantizes(part):
+        if quant is not None and part is not None and quant.quantizes(part, self.layer):
             self.bytes += count * quant.linear_bytes(k, n, self.dt)
         else:
             self.bytes += count * k * n * self.dt
@@ -109,13 +110,13 @@ def _experts_on_rank(num_experts: int, ep: int, rank: int = 0) -> int:
     return num_experts // ep + (1 if rank < num_experts % ep else 0)
 
 
-def _mlp(acc: _Acc, arch: ModelArchitecture, layer: int, tp: int, expert_parallel: bool) -> None:
+def _mlp(acc: _Acc, arch: ModelArchitecture, layer: int, tp: int, expert_parallel: bool, ep_size: int) -> None:
     h = arch.hidden_size
     moe = arch.moe
     if moe is not None and moe.moe_layers[layer]:
         acc.dense(h * moe.num_experts)  # router, replicated, model dtype
-        if expert_parallel and tp > 1:
-            experts, inter = _experts_on_rank(moe.num_experts, tp), moe.moe_intermediate_size
+        if expert_parallel and ep_size > 1:  # vLLM: EP size = TP x DP, whole experts per rank
+            experts, inter = _experts_on_rank(moe.num_experts, ep_size), moe.moe_intermediate_size
         else:
             experts, inter = moe.num_experts, moe.moe_intermediate_size // tp
         quant = arch.quantization
@@ -136,7 +137,7 @@ def _mlp(acc: _Acc, arch: ModelArchitecture, layer: int, tp: int, expert_paralle
         return
     if arch.intermediate_size:
         inter = arch.intermediate_size // tp
-        acc.linear(h, 2 * inter, "mlp")
+        acc.linear(h, (2 if arch.gated_mlp else 1) * inter, "mlp")
         acc.linear(inter, h, "mlp")
 
 
@@ -148,8 +149,10 @@ def weights_per_rank(
     first_stage: bool,
     last_stage: bool,
     expert_parallel: bool = False,
+    ep_size: int | None = None,
 ) -> WeightsBreakdown:
-    """Bytes of one TP rank of the PP stage holding ``layers``."""
+    """Bytes of one TP rank of the PP stage holding ``layers`` (``ep_size``: TP x DP, default TP)."""
+    ep_size = tp if ep_size is None else ep_size
     acc = _Acc(arch, dtype_bytes)
     h = arch.hidden_size
     acc.bytes += arch.rotary_cache_elements * dtype_bytes  # a buffer, not a parameter
@@ -157,6 +160,7 @@ def weights_per_rank(
     vocab_rows = padded_vocab // tp
     if first_stage:
         acc.dense(vocab_rows * h)
+        acc.dense(arch.absolute_position_rows * h)  # GPT-2-style learned positions (replicated)
         if arch.vision_params:
             acc.dense(arch.vision_params // tp)
     if last_stage:
@@ -164,6 +168,7 @@ def weights_per_rank(
         if not arch.tie_word_embeddings or not first_stage:
             acc.dense(vocab_rows * h)
     for layer in layers:
+        acc.layer = layer
         kind = arch.layer_kinds[layer]
         acc.dense(2 * h)  # input / post-attention norms
         if kind in ("full", "sliding", "chunked"):
@@ -171,7 +176,7 @@ def weights_per_rank(
         elif kind == "mamba":
             _linear_attention(acc, arch, tp)
         if arch.mlp_layers is None or arch.mlp_layers[layer]:
-            _mlp(acc, arch, layer, tp, expert_parallel)
+            _mlp(acc, arch, layer, tp, expert_parallel, ep_size)
     return WeightsBreakdown(bytes=acc.bytes, params=acc.params)
 
 
