@@ -50,9 +50,10 @@ class Detected:
     def explanation(self) -> Explanation:
         free = f", free {self.free_bytes / GIB:.2f} GiB (least free of the group)" if self.free_bytes is not None else ""
         rest = f"; also present, not planned for: {', '.join(self.others)}" if self.others else ""
+        mig = "; a MIG slice: speed figures are the whole GPU's (an upper bound)" if " MIG " in self.name else ""
         return Explanation(setting="gpu", value=self.name, source="derived",
                            reason=f"detected {self.count} x {self.name} ({self.where}): CUDA total "
-                                  f"{self.cuda_total_bytes / GIB:.2f} GiB{free}{rest}")
+                                  f"{self.cuda_total_bytes / GIB:.2f} GiB{free}{rest}{mig}")
 
 
 def wants_auto(profile: Profile, args: argparse.Namespace) -> bool:
@@ -116,25 +117,31 @@ BUSY_FRACTION = 0.9  # a device with less than this share of its group's most fr
 
 
 def choose(found: list[Device]) -> tuple[list[Device], list[str]]:
-    """The largest group of identical, free devices (ties: the most memory), and a summary of the rest.
+    """The group of identical devices with the most usable memory, and a summary of the rest.
 
-    Devices other processes hold memory on are left out when others of the same kind are free (a vLLM
-    started on them would be limited by the busiest one); when every device is busy, all are planned for.
+    Devices of one kind (name and CUDA total) form a group; within it, devices other processes hold memory
+    on are left out when others are free (a vLLM started on them would be limited by the busiest). The
+    group whose free devices offer the most memory together wins (ties: the larger device), so a busy GPU
+    loses to a free MIG slice of another, and eight idle H100s win over one.
     """
-    groups = Counter((d.name, d.cuda_total_bytes) for d in found)
-    (name, total), _ = max(groups.items(), key=lambda item: (item[1], item[0][1]))
-    group = [d for d in found if (d.name, d.cuda_total_bytes) == (name, total)]
-    others = [f"{n} x {k[0]}" for k, n in groups.items() if k != (name, total)]
-    free = [d.free_bytes for d in group if d.free_bytes is not None]
-    if free:
-        most = max(free)
-        idle = [d for d in group if d.free_bytes is None or d.free_bytes >= BUSY_FRACTION * most]
-        busy = [d for d in group if d not in idle]
-        if busy:
-            least = min(d.free_bytes or 0 for d in busy)
-            others.append(f"{len(busy)} x {name} in use (from {least / GIB:.2f} GiB free)")
-        group = idle
-    return group, others
+    kinds = sorted({(d.name, d.cuda_total_bytes) for d in found}, key=lambda k: (-k[1], k[0]))
+    best: tuple[tuple[int, int], list[Device], list[Device]] | None = None
+    for kind in kinds:
+        group = [d for d in found if (d.name, d.cuda_total_bytes) == kind]
+        free = [d.free_bytes for d in group if d.free_bytes is not None]
+        most = max(free) if free else None
+        idle = [d for d in group if most is None or d.free_bytes is None or d.free_bytes >= BUSY_FRACTION * most]
+        usable = len(idle) * (min((d.free_bytes for d in idle if d.free_bytes is not None), default=kind[1]))
+        if best is None or (usable, kind[1]) > best[0]:
+            best = ((usable, kind[1]), idle, [d for d in group if d not in idle])
+    assert best is not None
+    _, chosen, busy = best
+    others = [f"{n} x {name}" for (name, total), n in Counter((d.name, d.cuda_total_bytes) for d in found).items()
+              if (name, total) != (chosen[0].name, chosen[0].cuda_total_bytes)]
+    if busy:
+        least = min(d.free_bytes or 0 for d in busy)
+        others.append(f"{len(busy)} x {chosen[0].name} in use (from {least / GIB:.2f} GiB free)")
+    return chosen, others
 
 
 def detect(args: argparse.Namespace) -> Detected:
@@ -184,4 +191,8 @@ def annotate(response: PlanResponse, detected: Detected | None) -> PlanResponse:
         sys.stderr.write(f"note: planned for {response.gpu.num_gpus} x {detected.name}; also present: "
                          f"{', '.join(detected.others)}\n")
     notes = [detected.explanation() if e.setting == "gpu" else e for e in response.explanations]
-    return response.model_copy(update={"explanations": notes})
+    update: dict = {"explanations": notes}
+    if " MIG " in detected.name:  # a slice: its own memory, the whole GPU's speed figures (an upper bound)
+        profile = detected.name.split(" MIG ", 1)[1]
+        update["gpu"] = response.gpu.model_copy(update={"name": f"{response.gpu.name} MIG {profile}"})
+    return response.model_copy(update=update)

@@ -184,7 +184,8 @@ def what_if_text(arch: ModelArchitecture, user_method: str | None) -> str:
     assert q is not None
     shape = f"{q.bits}-bit, groups of {q.group_size}" if q.group_size else f"{q.bits}-bit, per-channel scales"
     return (f"what-if: --quantization {user_method or q.method} on an unquantized {arch.checkpoint_dtype} checkpoint "
-            f"is sized as a {q.method} checkpoint of this model ({shape}); vLLM cannot quantize to {q.method} on "
+            f"is sized as {'an' if q.method[0] in 'aeiou' else 'a'} {q.method} checkpoint of this model ({shape}); "
+            f"vLLM cannot quantize to {q.method} on "
             "the fly, so serve such a checkpoint (e.g. an -AWQ / -GPTQ-Int4 / -W8A8 repo of this model) in place "
             "of this model id")
 
