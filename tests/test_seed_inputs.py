@@ -164,4 +164,6 @@ def test_generate_prints_the_plan_report_then_the_files(capsys, tmp_path):
 def test_version_on_all_three_commands(program, argv):
     done = subprocess.run([str(Path(sys.executable).parent / program), "--version", *argv], capture_output=True,
                           text=True, timeout=60)
-    assert done.returncode == 0 and done.stdout.strip() == f"{program} 0.1.0"
+    from importlib.metadata import version
+
+    assert done.returncode == 0 and done.stdout.strip() == f"{program} {version('vllm-fleet-planner')}"

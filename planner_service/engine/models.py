@@ -19,6 +19,7 @@ GIB = 1 << 30
 MAX_CONTEXT_TOKENS = 100_000_000  # the longest real context windows are ~10M tokens
 MAX_PARAMS_B = 100_000.0  # 100T parameters: ~50x the largest published checkpoints
 MAX_MEMORY_BYTES_PER_GPU = 4096 * GIB  # matches vram_gb's bound
+MAX_FRAGMENTATION_MULTIPLIER = 100.0  # a seed-style multiplier past this leaves next to no KV cache
 
 
 # vllm-wizard (the seed CLI) spellings -> vLLM's, so its users' flags and profiles work as they are.
@@ -165,18 +166,16 @@ class PolicyOptions(_Model):
         default=0.0, ge=0, le=1024, description="GiB per GPU to keep free below the budget when recommending."
     )
 
-
     @field_validator("fragmentation_factor", mode="before")
     @classmethod
     def _seed_multiplier(cls, value: object) -> object:
+        # vllm-wizard's factor multiplies the KV bytes a request needs (1.15 = 15 % more): the same as
+        # leaving 1 - 1/m of the KV memory unusable. NaN fails the >= test and is refused below.
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1 and value == value:
             if value > MAX_FRAGMENTATION_MULTIPLIER:
                 raise ValueError(f"a multiplier above {MAX_FRAGMENTATION_MULTIPLIER:g} leaves no KV cache")
             return 1 - 1 / value
         return value
-
-
-MAX_FRAGMENTATION_MULTIPLIER = 100.0
 
 
 class EngineOptions(_Model):
