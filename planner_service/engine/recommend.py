@@ -286,10 +286,10 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
         warnings.append(f"headroom {left / GIB:.2f} GiB per GPU (KV memory left after one {result.max_model_len}-token "
                         f"request, or {wl.concurrency} x {target.request_tokens}-token requests) is below the "
                         f"requested --headroom-gb {pol.headroom_gb:g}")
-    if dp > 1:
-        notes.append(Explanation(setting="data_parallel_size", value=str(dp), source="user",
-                                 reason=f"{dp} replicas of the TP {tp} x PP {pp} engine, each with its own KV cache "
-                                        f"({tp * pp * dp} GPUs); KV figures are per replica"))
+    notes.append(Explanation(
+        setting="data_parallel_size", value=str(dp), source="user" if hw.data_parallel_size else "default",
+        reason=(f"{dp} replicas of the TP {tp} x PP {pp} engine, each with its own KV cache ({tp * pp * dp} GPUs); "
+                "KV figures are per replica") if dp > 1 else "one engine (no data parallel)"))
     if wl.prompt_tokens + wl.gen_tokens > result.max_model_len:
         warnings.append(f"prompt+gen ({wl.prompt_tokens + wl.gen_tokens} tokens) exceeds max_model_len "
                         f"{result.max_model_len}: vLLM rejects such requests")
