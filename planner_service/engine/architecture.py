@@ -35,7 +35,21 @@ _TYPE_DEFAULTS: dict[str, dict] = {
     "gemma2": {"tie_word_embeddings": True},
     "gemma": {"tie_word_embeddings": True},
     "llama4_text": {"tie_word_embeddings": False},
+    # PretrainedConfig's default (tie_word_embeddings=True) applies to these GPT-2-era configs, which omit it.
+    **{t: {"tie_word_embeddings": True} for t in ("gpt2", "gpt_bigcode", "gpt_neo", "opt", "bloom", "codegen")},
 }
+# GPT-2-era key names (transformers' attribute_map / the seed's fallbacks) -> the names read below.
+_KEY_ALIASES = {
+    "num_hidden_layers": ("n_layer", "n_layers", "num_layers"),
+    "hidden_size": ("n_embd", "d_model"),
+    "num_attention_heads": ("n_head", "n_heads", "num_heads"),
+    "intermediate_size": ("n_inner", "ffn_dim"),
+}
+# Families whose MLP is two matrices (up, down) rather than gated (gate, up, down).
+_UNGATED_MLP_TYPES = {"gpt2", "gpt_bigcode", "gptj", "gpt_neo", "gpt_neox", "opt", "bloom", "falcon", "phi",
+                      "starcoder2", "mpt", "codegen", "persimmon"}
+# Learned absolute position embeddings (a max_positions x hidden table, in the weights).
+_ABSOLUTE_POSITION_TYPES = {"gpt2", "gpt_bigcode", "gpt_neo", "opt"}
 _QK_NORM_TYPES = {"qwen3", "qwen3_moe", "qwen3_next", "gemma3_text", "olmo2", "olmo3", "olmoe"}
 
 class MlaConfig(BaseModel):
@@ -101,6 +115,8 @@ class ModelArchitecture(BaseModel):
     quantization: QuantConfig | None = None
     vision_params: int = 0
     rotary_cache_elements: int = 0  # vLLM's shared cos/sin cache (a persistent buffer counted as weights)
+    gated_mlp: bool = True  # False: up/down MLP (GPT-2, Falcon, phi-2 ...), True: gate/up/down
+    absolute_position_rows: int = 0  # rows of a learned position-embedding table (GPT-2 style)
     derived_max_model_len: int  # the upper limit a user value is checked against
     max_len_source: str
     default_max_model_len: int  # what vLLM uses when --max-model-len is unset (LongRoPE: the original length)
@@ -136,6 +152,13 @@ def _text_config(config: dict) -> dict:
 def _with_defaults(text: dict) -> dict:
     merged = dict(_TYPE_DEFAULTS.get(str(text.get("model_type", "")), {}))
     merged.update({k: v for k, v in text.items() if v is not None})
+    for key, aliases in _KEY_ALIASES.items():
+        if merged.get(key) is None:
+            alias = next((a for a in aliases if isinstance(merged.get(a), int) and not isinstance(merged[a], bool)), None)
+            if alias is not None:
+                merged[key] = merged[alias]
+    if merged.get("intermediate_size") is None and merged.get("n_embd") is not None and "hidden_size" in merged:
+        merged["intermediate_size"] = 4 * int(merged["hidden_size"])  # GPT-2: n_inner null means 4 x n_embd
     return merged
 
 
@@ -361,7 +384,11 @@ def parse_architecture(config: dict, quantization: str | None = None, yarn_scale
         mamba=_mamba(text, hidden) if "mamba" in kinds else None,
         quantization=parse_quantization(config, quantization),
         vision_params=_vision_params(config),
-        rotary_cache_elements=0 if text.get("position_embedding_type") == "absolute" else rope_positions * rotary_dim,
+        rotary_cache_elements=0 if text.get("position_embedding_type") == "absolute" or model_type in
+        _ABSOLUTE_POSITION_TYPES else rope_positions * rotary_dim,
+        gated_mlp=model_type not in _UNGATED_MLP_TYPES,
+        absolute_position_rows=(rope_positions + (2 if model_type == "opt" else 0))
+        if model_type in _ABSOLUTE_POSITION_TYPES else 0,
         derived_max_model_len=max_len,
         max_len_source=source,
         default_max_model_len=min(default_len, max_len),

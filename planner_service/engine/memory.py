@@ -53,6 +53,7 @@ class TwinSettings(BaseModel):
     # TP/PP ranks talk over NVLink (None: a data-centre GPU type with NVLink; GeForce cards rarely have a
     # bridge, and their driver disables PCIe peer-to-peer, so NCCL stages through host memory)
     nvlink: bool | None = None
+    data_parallel_size: int = Field(default=1, ge=1)  # DP replicas; with expert parallel, EP = TP x DP
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,8 @@ def _worker(
     total = gpu.memory_total_bytes
     budget = math.ceil(total * s.gpu_memory_utilization)
     mxfp4 = mxfp4_kernel(profile.mxfp4_hopper_layout, gpu.cc_tuple)
-    weights = int(weights_per_rank(arch, dt, tp, layers, first, last, s.enable_expert_parallel, mxfp4=mxfp4).bytes
-                  * s.weights_scale)
+    weights = int(weights_per_rank(arch, dt, tp, layers, first, last, s.enable_expert_parallel, mxfp4=mxfp4,
+                                   ep_size=tp * s.data_parallel_size).bytes * s.weights_scale)
     sampler = profile.sampler_bytes_per_logit(model_runner(arch, profile), gpu.cc_tuple)
     act = overheads.activation_peak_bytes(
         arch, tp, s.max_num_batched_tokens, s.max_num_seqs, dt, last, sampler, s.enable_expert_parallel,

@@ -90,12 +90,13 @@ class _Acc:
         self.mxfp4 = mxfp4
         self.bytes = 0.0
         self.params = 0
+        self.layer: int | None = None  # the decoder layer being summed (per-layer ignore lists)
 
     def linear(self, k: int, n: int, part: Part | None, count: int = 1) -> None:
         if k <= 0 or n <= 0 or count <= 0:
             return
         quant = self.arch.quantization
-        if quant is not None and part is not None and quant.quantizes(part):
+        if quant is not None and part is not None and quant.quantizes(part, self.layer):
             self.bytes += count * quant.linear_bytes(k, n, self.dt)
         else:
             self.bytes += count * k * n * self.dt
@@ -165,13 +166,13 @@ def _experts_on_rank(num_experts: int, ep: int, rank: int = 0) -> int:
     return num_experts // ep + (1 if rank < num_experts % ep else 0)
 
 
-def _mlp(acc: _Acc, arch: ModelArchitecture, layer: int, tp: int, expert_parallel: bool) -> None:
+def _mlp(acc: _Acc, arch: ModelArchitecture, layer: int, tp: int, expert_parallel: bool, ep_size: int) -> None:
     h = arch.hidden_size
     moe = arch.moe
     if moe is not None and moe.moe_layers[layer]:
         acc.dense(h * moe.num_experts)  # router, replicated, model dtype
-        if expert_parallel and tp > 1:
-            experts, inter = _experts_on_rank(moe.num_experts, tp), moe.moe_intermediate_size
+        if expert_parallel and ep_size > 1:  # vLLM: EP size = TP x DP, whole experts per rank
+            experts, inter = _experts_on_rank(moe.num_experts, ep_size), moe.moe_intermediate_size
         else:
             experts, inter = moe.num_experts, moe.moe_intermediate_size // tp
         quant = arch.quantization
@@ -192,7 +193,7 @@ def _mlp(acc: _Acc, arch: ModelArchitecture, layer: int, tp: int, expert_paralle
         return
     if arch.intermediate_size:
         inter = arch.intermediate_size // tp
-        acc.linear(h, 2 * inter, "mlp")
+        acc.linear(h, (2 if arch.gated_mlp else 1) * inter, "mlp")
         acc.linear(inter, h, "mlp")
 
 
@@ -205,8 +206,11 @@ def weights_per_rank(
     last_stage: bool,
     expert_parallel: bool = False,
     mxfp4: Mxfp4Kernel = MARLIN_MXFP4,
+    ep_size: int | None = None,
 ) -> WeightsBreakdown:
-    """Bytes of one TP rank of the PP stage holding ``layers`` (``mxfp4``: the MXFP4 expert layout)."""
+    """Bytes of one TP rank of the PP stage holding ``layers`` (``mxfp4``: the MXFP4 expert layout;
+    ``ep_size``: TP x DP, default TP)."""
+    ep_size = tp if ep_size is None else ep_size
     acc = _Acc(arch, dtype_bytes, mxfp4)
     h = arch.hidden_size
     acc.bytes += arch.rotary_cache_elements * dtype_bytes  # a buffer, not a parameter
@@ -214,6 +218,7 @@ def weights_per_rank(
     vocab_rows = padded_vocab // tp
     if first_stage:
         acc.dense(vocab_rows * h)
+        acc.dense(arch.absolute_position_rows * h)  # GPT-2-style learned positions (replicated)
         if arch.vision_params:
             acc.dense(arch.vision_params // tp)
     if last_stage:
@@ -221,6 +226,7 @@ def weights_per_rank(
         if not arch.tie_word_embeddings or not first_stage:
             acc.dense(vocab_rows * h)
     for layer in layers:
+        acc.layer = layer
         kind = arch.layer_kinds[layer]
         acc.dense(2 * h)  # input / post-attention norms
         if kind in ("full", "sliding", "chunked"):
@@ -228,7 +234,7 @@ def weights_per_rank(
         elif kind == "mamba":
             _linear_attention(acc, arch, tp)
         if arch.mlp_layers is None or arch.mlp_layers[layer]:
-            _mlp(acc, arch, layer, tp, expert_parallel)
+            _mlp(acc, arch, layer, tp, expert_parallel, ep_size)
     return WeightsBreakdown(bytes=acc.bytes, params=acc.params)
 
 
@@ -258,8 +264,8 @@ def pp_layer_ranges(num_layers: int, pp: int) -> list[range]:
 class _PartsAcc(_Acc):
     """An ``_Acc`` that also books every linear under its ``Part`` (norms, routers, biases: "other")."""
 
-    def __init__(self, arch: ModelArchitecture, dtype_bytes: int) -> None:
-        super().__init__(arch, dtype_bytes)
+    def __init__(self, arch: ModelArchitecture, dtype_bytes: int, mxfp4: Mxfp4Kernel = MARLIN_MXFP4) -> None:
+        super().__init__(arch, dtype_bytes, mxfp4)
         self.parts: dict[str, WeightsBreakdown] = {}
 
     def _book(self, part: str, before: tuple[float, int]) -> None:
@@ -278,24 +284,26 @@ class _PartsAcc(_Acc):
 
 
 def decoder_layer_parts(
-    arch: ModelArchitecture, dtype_bytes: int, tp: int, layer: int, expert_parallel: bool = False
+    arch: ModelArchitecture, dtype_bytes: int, tp: int, layer: int, expert_parallel: bool = False,
+    mxfp4: Mxfp4Kernel = MARLIN_MXFP4, ep_size: int | None = None,
 ) -> dict[str, WeightsBreakdown]:
     """One decoder layer's bytes and parameters on one TP rank, by ``Part`` (plus "other").
 
     The same arithmetic as ``weights_per_rank``, split so a step-time model can stream attention,
     dense MLP, shared experts and routed experts separately (a decode step reads only touched experts).
     """
-    acc = _PartsAcc(arch, dtype_bytes)
+    acc = _PartsAcc(arch, dtype_bytes, mxfp4)
+    acc.layer = layer
     kind = arch.layer_kinds[layer]
     if kind in ("full", "sliding", "chunked"):
         _attention(acc, arch, tp)
     elif kind == "mamba":
         _linear_attention(acc, arch, tp)
     if arch.mlp_layers is None or arch.mlp_layers[layer]:
-        _mlp(acc, arch, layer, tp, expert_parallel)
+        _mlp(acc, arch, layer, tp, expert_parallel, tp if ep_size is None else ep_size)
     return acc.parts
 
 
-def experts_per_rank(num_experts: int, tp: int, expert_parallel: bool) -> int:
+def experts_per_rank(num_experts: int, ep_size: int, expert_parallel: bool) -> int:
     """Routed experts whose weights one rank holds (all of them, sliced, without expert parallel)."""
-    return _experts_on_rank(num_experts, tp) if expert_parallel and tp > 1 else num_experts
+    return _experts_on_rank(num_experts, ep_size) if expert_parallel and ep_size > 1 else num_experts
