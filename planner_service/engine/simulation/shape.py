@@ -21,7 +21,8 @@ from planner_service.engine.models import GpuSummary, Interconnect, VllmConfig
 from planner_service.engine.simulation.moe_configs import has_tuned_config
 from planner_service.engine.simulation.step_cost import EngineShape, HardwareFacts, StageShape
 from planner_service.engine.simulation.versions import EngineBehaviour, max_capture_size
-from planner_service.engine.weights import decoder_layer_parts, experts_per_rank, pp_layer_ranges
+from planner_service.engine.profiles import resolve_profile
+from planner_service.engine.weights import decoder_layer_parts, experts_per_rank, mxfp4_kernel, pp_layer_ranges
 
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 _VOCAB_PAD = 64
@@ -100,7 +101,8 @@ def _moe_kernel_dtype(arch: ModelArchitecture, fp8_compute: bool) -> tuple[str |
 
 
 def _stage(arch: ModelArchitecture, config: VllmConfig, layers: range, last: bool, fp8_compute: bool,
-           mla_backend: str | None, device_names: tuple[str, ...] = (), version: tuple[int, int, int] = (0, 33, 0)) -> StageShape:
+           mla_backend: str | None, device_names: tuple[str, ...] = (), version: tuple[int, int, int] = (0, 33, 0),
+           compute_capability: str | None = None) -> StageShape:
     tp = config.tensor_parallel_size
     dtype_bytes = _DTYPE_BYTES.get(config.dtype, 2)
     kv_bytes = kv_dtype_bytes(config.kv_cache_dtype, config.dtype)
@@ -118,8 +120,11 @@ def _stage(arch: ModelArchitecture, config: VllmConfig, layers: range, last: boo
     expert_bytes = expert_params = 0.0
     moe_layers = shared_layers = 0
     ep = config.enable_expert_parallel
+    ep_size = tp * config.data_parallel_size  # vLLM: EP spans TP x DP
+    major, minor = (int(p) for p in (compute_capability or "8.0").split(".")[:2])
+    mxfp4 = mxfp4_kernel(resolve_profile(".".join(map(str, version))).mxfp4_hopper_layout, (major, minor))
     for layer in layers:
-        parts = decoder_layer_parts(arch, dtype_bytes, tp, layer, ep)
+        parts = decoder_layer_parts(arch, dtype_bytes, tp, layer, ep, mxfp4=mxfp4, ep_size=ep_size)
         for name, part in parts.items():
             if name == "experts":
                 moe_layers += 1
@@ -129,7 +134,7 @@ def _stage(arch: ModelArchitecture, config: VllmConfig, layers: range, last: boo
                 dense_params += part.params
         shared_layers += "shared_experts" in parts
     moe = arch.moe
-    on_rank = experts_per_rank(moe.num_experts, tp, ep) if moe else 0
+    on_rank = experts_per_rank(moe.num_experts, ep_size, ep) if moe else 0
     if moe_layers and on_rank:
         expert_bytes /= on_rank
         expert_params /= on_rank
@@ -144,7 +149,7 @@ def _stage(arch: ModelArchitecture, config: VllmConfig, layers: range, last: boo
     tuned = False
     if moe is not None and moe_layers:
         dtype, block, triton = _moe_kernel_dtype(arch, fp8_compute)
-        inter = moe.moe_intermediate_size if ep and tp > 1 else moe.moe_intermediate_size // tp
+        inter = moe.moe_intermediate_size if ep and ep_size > 1 else moe.moe_intermediate_size // tp
         tuned = triton and has_tuned_config(version, on_rank, inter, device_names, dtype, block)
     padded_vocab = -(-arch.vocab_size // _VOCAB_PAD) * _VOCAB_PAD
     vocab_rows = padded_vocab // tp
@@ -195,7 +200,7 @@ def engine_shape(
         device_names = ()
     stages = tuple(
         _stage(arch, config, layers, i == len(ranges) - 1, fp8_compute, behaviour.mla_backend, device_names,
-               behaviour.version)
+               behaviour.version, gpu.compute_capability)
         for i, layers in enumerate(ranges)
     )
     return EngineShape(
