@@ -190,6 +190,7 @@ class EngineShape:
     cuda_graphs: bool  # False with --enforce-eager
     max_capture_size: int  # largest captured batch (tokens); steps above it run eagerly
     async_scheduling: bool
+    greedy_sampling: bool = False  # argmax only (vllm bench up to 0.14 sent temperature 0)
 
 
 @dataclass(frozen=True)
@@ -242,8 +243,10 @@ class StepCostModel:
                 st.lm_head_bytes / (bw * WEIGHT_STREAM_EFFICIENCY),
                 2 * st.lm_head_params * rows / (self._bf16 * matmul_efficiency(rows, False)),
             )
-            # Sampler: fp32 logits rows x vocab, several passes (softmax, sort-based top-k/top-p, penalties).
-            seconds += SAMPLER_FIXED_SECONDS + rows * st.vocab_per_rank * 4 * SAMPLER_PASSES_OVER_LOGITS / bw
+            # Sampler: fp32 logits rows x vocab, several passes (softmax, sort-based top-k/top-p, penalties);
+            # greedy requests take an argmax, one pass.
+            passes = 1 if self.shape.greedy_sampling else SAMPLER_PASSES_OVER_LOGITS
+            seconds += SAMPLER_FIXED_SECONDS + rows * st.vocab_per_rank * 4 * passes / bw
         # Non-GEMM kernels (norms, rotary, activation, residual adds) read and write every token's
         # activations; negligible in decode, a few percent of a large prefill step.
         seconds += tokens * st.activation_bytes_per_token / (bw * WEIGHT_STREAM_EFFICIENCY)
