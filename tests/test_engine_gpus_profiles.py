@@ -75,7 +75,7 @@ def test_profiles_by_version():
         == resolve_profile("0.10.0").model_dump(exclude={"name", "min_version", "max_version", "representative_version"})
     for a, b in zip(sorted(PROFILES, key=lambda p: p.min_version), sorted(PROFILES, key=lambda p: p.min_version)[1:]):
         assert a.max_version == b.min_version  # no gaps, no overlaps
-    for bad in ("0.9.2", "0.34", "1.0"):
+    for bad in ("0.7.3", "0.34", "1.0"):
         with pytest.raises(UnsupportedVersionError) as err:
             resolve_profile(bad)
         assert err.value.violations[0].field == "engine.vllm_version"
