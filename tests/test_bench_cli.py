@@ -11,11 +11,9 @@ import pytest
 from clients.cli.main import main
 from clients.sdk.errors import InvalidArgument
 from clients.sdk.planner_client import AsyncPlannerClient, PlannerClient
-from helpers.offline import offline_hub
+from helpers.offline import offline_planner, run_cli
 from planner_service.engine.bench_models import BenchRequest, CapacityRequest, LoadOptions, SloTarget
 from planner_service.engine.models import HardwareOptions, ModelOptions, PlanRequest
-from planner_service.server.app import PlannerServiceSettings
-from planner_service.server.background import BackgroundPlannerServer
 
 SMALL = ["--model", "Qwen/Qwen3-0.6B", "--gpu", "H100"]
 # The result keys `vllm bench serve --save-result` writes (0.33, without --save-detailed), in order.
@@ -29,17 +27,12 @@ METRIC_KEYS = [f"{stat}_{m}_ms" for m in ("ttft", "tpot", "itl", "e2el") for sta
 
 @pytest.fixture(scope="module")
 def address(tmp_path_factory):
-    with offline_hub(tmp_path_factory.mktemp("hf-home")) as patch:
-        patch.delenv("VLLM_PLANNER_ADDRESS", raising=False)
-        patch.delenv("VLLM_PLANNER_TOKEN", raising=False)
-        with BackgroundPlannerServer(PlannerServiceSettings(listen="127.0.0.1:0", auth_token="t0k")) as server:
-            yield server.address
+    with offline_planner(tmp_path_factory.mktemp("hf-home"), token="t0k") as address:
+        yield address
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:  # noqa: ANN001
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(main, argv, capsys)
 
 
 def test_json_has_the_keys_of_vllm_bench_serve_save_result(capsys):

@@ -10,24 +10,17 @@ import pytest
 
 from clients.cli.errors import EXIT_UNAVAILABLE, EXIT_USER_ERROR
 from clients.cli.main import main
-from helpers.offline import offline_hub
+from helpers.offline import offline_planner, run_cli
 from helpers.paths import QWEN3_8B_CONFIG
-from planner_service.server.app import PlannerServiceSettings
-from planner_service.server.background import BackgroundPlannerServer
 
 @pytest.fixture(scope="module")
 def address(tmp_path_factory):
-    with offline_hub(tmp_path_factory.mktemp("hf-home")) as patch:
-        patch.delenv("VLLM_PLANNER_ADDRESS", raising=False)
-        patch.delenv("VLLM_PLANNER_TOKEN", raising=False)
-        with BackgroundPlannerServer(PlannerServiceSettings(listen="127.0.0.1:0", auth_token="cli-token")) as server:
-            yield server.address
+    with offline_planner(tmp_path_factory.mktemp("hf-home"), token="cli-token") as address:
+        yield address
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:  # noqa: ANN001
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(main, argv, capsys)
 
 
 def _profile(tmp_path: Path, config: Path) -> str:

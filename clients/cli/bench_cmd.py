@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from clients.cli.backend import add_remote_arguments, planner_address, planner_client
+from clients.cli.backend import add_remote_arguments, execute
 from clients.cli.bench_report import render_bench
 from clients.cli.load_options import add_load_arguments, load_from_args
 from clients.cli.options import add_plan_arguments, profile_from_args
@@ -33,21 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def execute_bench(request: BenchRequest, args: argparse.Namespace) -> BenchResponse:
-    """``run_bench(request)`` in-process, or the ``Simulate`` RPC on the planner service."""
-    if planner_address(args):
-        with planner_client(args) as client:
-            return client.simulate(request)
-    from planner_service.api import run_bench
-
-    return run_bench(request)
-
-
 def run(args: argparse.Namespace) -> int:
     """Exit 0 with the simulated result, 1 when vLLM would not start with the plan."""
     profile = profile_from_args(args)
     request = BenchRequest(plan=profile.to_request(), load=load_from_args(args))
-    result = execute_bench(request, args)
+    result: BenchResponse = execute(request, args, "simulate")
     if not result.plan.feasibility.fits:
         render_report(result.plan, explain=False)
         return 1

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from clients.cli.backend import add_remote_arguments, planner_address, planner_client
+from clients.cli.backend import add_remote_arguments, execute
 from clients.cli.bench_report import render_capacity
 from clients.cli.load_options import add_load_arguments, load_from_args, parse_metric_ms, parse_positive_rate, slos_from_args
 from clients.cli.options import add_plan_arguments, parse_positive_int, profile_from_args
@@ -52,15 +52,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def execute_capacity(request: CapacityRequest, args: argparse.Namespace) -> CapacityResponse:
-    if planner_address(args):
-        with planner_client(args) as client:
-            return client.plan_capacity(request)
-    from planner_service.api import run_capacity
-
-    return run_capacity(request)
-
-
 def run(args: argparse.Namespace) -> int:
     gpus = list(args.gpu or [])
     args.gpu = None  # the plan request holds no single GPU: capacity tries each
@@ -70,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         load=load_from_args(args), gpus=gpus, max_gpus_per_replica=args.max_gpus_per_replica,
         max_options=args.max_options,
     )
-    result = execute_capacity(request, args)
+    result: CapacityResponse = execute(request, args, "plan_capacity")
     if args.json:
         sys.stdout.write(json.dumps(result.model_dump(mode="json"), indent=2) + "\n")
     else:
