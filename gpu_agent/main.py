@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from gpu_agent.app import GpuAgentSettings, build_agent_server
 from gpu_agent.backends import BackendUnavailable, InventoryBackend
+from vllm_planner import version_string
 from vllm_planner.transport.config import add_settings_arguments, load_settings
 from vllm_planner.transport.logs import configure_logging
 
@@ -64,6 +65,7 @@ async def _serve(settings: GpuAgentSettings, backend: InventoryBackend) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpu-agent", description="Serve this host's GPU inventory over gRPC (vllm_planner.v1.GpuAgentService).")
     add_settings_arguments(parser, GpuAgentSettings)
+    parser.add_argument("--version", action="version", version=version_string("gpu-agent"))
     return parser
 
 

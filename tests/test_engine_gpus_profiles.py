@@ -53,13 +53,14 @@ def test_unknown_gpu_lists_close_matches():
 
 
 def test_profiles_by_version():
-    assert resolve_profile(None) is CURRENT_PROFILE and CURRENT_PROFILE.name == "vllm-0.29-0.33"
-    assert resolve_profile("0.33.0") is CURRENT_PROFILE and resolve_profile("0.29") is CURRENT_PROFILE
+    assert resolve_profile(None) is CURRENT_PROFILE and CURRENT_PROFILE.name == "vllm-0.30-0.33"
+    assert resolve_profile("0.33.0") is CURRENT_PROFILE and resolve_profile("0.30") is CURRENT_PROFILE
     assert resolve_profile("0.33.0").default_gpu_memory_utilization == 0.92
     old = resolve_profile("0.10.1")
-    assert old.name == "vllm-0.10-0.19" and old.default_gpu_memory_utilization == 0.90
+    assert old.name == "vllm-0.10.0-0.10.1" and old.default_gpu_memory_utilization == 0.90
     assert not old.subtract_cuda_graph_estimate
-    assert resolve_profile("0.19.1") is old
+    assert resolve_profile("0.10.1.1") is old and resolve_profile("0.10.2").name == "vllm-0.10.2"
+    assert resolve_profile("0.19.1").name == "vllm-0.18-0.19" and not resolve_profile("0.19.1").subtract_cuda_graph_estimate
     # the boundaries read from the released wheels
     assert resolve_profile("0.20").subtract_cuda_graph_estimate and resolve_profile("0.20").kv_tokens_rule == "blocks_per_group"
     assert resolve_profile("0.21").kv_tokens_rule == "concurrency"
@@ -67,10 +68,14 @@ def test_profiles_by_version():
     assert resolve_profile("0.25.1").sliding_window_rule == "mnbt" and resolve_profile("0.26").sliding_window_rule == "in_flight"
     assert not resolve_profile("0.28").fit_check_reserves_null_block and CURRENT_PROFILE.fit_check_reserves_null_block
     covered = sorted(p.min_version for p in PROFILES)
-    assert covered[0] == (0, 10, 0) and max(p.max_version for p in PROFILES) == (0, 34, 0)
+    assert covered[0] == (0, 8, 0) and max(p.max_version for p in PROFILES) == (0, 34, 0)
+    # 0.8-0.9 (V1 engine, benchmarks of 0.9.2 exist) are answered with 0.10.0's rules, not refused
+    assert resolve_profile("0.9.2").name == "vllm-0.8-0.9 (as 0.10.0)"
+    assert resolve_profile("0.9.2").model_dump(exclude={"name", "min_version", "max_version", "representative_version"}) \
+        == resolve_profile("0.10.0").model_dump(exclude={"name", "min_version", "max_version", "representative_version"})
     for a, b in zip(sorted(PROFILES, key=lambda p: p.min_version), sorted(PROFILES, key=lambda p: p.min_version)[1:]):
         assert a.max_version == b.min_version  # no gaps, no overlaps
-    for bad in ("0.9.2", "0.34", "1.0"):
+    for bad in ("0.7.3", "0.34", "1.0"):
         with pytest.raises(UnsupportedVersionError) as err:
             resolve_profile(bad)
         assert err.value.violations[0].field == "engine.vllm_version"

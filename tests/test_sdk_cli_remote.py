@@ -10,24 +10,17 @@ import pytest
 
 from clients.cli.errors import EXIT_UNAVAILABLE, EXIT_USER_ERROR
 from clients.cli.main import main
-from helpers.offline import offline_hub
+from helpers.offline import offline_planner, run_cli
 from helpers.paths import QWEN3_8B_CONFIG
-from planner_service.server.app import PlannerServiceSettings
-from planner_service.server.background import BackgroundPlannerServer
 
 @pytest.fixture(scope="module")
 def address(tmp_path_factory):
-    with offline_hub(tmp_path_factory.mktemp("hf-home")) as patch:
-        patch.delenv("VLLM_PLANNER_ADDRESS", raising=False)
-        patch.delenv("VLLM_PLANNER_TOKEN", raising=False)
-        with BackgroundPlannerServer(PlannerServiceSettings(listen="127.0.0.1:0", auth_token="cli-token")) as server:
-            yield server.address
+    with offline_planner(tmp_path_factory.mktemp("hf-home"), token="cli-token") as address:
+        yield address
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:  # noqa: ANN001
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(main, argv, capsys)
 
 
 def _profile(tmp_path: Path, config: Path) -> str:
@@ -79,10 +72,12 @@ def test_remote_errors_are_one_line_and_a_non_zero_exit(address, capsys):
     assert code == EXIT_USER_ERROR and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and "NoSuchGPU-9000" in err
 
-    code, _, err = _run(["plan", "--model", "/etc", "--planner", address, "--token", "cli-token"], capsys)
+    code, _, err = _run(["plan", "--model", "/etc", "--gpu", "H100", "--planner", address, "--token", "cli-token"],
+                        capsys)
     assert code == EXIT_USER_ERROR and err.startswith("error: ")
 
-    code, _, err = _run(["plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--planner", address], capsys)
+    code, _, err = _run(["plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100", "--planner", address],
+                        capsys)
     assert code == EXIT_USER_ERROR and "token" in err  # no token: UNAUTHENTICATED
 
 
@@ -90,7 +85,8 @@ def test_an_unreachable_planner_exits_unavailable(capsys):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    code, out, err = _run(["plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--planner", f"127.0.0.1:{port}"], capsys)
+    code, out, err = _run(["plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100",
+                           "--planner", f"127.0.0.1:{port}"], capsys)
     assert code == EXIT_UNAVAILABLE and out == "" and err.startswith("error: ")
 
 

@@ -106,9 +106,19 @@ def planner_client(args: argparse.Namespace):  # noqa: ANN201  (clients.sdk.Plan
 
 def execute_plan(request: PlanRequest, args: argparse.Namespace) -> PlanResponse:
     """``run_plan(request)`` in-process, or the same call on the planner service."""
+    return execute(request, args, "plan")
+
+
+def execute(request: Any, args: argparse.Namespace, method: str) -> Any:
+    """``planner_service.api.run_<method>(request)`` in-process, or ``PlannerClient.<method>`` on the
+    service the flags/env name: both return the same pydantic answer (plan, simulate, plan_capacity)."""
     if planner_address(args):
         with planner_client(args) as client:
-            return client.plan(request)
-    from planner_service.api import run_plan
+            return getattr(client, method)(request)
+    from planner_service import api
 
-    return run_plan(request)
+    return getattr(api, _EMBEDDED[method])(request)
+
+
+# SDK method -> embedded function of planner_service.api
+_EMBEDDED = {"plan": "run_plan", "simulate": "run_bench", "plan_capacity": "run_capacity"}

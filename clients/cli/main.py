@@ -9,11 +9,14 @@ import importlib
 import sys
 
 from clients.cli.errors import exit_code_for, one_line
+from vllm_planner import version_string
 
 # Command modules, each exposing register(subparsers). Order = order in --help.
 COMMAND_MODULES = [
     "clients.cli.plan_cmd",
     "clients.cli.generate_cmd",
+    "clients.cli.bench_cmd",
+    "clients.cli.capacity_cmd",
     "clients.cli.fleet_cmd",
     "clients.cli.detect_cmd",
 ]
@@ -24,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vllm-planner",
         description="Plan vLLM deployments: will it fit, with which settings, how fast, and where.",
     )
+    parser.add_argument("--version", action="version", version=version_string("vllm-planner"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(sub)

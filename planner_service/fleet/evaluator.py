@@ -36,15 +36,14 @@ def engine_twin(source: ModelSource, quantization: str | None) -> Callable[[Plan
     """The memory twin plus the roofline performance (for SLOs); artifacts come from the engine's
     renderers through ``pinning.render`` (the TwinCache default)."""
     from planner_service.engine.architecture import parse_architecture
-    from planner_service.engine.pipeline import plan_performance, shape_from_architecture
+    from planner_service.engine.pipeline import plan_performance
     from planner_service.engine.plan import build_plan
 
     architecture = parse_architecture(source.config, quantization)  # once per deployment, not per GPU
-    shape = shape_from_architecture(architecture)
 
     def evaluate(request: PlanRequest) -> PlanResponse:
         plan = build_plan(source, request)
-        return plan.model_copy(update={"performance": plan_performance(plan, request, shape)})
+        return plan.model_copy(update={"performance": plan_performance(plan, request, architecture)})
 
     return evaluate
 
