@@ -54,7 +54,7 @@ def test_public_surface():
     assert sorted(sdk.__all__) == sorted([
         "PlannerClient", "AsyncPlannerClient", "AgentClient", "AsyncAgentClient", "FakeAgent",
         "FleetClient", "AsyncFleetClient", "SdkError", "InvalidArgument", "NotFound", "PermissionDenied",
-        "Unauthenticated", "Unavailable", "DeadlineExceeded", "from_rpc_error",
+        "Unauthenticated", "Unavailable", "DeadlineExceeded", "ResourceExhausted", "from_rpc_error",
     ])
     assert sdk.PlannerClient is PlannerClient
     assert sdk.FleetClient.__name__ == "FleetClient"  # lazily imported, still the real class

@@ -32,7 +32,7 @@ HELM_VARIANTS: dict[str, str] = {
     "no-metrics": "metrics.enabled=false,networkPolicy.enabled=false",
     "pod-resources": "agent.podResources.enabled=true",
     "custom": (
-        "image.repository=registry.example.com/ml/vllm-fleet-planner,image.tag=1.10,planner.replicas=3,"
+        "image.repository=registry.example.com/ml/vllm-fleet-planner,image.tag=1.10,planner.replicas=3,planner.pdbMinAvailable=1,"
         "agent.tolerations[0].key=gpu,agent.tolerations[0].operator=Exists,agent.tolerations[0].effect=NoSchedule"
     ),
 }
