@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 
 from clients.sdk.agent_client import AgentClient
+from clients.sdk.errors import NotFound
 from clients.sdk.fleet_client import FleetClient
 from clients.sdk.planner_client import PlannerClient
 from helpers.paths import H100_CAPTURE, H100_UUID
@@ -46,6 +47,13 @@ def _stop(*procs: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _host(fleet: FleetClient, name: str):  # noqa: ANN202
+    try:
+        return fleet.get_host(name)
+    except NotFound:  # known by its address only until its first inventory arrives
+        return None
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -139,8 +147,8 @@ def test_a_critical_xid_marks_the_gpu_unhealthy_and_place_skips_it(tmp_path, xid
         assert _value(a, "vllm_planner_agent_gpu_last_xid", **labels) == xid
         assert _value(a, "vllm_planner_agent_gpu_healthy", **labels) == (0 if unhealthy else 1)
         with FleetClient(planner_address) as fleet:
-            host = wait_until(lambda: (lambda h: h if h.state is HostState.READY and h.gpus[0].healthy is not unhealthy else None)(
-                fleet.get_host("node-x")), timeout_seconds=15)
+            host = wait_until(lambda: (lambda h: h if h and h.state is HostState.READY and h.gpus[0].healthy is not unhealthy else None)(
+                _host(fleet, "node-x")), timeout_seconds=15)
             answer = fleet.place(Deployment(plan=PlanRequest(model=ModelOptions(model="Qwen/Qwen3-8B", max_model_len=8192))))
         if unhealthy:
             assert "XID 79" in host.gpus[0].health_reason
