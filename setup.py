@@ -34,6 +34,12 @@ def generate_protos(out_dir: Path = ROOT) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed; see the messages above")
+    # Vendored protos carry their license: it travels with the stubs generated from them (as LICENSE.txt,
+    # which the package data of every package includes).
+    for license_file in proto_root.rglob("LICENSE"):
+        target = out_dir / license_file.parent.relative_to(proto_root) / "LICENSE.txt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(license_file.read_bytes())
     for directory in generated_packages(protos, out_dir, proto_root):
         init = directory / "__init__.py"
         if not init.exists():
