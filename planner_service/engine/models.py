@@ -7,10 +7,12 @@ says so in the response. Memory in the response is in bytes; GiB figures are der
 
 from __future__ import annotations
 
+import types
+import typing
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 GIB = 1 << 30
 
@@ -21,7 +23,43 @@ MAX_PARAMS_B = 100_000.0  # 100T parameters: ~50x the largest published checkpoi
 MAX_MEMORY_BYTES_PER_GPU = 4096 * GIB  # matches vram_gb's bound
 
 
-class _Model(BaseModel):
+def _not_blank(value: str) -> str:
+    # An empty string is never "not set" (None is): '' or '   ' would otherwise plan a default silently.
+    if not value.strip():
+        raise ValueError("must not be empty (leave the field out to use the default)")
+    return value
+
+
+def Text(max_length: int):  # noqa: N802  (a type factory)
+    """A string that is not blank and not longer than ``max_length`` characters."""
+    return Annotated[str, Field(max_length=max_length), AfterValidator(_not_blank)]
+
+
+ModelId = Text(4096)  # a repo id, catalog name or path (PATH_MAX)
+Name = Text(256)  # GPU names, revisions
+Token = Text(64)  # dtype, quantization and version names
+
+
+def _leaves(annotation: Any) -> list[Any]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, typing.Annotated):
+        return [leaf for arg in typing.get_args(annotation) for leaf in _leaves(arg)]
+    return [annotation]
+
+
+class StrictNumbers(BaseModel):
+    """No ``true``/``false`` where a number is expected: pydantic's lax mode reads ``true`` as 1, so a
+    YAML ``num_gpus: true`` would silently plan one GPU."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            if bool not in _leaves(cls.model_fields[info.field_name].annotation):
+                raise ValueError("must be a number or a name, not true/false")
+        return value
+
+
+class _Model(StrictNumbers):
     # allow_inf_nan=False: NaN slips through every gt/le bound (all comparisons are False) and inf
     # overflows int() in the engine, so no float anywhere may be non-finite.
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
@@ -46,12 +84,12 @@ class Interconnect(str, Enum):
 class ModelOptions(_Model):
     """Which model, and how vLLM should load it."""
 
-    model: str = Field(description="HF repo id, local folder, or bundled catalog name.")
-    revision: str | None = None
+    model: ModelId = Field(description="HF repo id, local folder, or bundled catalog name.")
+    revision: Name | None = None
     trust_remote_code: bool = False
     dtype: Literal["auto", "bfloat16", "float16", "float32", "half", "float"] = "auto"
-    quantization: str | None = Field(default=None, description="vLLM --quantization; None = from checkpoint.")
-    kv_cache_dtype: str | None = Field(default=None, description="vLLM --kv-cache-dtype; None = recommend.")
+    quantization: Token | None = Field(default=None, description="vLLM --quantization; None = from checkpoint.")
+    kv_cache_dtype: Token | None = Field(default=None, description="vLLM --kv-cache-dtype; None = recommend.")
     max_model_len: int | Literal["auto"] | None = Field(
         default=None, description="None = recommend; 'auto' = vLLM's auto-fit (-1)."
     )
@@ -61,14 +99,6 @@ class ModelOptions(_Model):
     config_json: dict | None = Field(
         default=None, description="Inline config.json for private or air-gapped models (skips resolution)."
     )
-
-    @field_validator("max_model_len", mode="before")
-    @classmethod
-    def _no_bool_length(cls, value: object) -> object:
-        # bool is an int subclass: ``true`` would silently become a 1-token context.
-        if isinstance(value, bool):
-            raise ValueError("must be a whole number of tokens or 'auto'")
-        return value
 
     @field_validator("max_model_len")
     @classmethod
@@ -83,7 +113,7 @@ class ModelOptions(_Model):
 class HardwareOptions(_Model):
     """Which GPUs, how many, and how they are connected."""
 
-    gpu: str | None = Field(default=None, description="Catalog name, nvidia-smi name or alias.")
+    gpu: Name | None = Field(default=None, description="Catalog name, nvidia-smi name or alias.")
     num_gpus: int | None = Field(default=None, ge=1, le=1024, description="GPUs available on the host.")
     vram_gb: float | None = Field(default=None, gt=0, le=4096, description="CUDA total per GPU, GiB (unknown GPUs).")
     interconnect: Interconnect | None = None
@@ -121,7 +151,7 @@ class PolicyOptions(_Model):
 class EngineOptions(_Model):
     """vLLM engine settings that are evaluated as given when set."""
 
-    vllm_version: str | None = Field(default=None, description="X.Y[.Z]; None = the current profile.")
+    vllm_version: Token | None = Field(default=None, description="X.Y[.Z]; None = the current profile.")
     max_num_seqs: int | None = Field(default=None, ge=1, le=1_000_000)
     max_num_batched_tokens: int | None = Field(default=None, ge=1, le=100_000_000)
     enable_prefix_caching: bool | None = None

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from planner_service.engine.errors import FieldViolation, InvalidRequestError, UnsupportedArchitectureError
+from planner_service.engine.errors import InvalidRequestError, UnsupportedArchitectureError, invalid_request_from
 
 QuantKind = Literal["fp8", "int8", "awq", "gptq", "wna16", "mxfp4", "nvfp4"]
 # Parts of a decoder a checkpoint may leave unquantized.
@@ -66,6 +66,29 @@ class QuantConfig(BaseModel):
         return part not in self.ignored
 
 
+def _group_size(value: int | None) -> int | None:
+    # vLLM divides the input size by the group size: 0 has no meaning (-1 is "per channel").
+    if value == 0:
+        raise ValueError("group_size 0 is not a group size: use -1 (per output channel) or a positive size")
+    return value
+
+
+_GroupSize = Annotated[int | None, Field(default=None, strict=True, ge=-1, le=1_000_000), AfterValidator(_group_size)]
+
+
+class _RawCompressedWeights(BaseModel):
+    """Typed view of a compressed-tensors ``config_groups.*.weights`` entry."""
+
+    model_config = ConfigDict(extra="allow")
+    num_bits: Annotated[int, Field(strict=True, ge=1, le=16)] = 8
+    type: Annotated[str, Field(strict=True)] = "int"
+    strategy: Annotated[str, Field(strict=True)] = "tensor"
+    group_size: _GroupSize = None
+    symmetric: Annotated[bool, Field(strict=True)] = True
+    block_structure: list[Annotated[int, Field(strict=True, ge=1, le=1_000_000)]] | None = Field(
+        default=None, min_length=2, max_length=2)
+
+
 class _RawQuant(BaseModel):
     """Typed view of the ``quantization_config`` keys read below (strict: no bools/strings as numbers)."""
 
@@ -73,8 +96,8 @@ class _RawQuant(BaseModel):
     quant_method: str | None = Field(default=None, strict=True)
     bits: Annotated[int | None, Field(default=None, strict=True, ge=1, le=16)]
     w_bit: Annotated[int | None, Field(default=None, strict=True, ge=1, le=16)]
-    group_size: Annotated[int | None, Field(default=None, strict=True, ge=-1, le=1_000_000)]
-    q_group_size: Annotated[int | None, Field(default=None, strict=True, ge=-1, le=1_000_000)]
+    group_size: _GroupSize = None
+    q_group_size: _GroupSize = None
     weight_block_size: list[Annotated[int, Field(strict=True, ge=1, le=1_000_000)]] | None = Field(
         default=None, min_length=2, max_length=2)
     config_groups: dict[str, dict] | None = None
@@ -91,9 +114,7 @@ def _validated(qc: object, path: str) -> dict:
     try:
         _RawQuant.model_validate(qc)
     except ValidationError as exc:
-        violations = [FieldViolation(".".join([path, *map(str, e["loc"])]), e["msg"].lower())
-                      for e in exc.errors(include_url=False)]
-        raise InvalidRequestError(f"{violations[0].field}: {violations[0].description}", violations) from None
+        raise invalid_request_from(exc, path) from None
     return qc
 
 
@@ -110,15 +131,17 @@ def _ignored_parts(patterns: list[str] | None) -> frozenset[str]:
     return frozenset(parts)
 
 
-def _from_compressed_tensors(qc: dict) -> QuantConfig:
+def _from_compressed_tensors(qc: dict, qc_path: str) -> QuantConfig:
     groups = qc.get("config_groups") or {}
     if not groups:
         raise UnsupportedArchitectureError("compressed-tensors quantization_config has no config_groups")
-    first = next(iter(groups.values()))
-    w = first.get("weights") or {}
-    bits = int(w.get("num_bits", 8))
-    wtype = w.get("type", "int")
-    strategy = w.get("strategy", "tensor")
+    name, first = next(iter(groups.items()))
+    path = f"{qc_path}.config_groups.{str(name)[:64]}.weights"
+    try:
+        raw = _RawCompressedWeights.model_validate(first.get("weights") or {})
+    except ValidationError as exc:
+        raise invalid_request_from(exc, path) from None
+    bits, wtype, strategy = raw.num_bits, raw.type, raw.strategy
     fmt = str(qc.get("format", ""))
     ignored = _ignored_parts(qc.get("ignore"))
     kv = bool(qc.get("kv_cache_scheme"))
@@ -126,7 +149,7 @@ def _from_compressed_tensors(qc: dict) -> QuantConfig:
         return QuantConfig(method="compressed-tensors", kind="nvfp4", bits=4, group_size=16, ignored=ignored,
                            kv_cache_fp8=kv)
     if bits == 8:
-        block = tuple(w["block_structure"]) if strategy == "block" and w.get("block_structure") else None
+        block = tuple(raw.block_structure) if strategy == "block" and raw.block_structure else None
         return QuantConfig(
             method="compressed-tensors", kind="fp8" if wtype == "float" else "int8", bits=8,
             block_size=block, channel_scales=strategy == "channel", ignored=ignored, kv_cache_fp8=kv,
@@ -134,8 +157,8 @@ def _from_compressed_tensors(qc: dict) -> QuantConfig:
     if bits in (2, 3, 4):
         return QuantConfig(
             method="compressed-tensors", kind="wna16", bits=bits,
-            group_size=w.get("group_size") if strategy == "group" else None,
-            zero_points=not w.get("symmetric", True), ignored=ignored, kv_cache_fp8=kv,
+            group_size=raw.group_size if strategy == "group" else None,
+            zero_points=not raw.symmetric, ignored=ignored, kv_cache_fp8=kv,
         )
     raise UnsupportedArchitectureError(f"compressed-tensors weights num_bits={bits} type={wtype} not supported")
 
@@ -186,7 +209,7 @@ def parse_quantization(config: dict, cli_method: str | None = None) -> QuantConf
         return QuantConfig(method="gptq", kind="gptq", bits=bits, group_size=group, zero_points=True,
                            ignored=ignored)
     if method == "compressed-tensors":
-        return _from_compressed_tensors(qc)
+        return _from_compressed_tensors(qc, path)
     if method in ("mxfp4", "gpt_oss_mxfp4"):
         parts = set(ignored) | {"attention"}  # gpt-oss: only the experts are MXFP4
         return QuantConfig(method="mxfp4", kind="mxfp4", bits=4, group_size=32, ignored=frozenset(parts))

@@ -83,6 +83,20 @@ def resolve_gpu(request: PlanRequest) -> tuple[GpuSpec, Explanation]:
     return gpu, Explanation(setting="gpu", value=gpu.name, source="default", reason="no GPU given")
 
 
+# GiB figures round-trip through floats (vram_gb): allow that much, never a physically impossible reading.
+_FREE_MEMORY_SLACK_BYTES = 1 << 20
+
+
+def check_free_memory(free_bytes: int | None, gpu: GpuSpec) -> None:
+    """Free memory above the GPU's CUDA total is impossible: refuse it rather than plan with it."""
+    if free_bytes is not None and free_bytes > gpu.memory_total_bytes + _FREE_MEMORY_SLACK_BYTES:
+        raise InvalidRequestError.for_field(
+            "hardware.free_memory_bytes",
+            f"{free_bytes / GIB:.2f} GiB free is more than the {gpu.memory_total_bytes / GIB:.2f} GiB "
+            f"{gpu.name} has (CUDA total)",
+        )
+
+
 def resolve_dtype(arch: ModelArchitecture, gpu: GpuSpec, requested: str) -> tuple[str, str]:
     """vLLM's ``_resolve_auto_dtype`` (internals §7.4)."""
     aliases = {"half": "float16", "float": "float32"}
@@ -115,6 +129,7 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
     arch = parse_architecture(m.config_json or config, m.quantization)
     profile = resolve_profile(eng.vllm_version)
     gpu, gpu_note = resolve_gpu(request)
+    check_free_memory(hw.free_memory_bytes, gpu)
     dtype, dtype_src = resolve_dtype(arch, gpu, m.dtype)
     kv_dtype, kv_src, kv_why = _initial_kv_dtype(arch, m.kv_cache_dtype)
     defaults = profile.batch_defaults(gpu.name, gpu.memory_total_bytes)
