@@ -14,7 +14,6 @@ With ``--json`` the error is one JSON object on stderr::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from vllm_planner.argparsing import OneLineArgumentParser
 from planner_service.engine.errors import FieldViolation, MetadataUnavailableError, PlannerError, violations_from
 
 EXIT_WOULD_NOT_START = 1
@@ -43,26 +43,12 @@ class UsageError(Exception):
     """The command line itself is wrong (unknown flag, bad value, missing argument)."""
 
 
-class CliParser(argparse.ArgumentParser):
-    """argparse with the CLI's error path: one line naming the flag, and no empty values.
-
-    ``error`` raises ``UsageError`` instead of printing the usage and exiting; ``_get_value`` refuses
-    an empty or blank value for any flag or positional before its type sees it (``--gpu ''`` would
-    otherwise mean "not set", and ``Path('')`` is the current directory).
-    """
+class CliParser(OneLineArgumentParser):
+    """The shared parser (empty values refused) whose ``error`` raises ``UsageError`` instead of
+    exiting, so that usage errors take the same path as every other failure (``--json`` included)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message.removeprefix("argument "))
-
-    def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
-        # A sub-command action gets the rest of the line: its own parser checks those values.
-        if action.nargs not in (argparse.PARSER, argparse.REMAINDER) and isinstance(arg_string, str) \
-                and not arg_string.strip():
-            if action.option_strings:
-                raise argparse.ArgumentError(
-                    None, f"{'/'.join(action.option_strings)}: empty value (leave the flag out to use the default)")
-            raise argparse.ArgumentError(None, f"{action.metavar or action.dest.upper()}: must not be empty")
-        return super()._get_value(action, arg_string)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vllm_planner.transport.metrics import MetricsServer
+from vllm_planner.transport.pem import read_ca, read_cert_and_key
 from vllm_planner.transport.settings import SERVER_OPTIONS
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,8 @@ def server_credentials(options: ServerOptions) -> grpc.ServerCredentials | None:
         return None
     if options.tls_cert_file is None or options.tls_key_file is None:
         raise ValueError("TLS needs both a certificate and a key")
-    cert = Path(options.tls_cert_file).read_bytes()
-    key = Path(options.tls_key_file).read_bytes()
-    client_ca = Path(options.tls_client_ca_file).read_bytes() if options.tls_client_ca_file else None
+    cert, key = read_cert_and_key(options.tls_cert_file, options.tls_key_file, what="server TLS")
+    client_ca = read_ca(options.tls_client_ca_file, what="client CA file") if options.tls_client_ca_file else None
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
