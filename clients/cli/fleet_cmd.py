@@ -22,12 +22,11 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from clients.cli.backend import add_remote_arguments, remote_client
-from clients.cli.options import parse_positive_float, parse_positive_int
-from planner_service.engine.errors import InvalidRequestError
+from clients.cli.options import FIELD_FLAGS, parse_memory_gib, parse_positive_float, parse_positive_int
+from planner_service.engine.errors import InvalidRequestError, invalid_request_from
 from planner_service.fleet.models import (
     Deployment,
     FleetHost,
@@ -38,6 +37,7 @@ from planner_service.fleet.models import (
     PlaceResponse,
     targets,
 )
+from vllm_planner.bounded import MAX_DEPLOYMENTS_BYTES, InputError, file_label, read_yaml, shown
 
 GIB = 1 << 30
 _DEPLOYMENT_KEYS = {"name", "replicas", "max_ttft_seconds", "max_itl_seconds", "filter", "sizing", "plan"}
@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hosts.add_argument("--gpu-type", action="append", default=[], help="GPU name substring (repeatable).")
     hosts.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     hosts.add_argument("--state", action="append", default=[], choices=[s.value for s in HostState])
-    hosts.add_argument("--min-free-gib", type=parse_positive_float, default=None, help="At least one GPU with this much free.")
+    hosts.add_argument("--min-free-gib", type=parse_memory_gib, default=None, help="At least one GPU with this much free.")
     hosts.set_defaults(handler=_hosts)
 
     host = sub.add_parser("host", help="Show one host and its GPUs.")
@@ -82,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     place.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     place.add_argument("--max-results", type=parse_positive_int, default=10)
     place.add_argument("--show-artifacts", action="store_true", help="Print the pinned commands of the selected placements.")
-    place.set_defaults(handler=_place)
+    place.set_defaults(handler=_place, field_namer=_place_field_namer)
 
     plan = sub.add_parser("plan", help="Place several deployments (YAML file) without over-committing GPUs.")
     _common(plan)
@@ -108,12 +108,29 @@ def _client(args: argparse.Namespace):  # noqa: ANN202  (clients.sdk.FleetClient
     return remote_client(FleetClient, args, missing=missing)
 
 
+# Deployment fields ``fleet place`` sets from flags of its own (the plan's fields use plan's flag names).
+_PLACE_FLAGS = {"replicas": "--replicas", "max_ttft_seconds": "--max-ttft-ms", "max_itl_seconds": "--max-itl-ms",
+                "filter.gpu_types": "--gpu-type", "filter.hosts": "--host", "filter.labels": "--label"}
+
+
+def _place_field_namer(args: argparse.Namespace) -> Callable[[str], str]:
+    """``place.plan.model.max_model_len`` (or the service's ``plan.model.max_model_len``) -> ``--max-model-len``."""
+
+    def name(field: str) -> str:
+        key = field
+        for prefix in ("place.", "deployment.", "plan."):
+            key = key.removeprefix(prefix)
+        return _PLACE_FLAGS.get(key) or FIELD_FLAGS.get(key) or field
+
+    return name
+
+
 def _labels(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise InvalidRequestError.for_field("--label", f"expected KEY=VALUE, got {item!r}")
+            raise InvalidRequestError.for_field("--label", f"expected KEY=VALUE, got {shown(item)}")
         out[key] = value
     return out
 
@@ -216,9 +233,10 @@ def deployment_from_dict(item: dict[str, Any], where: str) -> Deployment:
     """A deployment from the YAML shorthand (model keys at the top level) or the full ``plan:`` form."""
     if not isinstance(item, dict):
         raise InvalidRequestError.for_field(where, "each deployment must be a mapping")
-    unknown = set(item) - _DEPLOYMENT_KEYS - _MODEL_KEYS - _HARDWARE_KEYS - _SECTIONS
+    unknown = sorted(map(str, set(item) - _DEPLOYMENT_KEYS - _MODEL_KEYS - _HARDWARE_KEYS - _SECTIONS))
     if unknown:
-        raise InvalidRequestError.for_field(where, f"unknown keys: {', '.join(sorted(unknown))}")
+        more = f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise InvalidRequestError.for_field(where, f"unknown keys: {', '.join(shown(k, 40) for k in unknown[:5])}{more}")
     data = {k: v for k, v in item.items() if k in _DEPLOYMENT_KEYS}
     if "plan" not in data:
         plan: dict[str, Any] = {"model": {k: v for k, v in item.items() if k in _MODEL_KEYS}}
@@ -230,20 +248,20 @@ def deployment_from_dict(item: dict[str, Any], where: str) -> Deployment:
     try:
         return Deployment.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequestError.for_field(f"{where}.{loc}", first["msg"]) from None
+        raise invalid_request_from(exc, prefix=where) from None
 
 
 def load_deployments(path: Path) -> list[Deployment]:
+    """The deployments of a YAML file: bounded, a regular file, UTF-8, no aliases; errors name the file."""
+    label = file_label(path)
     try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidRequestError.for_field(str(path), f"cannot read YAML: {' '.join(str(exc).split())}") from None
+        doc = read_yaml(path, max_bytes=MAX_DEPLOYMENTS_BYTES, what=label)
+    except InputError as exc:
+        raise InvalidRequestError(str(exc)) from None
     items = doc.get("deployments") if isinstance(doc, dict) else doc
     if not isinstance(items, list) or not items:
-        raise InvalidRequestError.for_field(str(path), "expected a non-empty 'deployments:' list")
-    return [deployment_from_dict(item, f"deployments[{i}]") for i, item in enumerate(items)]
+        raise InvalidRequestError.for_field(label, "expected a non-empty 'deployments:' list")
+    return [deployment_from_dict(item, f"{label}: deployments[{i}]") for i, item in enumerate(items)]
 
 
 # -- tables -----------------------------------------------------------------------------------------
@@ -266,13 +284,33 @@ def _table(title: str, *columns: str):  # noqa: ANN202
     return table
 
 
+def _gpu_kinds(host: FleetHost) -> str:
+    """Physical GPUs by model; a MIG-enabled GPU counts once, with its instances noted."""
+    physical = [g for g in host.gpus if not g.is_mig_instance]
+    parts = []
+    for name in host.gpu_types:
+        same = [g for g in physical if g.name == name]
+        mig = [g for g in same if g.mig_enabled]
+        note = ""
+        if mig:
+            instances = sum(1 for g in host.gpus if g.mig_parent_uuid in {p.uuid for p in mig})
+            note = f" ({len(mig)} in MIG mode: {instances} instance(s))"
+        parts.append(f"{len(same)}x {name}{note}")
+    return ", ".join(parts) or "-"
+
+
+def _free_per_target(host: FleetHost) -> str:
+    """Free GiB of each placement target: whole GPUs, then MIG instances (marked)."""
+    whole = [_gib(g.memory_free_bytes) for g in targets(host) if not g.is_mig_instance]
+    mig = [_gib(g.memory_free_bytes) for g in targets(host) if g.is_mig_instance]
+    return " ".join(whole + ([f"MIG: {' '.join(mig)}"] if mig else [])) or "-"
+
+
 def hosts_table(hosts: list[FleetHost]) -> None:
     table = _table(f"{len(hosts)} host(s)", "host", "state", "GPUs", "free GiB (per GPU)", "sources", "address", "note")
     for h in hosts:
-        gpus = targets(h)
-        kinds = ", ".join(f"{sum(1 for g in gpus if g.name == n)}x {n}" for n in h.gpu_types) or "-"
-        free = " ".join(_gib(g.memory_free_bytes) for g in gpus) or "-"
-        table.add_row(h.host, h.state.value, kinds, free, ",".join(s.value for s in h.sources), h.address, h.state_reason or "")
+        table.add_row(h.host, h.state.value, _gpu_kinds(h), _free_per_target(h), ",".join(s.value for s in h.sources),
+                      h.address, h.state_reason or "")
     _console().print(table)
 
 

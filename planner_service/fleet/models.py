@@ -13,10 +13,10 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from planner_service.engine.models import PlanRequest
+from planner_service.engine.models import MAX_MEMORY_BYTES_PER_GPU, PlanRequest, StrictNumbers
 
 
-class _Model(BaseModel):
+class _Model(StrictNumbers):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
 
@@ -89,7 +89,7 @@ class HostFilter(_Model):
     gpu_types: tuple[str, ...] = Field(default=(), description="Substring match on the GPU name, case-insensitive.")
     hosts: tuple[str, ...] = ()
     labels: dict[str, str] = {}
-    min_free_memory_bytes: int | None = Field(default=None, ge=0)
+    min_free_memory_bytes: int | None = Field(default=None, ge=0, le=MAX_MEMORY_BYTES_PER_GPU)
     states: tuple[HostState, ...] = ()
     gpu_uuids: tuple[str, ...] = ()
 
