@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -65,8 +65,9 @@ def _size(n: int) -> str:
     return f"{n // MIB} MiB" if n >= MIB and n % MIB == 0 else f"{n // KIB} KiB" if n % KIB == 0 else f"{n} bytes"
 
 
-def read_bytes(path: str | os.PathLike, *, max_bytes: int, what: str | None = None) -> bytes:
-    """The bytes of the regular file ``path`` (at most ``max_bytes``), or ``InputError`` saying why not."""
+def open_regular(path: str | os.PathLike, *, what: str | None = None) -> BinaryIO:
+    """A binary file object for the regular file ``path``, opened without blocking; ``InputError``
+    when the name is unusable, the file cannot be opened, or it is not a regular file."""
     label = what or file_label(path)
     try:
         name = os.path.expanduser(os.fspath(path))
@@ -81,23 +82,26 @@ def read_bytes(path: str | os.PathLike, *, max_bytes: int, what: str | None = No
         raise InputError(f"{label}: {_os_reason(exc)}") from None
     try:
         mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-            raise InputError(f"{label}: {kind} (expected a regular file)")
-        chunks, remaining = [], max_bytes + 1
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, MIB))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
     except OSError as exc:
-        raise InputError(f"{label}: {_os_reason(exc)}") from None
-    finally:
         os.close(fd)
-    data = b"".join(chunks)
+        raise InputError(f"{label}: {_os_reason(exc)}") from None
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory, not a file" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
+        raise InputError(f"{label}: {kind}")
+    return os.fdopen(fd, "rb")
+
+
+def read_bytes(path: str | os.PathLike, *, max_bytes: int, what: str | None = None) -> bytes:
+    """The bytes of the regular file ``path`` (at most ``max_bytes``), or ``InputError`` saying why not."""
+    label = what or file_label(path)
+    with open_regular(path, what=label) as handle:
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as exc:
+            raise InputError(f"{label}: {_os_reason(exc)}") from None
     if len(data) > max_bytes:
-        raise InputError(f"{label}: larger than the {_size(max_bytes)} limit for this file")
+        raise InputError(f"{label}: too large (the limit for this file is {_size(max_bytes)})")
     return data
 
 

@@ -15,6 +15,7 @@ import re
 from pydantic import BaseModel, ConfigDict
 
 from planner_service.engine.errors import GpuNotFoundError
+from vllm_planner.bounded import shown
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -158,7 +159,7 @@ def lookup_gpu(name: str) -> GpuSpec:
     close = difflib.get_close_matches(key, list(_INDEX), n=5, cutoff=0.5)
     names = sorted({_INDEX[k].name for k in close})
     hint = f"; close matches: {', '.join(names)}" if names else ""
-    raise GpuNotFoundError(f"unknown GPU {name!r}{hint}. Pass hardware.vram_gb for GPUs not in the catalog.")
+    raise GpuNotFoundError(f"unknown GPU {shown(name)}{hint}. Pass hardware.vram_gb for GPUs not in the catalog.")
 
 
 def custom_gpu(vram_gb: float, base: GpuSpec | None = None) -> GpuSpec:

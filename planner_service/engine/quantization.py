@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from planner_service.engine.errors import InvalidRequestError, UnsupportedArchitectureError, invalid_request_from
+from vllm_planner.bounded import shown
 
 QuantKind = Literal["fp8", "int8", "awq", "gptq", "wna16", "mxfp4", "nvfp4"]
 # Parts of a decoder a checkpoint may leave unquantized.
@@ -183,7 +184,7 @@ def parse_quantization(config: dict, cli_method: str | None = None) -> QuantConf
             return QuantConfig(method=cli_method, kind="fp8", bits=8)
         raise UnsupportedArchitectureError.for_field(
             "model.quantization",
-            f"online quantization {cli_method!r} needs a quantized checkpoint (quantization_config missing)",
+            f"online quantization {shown(cli_method)} needs a quantized checkpoint (quantization_config missing)",
         )
     method = str(qc.get("quant_method", "")).lower()
     ignored = _ignored_parts(qc.get("modules_to_not_convert") or qc.get("ignore") or qc.get("ignored_layers"))

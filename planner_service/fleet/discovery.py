@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 from planner_service.engine.errors import InvalidRequestError
 from planner_service.fleet.models import DiscoverySource
 from planner_service.fleet.registry import FleetRegistry
-from vllm_planner.bounded import MAX_LIST_FILE_BYTES, file_label, read_text
+from vllm_planner.bounded import MAX_LIST_FILE_BYTES, file_label, read_text, shown
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ Resolver = Callable[[str, int], list[str]]
 def split_host_port(address: str) -> tuple[str, int]:
     host, sep, port = address.strip().rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise InvalidRequestError.for_field("address", f"expected HOST:PORT, got {address!r}")
+        raise InvalidRequestError.for_field("address", f"expected HOST:PORT, got {shown(address)}")
     return host.strip("[]"), int(port)
 
 

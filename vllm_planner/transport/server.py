@@ -168,9 +168,11 @@ async def start_server(
     """Create the server with health + reflection + interceptors, bind, start, mark SERVING.
 
     Interceptor order: observability (request id, metrics, access log) first so it sees every call,
-    including rejected ones; then bearer-token auth; then ``options.interceptors``.
+    including rejected ones; then bearer-token auth; then ``options.interceptors``; last a
+    ``GuardInterceptor`` (statuses for undecodable requests and failures) unless one was given.
     """
     from vllm_planner.transport.auth import BearerTokenInterceptor
+    from vllm_planner.transport.guard import GuardInterceptor
     from vllm_planner.transport.logs import configure_logging
     from vllm_planner.transport.observability import ObservabilityInterceptor
 
@@ -182,6 +184,10 @@ async def start_server(
     if options.auth_token:
         interceptors.append(BearerTokenInterceptor(options.auth_token))
     interceptors += list(options.interceptors)
+    # Every server answers undecodable requests and its own failures with a status, never UNKNOWN,
+    # bounded: a service with domain errors brings its own GuardInterceptor (the planner's mapping).
+    if not any(isinstance(i, GuardInterceptor) for i in interceptors):
+        interceptors.append(GuardInterceptor())
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     register(server)
     health_servicer = health.aio.HealthServicer()
