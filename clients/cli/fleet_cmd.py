@@ -40,7 +40,9 @@ from planner_service.fleet.models import (
 from vllm_planner.bounded import MAX_DEPLOYMENTS_BYTES, InputError, file_label, read_yaml, shown
 
 GIB = 1 << 30
-_DEPLOYMENT_KEYS = {"name", "replicas", "max_ttft_seconds", "max_itl_seconds", "filter", "sizing", "plan"}
+_DEPLOYMENT_KEYS = {"name", "replicas", "max_ttft_seconds", "max_itl_seconds", "filter", "sizing", "plan", "strict"}
+_STRICT_HELP = ("Refuse placements that would change what was asked (a shorter context than asked or than the "
+                "model's default, another KV-cache dtype, a lower utilization than asked) instead of showing them.")
 _MODEL_KEYS = {"model", "revision", "quantization", "kv_cache_dtype", "max_model_len", "dtype", "trust_remote_code", "params_b"}
 _HARDWARE_KEYS = {"tensor_parallel_size", "pipeline_parallel_size", "enable_expert_parallel"}
 _SECTIONS = {"workload", "policy", "engine"}
@@ -82,11 +84,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     place.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     place.add_argument("--max-results", type=parse_positive_int, default=10)
     place.add_argument("--show-artifacts", action="store_true", help="Print the pinned commands of the selected placements.")
+    place.add_argument("--strict", action="store_true", help=_STRICT_HELP)
     place.set_defaults(handler=_place, field_namer=_place_field_namer)
 
     plan = sub.add_parser("plan", help="Place several deployments (YAML file) without over-committing GPUs.")
     _common(plan)
     plan.add_argument("file", type=Path)
+    plan.add_argument("--strict", action="store_true", help=_STRICT_HELP + " Applies to every deployment of FILE.")
     plan.set_defaults(handler=_plan)
 
     watch = sub.add_parser("watch", help="Stream host changes (Ctrl-C to stop).")
@@ -195,6 +199,8 @@ def _place(args: argparse.Namespace) -> int:
         item["max_ttft_seconds"] = args.max_ttft_ms / 1000
     if args.max_itl_ms is not None:
         item["max_itl_seconds"] = args.max_itl_ms / 1000
+    if args.strict:
+        item["strict"] = True
     deployment = deployment_from_dict(item, "place")
     with _client(args) as client:
         answer = client.place(deployment, max_results=args.max_results)
@@ -204,6 +210,8 @@ def _place(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     deployments = load_deployments(args.file)
+    if args.strict:
+        deployments = [d.model_copy(update={"strict": True}) for d in deployments]
     with _client(args) as client:
         answer = client.plan_fleet(deployments)
     _show(args, answer, fleet_plan_report)
@@ -330,12 +338,23 @@ def host_detail(host: FleetHost) -> None:
 
 def _placement_row(p: Placement) -> list[str]:
     ms = lambda s: "-" if s is None else f"{s * 1000:.0f}"  # noqa: E731
+    changed = "!" if p.adjustments else ""  # what the deployment asked was changed: see the warnings below
     return [p.host, ",".join(str(i) for i in p.gpu_indices) + (" (MIG)" if p.mig else ""), p.gpu_name,
             f"{p.tensor_parallel_size} {p.interconnect}", f"{p.gpu_memory_utilization:.2f}", _gib(p.memory_free_bytes),
-            f"{p.kv_cache_tokens:,}", f"{p.max_concurrency:.1f}", ms(p.ttft_seconds), ms(p.itl_seconds)]
+            f"{p.max_model_len:,}{changed}", p.kv_cache_dtype or "-", f"{p.kv_cache_tokens:,}", f"{p.max_concurrency:.1f}",
+            ms(p.ttft_seconds), ms(p.itl_seconds)]
 
 
-_PLACEMENT_COLUMNS = ("host", "GPUs", "GPU", "TP", "util", "free GiB", "KV tokens", "max conc.", "TTFT ms", "ITL ms")
+_PLACEMENT_COLUMNS = ("host", "GPUs", "GPU", "TP", "util", "free GiB", "context", "KV dtype", "KV tokens", "max conc.",
+                      "TTFT ms", "ITL ms")
+
+
+def _print_adjustments(console, rows: list[tuple[str, Placement]]) -> None:  # noqa: ANN001
+    """Every change to what was asked, as a warning line under the table (``!`` marks the rows)."""
+    for label, p in rows:
+        for change in p.adjustments:
+            console.print(f"warning: {label} on {p.host} GPU {','.join(map(str, p.gpu_indices))}: {change} "
+                          "(--strict refuses such placements)", style="yellow", markup=False, highlight=False)
 
 
 def place_report(answer: PlaceResponse, show_artifacts: bool = False) -> None:
@@ -348,6 +367,7 @@ def place_report(answer: PlaceResponse, show_artifacts: bool = False) -> None:
     for p in answer.selected:
         chosen.add_row(*_placement_row(p), ",".join(p.gpu_uuids))
     console.print(chosen)
+    _print_adjustments(console, [(f"replica {i}", p) for i, p in enumerate(answer.selected)])
     if answer.unplaced_replicas:
         console.print(f"[red]{answer.unplaced_replicas} replica(s) could not be placed[/red]")
     if answer.rejections:
@@ -367,6 +387,7 @@ def fleet_plan_report(answer: FleetPlanResponse) -> None:
     for a in answer.assignments:
         table.add_row(a.deployment, str(a.replica), *_placement_row(a.placement))
     console.print(table)
+    _print_adjustments(console, [(f"{a.deployment} replica {a.replica}", a.placement) for a in answer.assignments])
     if answer.unplaced:
         missing = _table("could not be placed", "deployment", "replica", "why")
         for u in answer.unplaced:

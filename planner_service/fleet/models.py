@@ -109,6 +109,7 @@ class Deployment(_Model):
     max_itl_seconds: float | None = Field(default=None, gt=0)
     filter: HostFilter = HostFilter()
     sizing: MemorySizing | None = Field(default=None, description="None: MAX_FREE for Place, FIT_WORKLOAD for PlanFleet.")
+    strict: bool = Field(default=False, description="Refuse placements that change what was asked (fleet/changes.py).")
 
     @property
     def display_name(self) -> str:
@@ -126,6 +127,7 @@ class RejectReason(str, Enum):
     SLO = "slo"
     INVALID = "invalid"
     BUDGET_EXHAUSTED = "budget_exhausted"
+    WOULD_CHANGE_REQUEST = "would_change_request"
 
 
 class Rejection(_Model):
@@ -170,6 +172,8 @@ class Placement(_Model):
     decode_tokens_per_second: float | None = None
     warnings: tuple[str, ...] = ()
     artifacts: PlacementArtifacts | None = None
+    kv_cache_dtype: str = Field(default="", description="The --kv-cache-dtype this placement runs.")
+    adjustments: tuple[str, ...] = Field(default=(), description="Changes to what the deployment asked (one sentence each).")
 
 
 class PlaceResponse(_Model):
