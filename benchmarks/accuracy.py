@@ -24,7 +24,9 @@ if str(REPO) not in sys.path:
 from planner_service.engine.models import (  # noqa: E402
     GIB, EngineOptions, HardwareOptions, ModelOptions, PlanRequest, PlanResponse, PolicyOptions,
 )
+from planner_service.engine.gpus import lookup_gpu  # noqa: E402
 from planner_service.engine.plan import build_plan  # noqa: E402
+from planner_service.engine.profiles import resolve_profile  # noqa: E402
 from planner_service.engine.source import ModelSource  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "engine"
@@ -182,6 +184,10 @@ def request_for(case: Case, log: dict) -> PlanRequest:
     dtype = log.get("dtype")
     dtype = "float16" if dtype and "float16" in dtype else ("bfloat16" if dtype == "bfloat16" else "auto")
     kv = log.get("kv_cache_dtype")
+    # A log without max_num_seqs ran vLLM's default: say so, rather than leave it to the planner, whose
+    # recommendation is sized to the KV capacity (recommend_batching) and need not be vLLM's default.
+    gpu = lookup_gpu(case.gpu)
+    default_mns = resolve_profile(case.version).batch_defaults(gpu.name, gpu.memory_total_bytes).max_num_seqs
     return PlanRequest(
         model=ModelOptions(model=case.id, dtype=dtype, kv_cache_dtype=kv if kv else None,
                            max_model_len=log.get("max_model_len")),
@@ -189,7 +195,7 @@ def request_for(case: Case, log: dict) -> PlanRequest:
                                  pipeline_parallel_size=log.get("pp") or 1, free_memory_bytes=free),
         policy=PolicyOptions(gpu_memory_utilization=gmu),
         engine=EngineOptions(
-            vllm_version=case.version, max_num_seqs=log.get("max_num_seqs"),
+            vllm_version=case.version, max_num_seqs=log.get("max_num_seqs") or default_mns,
             max_num_batched_tokens=log.get("max_num_batched_tokens"),
             enable_prefix_caching=log.get("enable_prefix_caching"), enforce_eager=bool(log.get("enforce_eager")),
             block_size=log.get("block_size_setting"),

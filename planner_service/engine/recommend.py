@@ -26,6 +26,7 @@ from planner_service.engine.recommend_memory import (
     interconnect_of,
     kv_cache_memory_alternative,
     kv_dtype_warnings,
+    length_with_headroom,
     make_target,
     margin_bytes,
     quantization_explanation,
@@ -199,9 +200,20 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
     batching = resolve_batching(wl.batching_mode, defaults, wl, eng.max_num_seqs, eng.max_num_batched_tokens,
                                 capacity)
     if (batching.max_num_seqs, batching.max_num_batched_tokens) != (first.max_num_seqs, first.max_num_batched_tokens):
-        again = run(tp, pp, kv_dtype, length_setting, max_num_seqs=batching.max_num_seqs,
-                    max_num_batched_tokens=batching.max_num_batched_tokens)
+        knobs = {"max_num_seqs": batching.max_num_seqs, "max_num_batched_tokens": batching.max_num_batched_tokens}
+        again = run(tp, pp, kv_dtype, length_setting, **knobs)
         evaluations += 1
+        if reduced and again.fits:
+            # The length was fitted to the first-pass activation peak; smaller MNS/MNBT leave more KV
+            # memory, so fit it again (vLLM's auto-fit, then the policy headroom, as in tier 2).
+            refit = run(tp, pp, kv_dtype, None, **knobs)
+            evaluations += 1
+            length = length_with_headroom(refit, target) if refit.fits else 0
+            if 1 <= length < refit.max_model_len:
+                refit = run(tp, pp, kv_dtype, length, **knobs)
+                evaluations += 1
+            if refit.fits and refit.max_model_len >= again.max_model_len:
+                again, length_setting = refit, (length if 1 <= length < refit.max_model_len else None)
         if again.fits or not result.fits:
             result = again
         else:  # cannot happen with smaller MNS/MNBT; keep the first-pass values rather than fail
