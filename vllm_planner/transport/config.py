@@ -23,7 +23,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Awaitable, Callable, TypeVar, Union, get_args, get_origin
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -55,6 +55,16 @@ class ServerSettings(BaseSettings):
     log_format: str = Field(default="text", description="text or json.")
     log_level: str = Field(default="INFO", description="Python logging level.")
     grace_seconds: float = Field(default=5.0, ge=0, description="How long shutdown waits for in-flight RPCs.")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_empty_strings(cls, value: Any) -> Any:
+        # From a flag, the environment or the YAML file alike, '' never means "not set": an empty
+        # auth_token would otherwise switch token auth off without a word.
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, str) and not item.strip() for item in items):
+            raise ValueError("must not be empty (leave the setting out to use the default)")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "ServerSettings":
