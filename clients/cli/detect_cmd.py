@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clients.cli.backend import add_connection_arguments, connection_kwargs
+from clients.cli.options import parse_seconds
 from clients.sdk.errors import Unavailable
 from gpu_agent.backends import BackendUnavailable
 from gpu_agent.factory import CAPTURE_ERRORS, live_backend, replay_backend
@@ -47,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="Replay the recorded nvidia-smi output (default) or nvml.json.")
     parser.add_argument("--backend", choices=("auto", "nvml", "nvidia-smi", "none"), default="auto", help="Local backend.")
     parser.add_argument("--json", action="store_true", help="Print the inventory as one JSON object.")
-    parser.add_argument("--timeout-seconds", type=float, default=10.0, help="Deadline for the agent call / local collection.")
+    parser.add_argument("--timeout-seconds", type=parse_seconds, default=10.0,
+                        help="Deadline for the agent call / local collection.")
     # The agents have their own token: no fallback to the planner's env variable.
     add_connection_arguments(parser.add_argument_group("agent connection"), service="agent", token_env=None)
     parser.set_defaults(handler=run)

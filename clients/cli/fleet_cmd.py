@@ -25,7 +25,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ValidationError
 
 from clients.cli.backend import add_remote_arguments, remote_client
-from clients.cli.options import FIELD_FLAGS, parse_memory_gib, parse_positive_float, parse_positive_int
+from clients.cli.options import FIELD_FLAGS, parse_memory_gib, parse_positive_float, parse_positive_int, parse_seconds
 from planner_service.engine.errors import InvalidRequestError, invalid_request_from
 from planner_service.fleet.models import (
     Deployment,
@@ -96,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     watch = sub.add_parser("watch", help="Stream host changes (Ctrl-C to stop).")
     _common(watch)
     watch.add_argument("--count", type=parse_positive_int, default=None, help="Stop after this many events.")
-    watch.add_argument("--timeout-seconds", type=parse_positive_float, default=None, help="Stop after this long.")
+    watch.add_argument("--timeout-seconds", type=parse_seconds, default=None, help="Stop after this long.")
     watch.set_defaults(handler=_watch)
 
 

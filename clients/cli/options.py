@@ -169,6 +169,17 @@ def parse_non_negative_float(text: str) -> float:
     return value
 
 
+MAX_SECONDS = 86_400.0
+
+
+def parse_seconds(text: str) -> float:
+    """A duration: finite, > 0 and at most a day (thread and socket timeouts overflow on huge values)."""
+    value = parse_positive_float(text)
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_SECONDS:g} seconds")
+    return value
+
+
 def parse_memory_gib(text: str) -> float:
     """GiB of GPU memory: finite, >= 0 and no more than any GPU has (the request models' bound)."""
     value = parse_non_negative_float(text)

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import grpc
 
+from vllm_planner.bounded import InputError
 from vllm_planner.transport.pem import read_ca, read_cert_and_key
 from vllm_planner.transport.auth import aio_token_interceptors, sync_token_interceptor, token_call_credentials
 from vllm_planner.transport.settings import CLIENT_OPTIONS
@@ -78,7 +79,7 @@ def _credentials(options: ChannelOptions) -> grpc.ChannelCredentials | None:
     if not options.uses_tls:
         return None
     if (options.tls_cert_file is None) != (options.tls_key_file is None):
-        raise ValueError("a client certificate (mTLS) needs both tls_cert_file and tls_key_file")
+        raise InputError("a client certificate (mTLS) needs both --tls-cert-file and --tls-key-file")
     root = read_ca(options.tls_ca_file) if options.tls_ca_file else None
     cert, key = (read_cert_and_key(options.tls_cert_file, options.tls_key_file, what="client TLS")
                  if options.tls_cert_file else (None, None))

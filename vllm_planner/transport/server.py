@@ -31,6 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vllm_planner.transport.metrics import MetricsServer
+from vllm_planner.bounded import InputError
 from vllm_planner.transport.pem import read_ca, read_cert_and_key
 from vllm_planner.transport.settings import SERVER_OPTIONS
 
@@ -65,10 +66,10 @@ class ServerOptions:
 def server_credentials(options: ServerOptions) -> grpc.ServerCredentials | None:
     if options.tls_cert_file is None and options.tls_key_file is None:
         if options.tls_client_ca_file is not None:
-            raise ValueError("a client CA (mTLS) needs a server certificate and key too")
+            raise InputError("a client CA (mTLS) needs a server certificate and key too")
         return None
     if options.tls_cert_file is None or options.tls_key_file is None:
-        raise ValueError("TLS needs both a certificate and a key")
+        raise InputError("TLS needs both a certificate and a key")
     cert, key = read_cert_and_key(options.tls_cert_file, options.tls_key_file, what="server TLS")
     client_ca = read_ca(options.tls_client_ca_file, what="client CA file") if options.tls_client_ca_file else None
     return grpc.ssl_server_credentials(
