@@ -107,6 +107,9 @@ def no_serving(monkeypatch):
 
     monkeypatch.setattr(planner_main, "serve_or_fail", refuse)
     monkeypatch.setattr(agent_main, "serve_or_fail", refuse)
+    # An accepted config would install the service's log handler on the (captured) stderr for good.
+    monkeypatch.setattr(planner_main, "configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr(agent_main, "configure_logging", lambda *a, **k: None)
 
 
 @pytest.mark.parametrize("service", [planner_main, agent_main], ids=["planner", "agent"])
