@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -75,6 +76,14 @@ def _named(violations: list[FieldViolation], namer: FieldNamer | None) -> list[F
     return [FieldViolation(namer(v.field), v.description) for v in violations]
 
 
+def _in_flags(text: str, namer: FieldNamer | None) -> str:
+    """Field paths a message mentions in passing ("pass hardware.vram_gb ...") named by their flags."""
+    for field, flag in getattr(namer, "flags", {}).items():
+        if field in text:
+            text = re.sub(rf"(?<![\w.]){re.escape(field)}(?!\w)", flag, text)
+    return text
+
+
 def _message_from(violations: list[FieldViolation], fallback: str) -> str:
     if not violations:
         return fallback
@@ -98,7 +107,8 @@ def classify(exc: BaseException, namer: FieldNamer | None = None) -> CliFailure:
         violations = _named(list(getattr(exc, "violations", [])), namer)
         code = EXIT_UNAVAILABLE if getattr(exc, "unavailable", False) else EXIT_USER_ERROR
         kind = getattr(exc, "code", None) or _kind(exc)
-        return CliFailure(code, str(kind).lower(), _clip(_message_from(violations, str(exc))), violations)
+        message = _message_from(violations, _in_flags(str(exc), namer))
+        return CliFailure(code, str(kind).lower(), _clip(message), violations)
     if isinstance(exc, ValidationError):
         violations = _named(violations_from(exc)[0], namer)
         return CliFailure(EXIT_USER_ERROR, "invalid_request", _clip(_message_from(violations, "invalid input")),

@@ -89,6 +89,7 @@ def request_field_namer(args: argparse.Namespace) -> Callable[[str], str]:
             return flag
         return f"{profile}: {field}" if profile else field
 
+    name.flags = FIELD_FLAGS  # type: ignore[attr-defined]  (for field paths a message mentions in passing)
     return name
 
 
