@@ -12,6 +12,7 @@ checked by OpenSSL first (``pem``), so a bad file fails fast with one ``InputErr
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -75,7 +76,17 @@ def _service_config(retry_methods: Sequence[str]) -> str | None:
     )
 
 
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what an HTTP/2 header value (and RFC 6750) allows
+
+
+def check_token(token: str | None) -> None:
+    """A token gRPC cannot send would fail every call with C-core log lines: refuse it up front."""
+    if token is not None and not _TOKEN.fullmatch(token):
+        raise InputError("the bearer token must be visible ASCII characters without spaces or line breaks")
+
+
 def _credentials(options: ChannelOptions) -> grpc.ChannelCredentials | None:
+    check_token(options.auth_token)
     if not options.uses_tls:
         return None
     if (options.tls_cert_file is None) != (options.tls_key_file is None):
