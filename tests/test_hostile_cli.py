@@ -26,7 +26,6 @@ from reliability.helpers import (
     H100_CAPTURE,
     VENV_BIN,
     agent_process,
-    offline_environ,
     planner_process,
     qwen3_8b_config,
 )
@@ -37,6 +36,7 @@ from reliability.hostile import (
     hostile_deployment_texts,
     hostile_files,
     model_folder,
+    offline_scratch,
 )
 
 MODEL = "Qwen/Qwen3-8B"
@@ -51,14 +51,8 @@ def world(tmp_path_factory):
     if not H100_CAPTURE.is_dir() or not MIG_CAPTURE.is_dir():
         pytest.skip("replay captures not present")
     base = tmp_path_factory.mktemp("hostile-cli")
-    patch = pytest.MonkeyPatch()
-    for key, value in {**offline_environ(base / "hf-home"), "HF_HUB_OFFLINE": "1"}.items():
-        patch.setenv(key, value)
-    for key in ("VLLM_PLANNER_ADDRESS", "VLLM_PLANNER_TOKEN", "VLLM_PLANNER_DEBUG"):
-        patch.delenv(key, raising=False)
     work = base / "cwd"
-    work.mkdir()
-    patch.chdir(work)
+    patch = offline_scratch(base, work)
     files = hostile_files(base / "profiles")
     deployments = {name: base / "deployments" / f"{name}.yaml" for name in hostile_deployment_texts()}
     (base / "deployments").mkdir()

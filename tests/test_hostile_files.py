@@ -26,13 +26,14 @@ from gpu_agent.sanitize import PIB, encodable
 from planner_service.engine.errors import InvalidRequestError
 from planner_service.metadata.safetensors import DTYPE_BITS, MAX_TOTAL_PARAMETERS, summarize_folder
 from planner_service.server import main as planner_main
-from reliability.helpers import VENV_BIN, offline_environ
+from reliability.helpers import VENV_BIN
 from reliability.hostile import (
     HANG_SECONDS,
     assert_cli_answer,
     hostile_deployment_texts,
     hostile_files,
     model_folder,
+    offline_scratch,
     safetensors_file,
 )
 
@@ -43,12 +44,7 @@ EXAMPLES = settings(max_examples=80, deadline=None, derandomize=True, database=N
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     base = tmp_path_factory.mktemp("hostile-files")
-    patch = pytest.MonkeyPatch()
-    for key, value in {**offline_environ(base / "hf-home"), "HF_HUB_OFFLINE": "1"}.items():
-        patch.setenv(key, value)
-    for key in ("VLLM_PLANNER_ADDRESS", "VLLM_PLANNER_CONFIG", "GPU_AGENT_CONFIG"):
-        patch.delenv(key, raising=False)
-    patch.chdir(base)
+    patch = offline_scratch(base, base)
     files = hostile_files(base / "yaml")
     deployments = {}
     (base / "deployments").mkdir()

@@ -14,15 +14,33 @@ import struct
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message_factory import GetMessageClass
 from hypothesis import strategies as st
 
-from reliability.helpers import QWEN3_8B_CONFIG
+from reliability.helpers import QWEN3_8B_CONFIG, offline_environ
 
 # Answers the CLI may give (README "exit codes"); 70 (a bug) is deliberately absent.
 CLI_CODES = {0, 1, 2, 3}
 HANG_SECONDS = 10.0
+
+# Settings the environment of a developer may carry that would change what a command does.
+_AMBIENT = ("VLLM_PLANNER_ADDRESS", "VLLM_PLANNER_TOKEN", "VLLM_PLANNER_DEBUG", "VLLM_PLANNER_CONFIG", "GPU_AGENT_CONFIG")
+
+
+def offline_scratch(base: Path, cwd: Path) -> pytest.MonkeyPatch:
+    """An offline environment (empty HF cache, refused Hub) without ambient settings, working in ``cwd``
+    (so that nothing a generated command writes lands in the checkout). Undo it when done."""
+    patch = pytest.MonkeyPatch()
+    for key, value in {**offline_environ(base / "hf-home"), "HF_HUB_OFFLINE": "1"}.items():
+        patch.setenv(key, value)
+    for key in _AMBIENT:
+        patch.delenv(key, raising=False)
+    cwd.mkdir(parents=True, exist_ok=True)
+    patch.chdir(cwd)
+    return patch
+
 
 # ---------------------------------------------------------------------------------------------------
 # Files
