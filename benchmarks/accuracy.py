@@ -6,7 +6,15 @@ max concurrency, and whether vLLM started; ``err`` columns are predicted - repor
 error (%). The summary gives median / worst absolute errors; acceptance is weights within 2 %, KV memory
 within 0.5 GiB median / 1.5 GiB worst, tokens and concurrency within 3 % median, and every start /
 refusal predicted right. Excluded cases are listed with the reason. Nothing here is fitted per case:
-each case only supplies what its log states (or its ``assumed_defaults``).
+each case only supplies what its log states (or its ``assumed_defaults``), plus, where a version rule
+needs it, what the log implies about the machine (the ``why`` column says so: the interconnect between
+TP ranks, which decides whether 0.10.x counts NCCL's NVLink buffers).
+
+vLLM's install is not an input: on 0.10-0.11 the V1 sampler uses FlashInfer whenever the ``flashinfer``
+package imports (the vllm/vllm-openai image ships it; ``pip install vllm`` of those releases does not),
+about 1 GiB less activation at 256 x 152k logits. The twin assumes the pip install, as the H100 logs
+here show (llm-d 0.11, gpt-oss 0.10.1); the four Qwen2-7B A100 runs of one source behave like the
+FlashInfer install and are the worst rows for that reason.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from planner_service.engine.models import (  # noqa: E402
-    GIB, EngineOptions, HardwareOptions, ModelOptions, PlanRequest, PlanResponse, PolicyOptions,
+    GIB, EngineOptions, HardwareOptions, Interconnect, ModelOptions, PlanRequest, PlanResponse, PolicyOptions,
 )
 from planner_service.engine.gpus import lookup_gpu  # noqa: E402
 from planner_service.engine.plan import build_plan  # noqa: E402
@@ -85,13 +93,20 @@ def included_cases() -> list[Case]:
     """Every case the acceptance table uses, with the settings its log states (or its assumed defaults)."""
     q2 = load_config("Qwen/Qwen2-7B-Instruct")
     llama = load_config("meta-llama/Llama-3.1-8B-Instruct")
+    # The dl22 runs (one Kubernetes cluster) do not say whether their A100s are SXM (NVLink) or PCIe cards.
+    # On 0.10.x NCCL's buffers count in the profile; over NVLink they take ~1.6 GiB per rank, while these
+    # TP2 runs use 0.12 GiB more than TP1 in all: their ranks did not talk over NVLink, so PCIe is stated.
+    pcie = {"interconnect": Interconnect.PCIE}
     return [
         Case("dl22-qwen2-7b-a100-80g-tp1-gmu025", q2, "A100 80GB", "0.10.1", "as logged"),
         Case("dl22-qwen2-7b-a100-80g-tp1-gmu050", q2, "A100 80GB", "0.10.1", "as logged"),
-        Case("dl22-qwen2-7b-a100-80g-tp2-gmu025", q2, "A100 80GB", "0.10.1", "as logged"),
-        Case("dl22-qwen2-7b-a100-80g-tp2-gmu050", q2, "A100 80GB", "0.10.1", "as logged"),
+        Case("dl22-qwen2-7b-a100-80g-tp2-gmu025", q2, "A100 80GB", "0.10.1",
+             "as logged; PCIe between the two ranks (form factor not logged, see above)", pcie),
+        Case("dl22-qwen2-7b-a100-80g-tp2-gmu050", q2, "A100 80GB", "0.10.1",
+             "as logged; PCIe between the two ranks (form factor not logged, see above)", pcie),
         Case("dl22-qwen2-7b-a100-40g-tp2-2nodes-gmu050", q2, "A100 40GB", "0.10.1",
-             "cross-node TP (Ray) adds non-torch memory the twin does not model"),
+             "TP across two nodes (Ray): no NVLink between the ranks; the network transport's own non-torch "
+             "memory is not modelled", pcie),
         Case("llmd-llama31-8b-h100", llama, "H100 80GB HBM3", "0.11.0", "as logged"),
         Case("llmd-qwen3-0.6b-h100", load_config("Qwen/Qwen3-0.6B"), "H100 80GB HBM3", "0.11.0", "as logged"),
         Case("vllm23278-gpt-oss-120b-h100-default", load_config("openai/gpt-oss-120b"), "H100 80GB HBM3", "0.10.1",
@@ -126,6 +141,10 @@ def included_cases() -> list[Case]:
         Case("vllmpr20665-deepseek-v2-lite-4xl4-tp2-pp2", load_config("deepseek-ai/DeepSeek-V2-Lite"), "L4", "0.10.0",
              "main build of 2025-07-09 (V1, two weeks before 0.10.0) mapped to the 0.10 profile; gmu 0.9 assumed",
              {"gpu_memory_utilization": 0.9}),
+        Case("vllm21348-qwen3-235b-fp8-4xh100-tp4", load_config("Qwen/Qwen3-235B-A22B-FP8"), "H100", "0.10.0",
+             "version not logged (issue of 2025-07-22: 0.9.2 or 0.10.0, both V1 with the baseline snapshot taken "
+             "before NCCL); gmu 0.9 and max_model_len 40960 per assumed_defaults; the LMCache connector's own "
+             "memory is not modelled", {"gpu_memory_utilization": 0.9, "max_model_len": 40960}),
     ]
 
 
@@ -139,7 +158,6 @@ EXCLUDED: dict[str, str] = {
     "vllm10517-llama31-8b-3090-20k": "V0 engine (log format of v0.6.4)",
     "vllm10517-llama31-8b-3090-29k": "V0 engine",
     "vllm10517-llama31-8b-3090-35k": "V0 engine, partial log",
-    "vllm21348-qwen3-235b-fp8-4xh100-tp4": "vLLM version not stated (~0.9.2/0.10.0), LMCache connector, gmu assumed",
     "vllmpr12569-llama31-70b-w8a8-len2048": "pre-0.10 dev build (~0.7.1), GPU not named",
     "vllmpr10511-llama3-8b-80g-tp1": "pre-0.10 dev build (0.6.4-0.6.5)",
     "vllmpr10511-llama3-8b-80g-tp2": "pre-0.10 dev build (0.6.4-0.6.5)",
@@ -181,6 +199,9 @@ def request_for(case: Case, log: dict) -> PlanRequest:
     gmu = log.get("gpu_memory_utilization") or extra.pop("gpu_memory_utilization", None)
     extra.pop("gpu_memory_utilization", None)
     free = extra.pop("free_memory_bytes", None)
+    interconnect = extra.pop("interconnect", None)
+    max_len = log.get("max_model_len") or extra.pop("max_model_len", None)
+    extra.pop("max_model_len", None)
     dtype = log.get("dtype")
     dtype = "float16" if dtype and "float16" in dtype else ("bfloat16" if dtype == "bfloat16" else "auto")
     kv = log.get("kv_cache_dtype")
@@ -190,9 +211,10 @@ def request_for(case: Case, log: dict) -> PlanRequest:
     default_mns = resolve_profile(case.version).batch_defaults(gpu.name, gpu.memory_total_bytes).max_num_seqs
     return PlanRequest(
         model=ModelOptions(model=case.id, dtype=dtype, kv_cache_dtype=kv if kv else None,
-                           max_model_len=log.get("max_model_len")),
+                           max_model_len=max_len),
         hardware=HardwareOptions(gpu=case.gpu, tensor_parallel_size=log.get("tp") or 1,
-                                 pipeline_parallel_size=log.get("pp") or 1, free_memory_bytes=free),
+                                 pipeline_parallel_size=log.get("pp") or 1, free_memory_bytes=free,
+                                 interconnect=interconnect),
         policy=PolicyOptions(gpu_memory_utilization=gmu),
         engine=EngineOptions(
             vllm_version=case.version, max_num_seqs=log.get("max_num_seqs") or default_mns,

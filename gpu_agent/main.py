@@ -19,6 +19,7 @@ import uuid
 
 from gpu_agent.app import GpuAgentSettings, build_agent_server
 from gpu_agent.backends import BackendUnavailable, InventoryBackend
+from vllm_planner import version_string
 from vllm_planner.argparsing import OneLineArgumentParser
 from vllm_planner.bounded import file_label, read_token
 from vllm_planner.transport.config import add_settings_arguments, build_settings, load_settings, serve_or_fail
@@ -70,6 +71,7 @@ async def _serve(settings: GpuAgentSettings, backend: InventoryBackend) -> None:
 def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(prog=PROG, description="Serve this host's GPU inventory over gRPC (vllm_planner.v1.GpuAgentService).")
     add_settings_arguments(parser, GpuAgentSettings)
+    parser.add_argument("--version", action="version", version=version_string("gpu-agent"))
     return parser
 
 

@@ -9,6 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from helpers.compose_spec import compose_spec_errors
 from planner_service.api import run_plan
 from planner_service.engine.artifacts import Deployment, deployment_from_plan, render_artifacts, serve_args
 from planner_service.engine.errors import UnsupportedVersionError
@@ -108,6 +109,7 @@ def test_no_token_is_ever_written(monkeypatch):
 def test_compose_parses_and_reserves_gpus(llama70b_tp4):
     _, response = llama70b_tp4
     doc = yaml.safe_load(response.artifacts.docker_compose)
+    assert compose_spec_errors(doc) == []
     (service,) = doc["services"].values()
     assert service["ipc"] == "host"
     assert service["environment"] == ["HF_TOKEN"]
@@ -178,6 +180,7 @@ def test_placement_pinning(llama70b_tp4):
     assert shlex.split(a.serve_command)[0] == "CUDA_VISIBLE_DEVICES=" + ",".join(UUIDS)
     gpus_value = shlex.split(a.docker_run.replace("\\\n", " "))
     assert gpus_value[gpus_value.index("--gpus") + 1] == f'"device={",".join(UUIDS)}"'
+    assert compose_spec_errors(yaml.safe_load(a.docker_compose)) == []
     device = yaml.safe_load(a.docker_compose)["services"]
     device = next(iter(device.values()))["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["device_ids"] == UUIDS and "count" not in device

@@ -38,6 +38,8 @@ from reliability.bad_input_cases import (
 from reliability.helpers import CATALOG_MODEL, VENV_BIN, make_model_root, offline_environ, qwen3_8b_config
 from vllm_planner.v1 import planner_pb2, planner_pb2_grpc
 
+H100 = HardwareOptions(gpu="H100")  # the engine plans only for a GPU it is given
+
 CALL_TIMEOUT_SECONDS = 20.0
 SENTINEL_MODEL_TYPE = "sentinel_outside_root"
 
@@ -162,13 +164,14 @@ def test_a_good_folder_inside_the_root_still_plans(stub):
 @pytest.mark.parametrize(
     "request_, error",
     [
-        (PlanRequest(model=ModelOptions(model="../../etc")), sdk_errors.PermissionDenied),
-        (PlanRequest(model=ModelOptions(model="./empty-folder")), sdk_errors.NotFound),
+        (PlanRequest(model=ModelOptions(model="../../etc"), hardware=H100), sdk_errors.PermissionDenied),
+        (PlanRequest(model=ModelOptions(model="./empty-folder"), hardware=H100), sdk_errors.NotFound),
         (PlanRequest(model=ModelOptions(model=CATALOG_MODEL), hardware=HardwareOptions(gpu="Z9000")), sdk_errors.NotFound),
-        (PlanRequest(model=ModelOptions(model=CATALOG_MODEL), hardware=HardwareOptions(tensor_parallel_size=3)),
+        (PlanRequest(model=ModelOptions(model=CATALOG_MODEL), hardware=HardwareOptions(gpu="H100", tensor_parallel_size=3)),
          sdk_errors.InvalidArgument),
-        (PlanRequest(model=ModelOptions(model="inline", config_json={"num_hidden_layers": -1})), sdk_errors.InvalidArgument),
-        (PlanRequest(model=ModelOptions(model="nobody-at-all/nothing-here")), sdk_errors.Unavailable),
+        (PlanRequest(model=ModelOptions(model="inline", config_json={"num_hidden_layers": -1}), hardware=H100),
+         sdk_errors.InvalidArgument),
+        (PlanRequest(model=ModelOptions(model="nobody-at-all/nothing-here"), hardware=H100), sdk_errors.Unavailable),
     ],
     ids=["traversal", "no-config", "unknown-gpu", "tp-3", "inline-negative-layers", "hub-down"],
 )
@@ -216,7 +219,10 @@ CLI_CASES = [
 
 
 def _fill(argv: list[str], root) -> list[str]:  # noqa: ANN001
-    return [a.replace("{root}", str(root)) for a in argv]
+    filled = [a.replace("{root}", str(root)) for a in argv]
+    if "--gpu" not in filled and "--vram-gb" not in filled:  # no GPU here: name one, as a user without one must
+        filled += ["--gpu", "H100"]
+    return filled
 
 
 def _assert_one_line_error(code: int, stderr: str, what: str) -> None:
@@ -241,9 +247,9 @@ def test_cli_in_process_gives_one_line_and_non_zero_exit(env, capsys, name, argv
 @pytest.mark.parametrize(
     "name, argv, expected_fragment",
     [
-        ("remote-traversal", ["plan", "-m", "../../etc"], "outside"),
-        ("remote-absolute", ["plan", "-m", "/etc"], "outside"),
-        ("remote-tp-3", ["plan", "-m", CATALOG_MODEL, "--tp", "3"], "tensor"),
+        ("remote-traversal", ["plan", "-m", "../../etc", "--gpu", "H100"], "outside"),
+        ("remote-absolute", ["plan", "-m", "/etc", "--gpu", "H100"], "outside"),
+        ("remote-tp-3", ["plan", "-m", CATALOG_MODEL, "--gpu", "H100", "--tp", "3"], "tensor"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )

@@ -127,7 +127,7 @@ def test_cli_numeric_flags_give_one_error_line(capsys, flags):
 
 def test_cli_minus_one_still_means_auto(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code = cli_main(["plan", "-m", CATALOG_MODEL, "--max-model-len", "-1", "--json"])
+    code = cli_main(["plan", "-m", CATALOG_MODEL, "--gpu", "H100", "--max-model-len", "-1", "--json"])
     out = capsys.readouterr().out
     assert code == 0
     reply = json.loads(out)

@@ -53,7 +53,7 @@ def test_every_flag_reaches_the_request_as_given():
         "-m", LLAMA_8B, "--revision", "main", "--trust-remote-code", "--dtype", "float16", "-q", "fp8",
         "--kv-cache-dtype", "fp8_e4m3", "--max-model-len", "32K", "--params-b", "8.1",
         "--gpu", "H100", "--gpus", "8", "--vram-gb", "79.2", "--interconnect", "pcie", "--tp", "2", "--pp", "2",
-        "--enable-expert-parallel", "--free-memory-gb", "70",
+        "--dp", "2", "--enable-expert-parallel", "--free-memory-gb", "70",
         "--prompt-tokens", "4000", "--gen-tokens", "300", "-c", "12", "--batching-mode", "latency",
         "--gpu-memory-utilization", "0.85", "--overhead-gb", "0.5", "--fragmentation-factor", "0.05",
         "--headroom-gb", "2",
@@ -65,7 +65,8 @@ def test_every_flag_reaches_the_request_as_given():
                   "quantization": "fp8", "kv_cache_dtype": "fp8_e4m3", "max_model_len": 32768, "params_b": 8.1,
                   "config_json": None},
         "hardware": {"gpu": "H100", "num_gpus": 8, "vram_gb": 79.2, "interconnect": "pcie",
-                     "tensor_parallel_size": 2, "pipeline_parallel_size": 2, "enable_expert_parallel": True,
+                     "tensor_parallel_size": 2, "pipeline_parallel_size": 2, "data_parallel_size": 2,
+                     "enable_expert_parallel": True,
                      "free_memory_bytes": 70 << 30},
         "workload": {"prompt_tokens": 4000, "gen_tokens": 300, "concurrency": 12, "batching_mode": "latency"},
         "policy": {"gpu_memory_utilization": 0.85, "overhead_gb": 0.5, "fragmentation_factor": 0.05,
@@ -102,7 +103,7 @@ def test_json_is_exactly_one_object(capsys):
 
 
 def test_kv_cache_memory_bytes_binary_suffix_reaches_the_plan(capsys):
-    code, out, _ = run_cli(capsys, "plan", "-m", LLAMA_8B, "--kv-cache-memory-bytes", "20G", "--json")
+    code, out, _ = run_cli(capsys, "plan", "-m", LLAMA_8B, "--gpu", "H100", "--kv-cache-memory-bytes", "20G", "--json")
     plan = json.loads(out)
     assert code == 0
     assert plan["config"]["kv_cache_memory_bytes"] == 20 * 2**30
@@ -154,11 +155,11 @@ def test_report_renders_without_a_terminal(capsys):
 
 
 def test_explain_shows_the_reasons(capsys):
-    _, plain, _ = run_cli(capsys, "plan", "-m", LLAMA_8B)
-    _, explained, _ = run_cli(capsys, "plan", "-m", LLAMA_8B, "--explain")
+    _, plain, _ = run_cli(capsys, "plan", "-m", LLAMA_8B, "--gpu", "H100")
+    _, explained, _ = run_cli(capsys, "plan", "-m", LLAMA_8B, "--gpu", "H100", "--explain")
     assert "why" not in plain
     assert "why" in explained and "derived from config.json" in explained
-    assert "roofline per GPU rank" in explained  # performance assumptions are listed
+    assert "steady state of a closed loop" in explained  # performance assumptions are listed
 
 
 def test_plan_that_does_not_fit_exits_1_with_vllms_error(capsys):
@@ -173,7 +174,7 @@ def test_installed_entry_point_in_a_subprocess():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("VLLM_PLANNER_ADDRESS", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "clients.cli.main", "plan", "-m", LLAMA_8B, "--json"],
+        [sys.executable, "-m", "clients.cli.main", "plan", "-m", LLAMA_8B, "--gpu", "H100", "--json"],
         capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
     )
     assert proc.returncode == 0, proc.stderr

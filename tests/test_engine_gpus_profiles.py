@@ -53,13 +53,14 @@ def test_unknown_gpu_lists_close_matches():
 
 
 def test_profiles_by_version():
-    assert resolve_profile(None) is CURRENT_PROFILE and CURRENT_PROFILE.name == "vllm-0.29-0.33"
-    assert resolve_profile("0.33.0") is CURRENT_PROFILE and resolve_profile("0.29") is CURRENT_PROFILE
+    assert resolve_profile(None) is CURRENT_PROFILE and CURRENT_PROFILE.name == "vllm-0.30-0.33"
+    assert resolve_profile("0.33.0") is CURRENT_PROFILE and resolve_profile("0.30") is CURRENT_PROFILE
     assert resolve_profile("0.33.0").default_gpu_memory_utilization == 0.92
     old = resolve_profile("0.10.1")
-    assert old.name == "vllm-0.10-0.19" and old.default_gpu_memory_utilization == 0.90
+    assert old.name == "vllm-0.10.0-0.10.1" and old.default_gpu_memory_utilization == 0.90
     assert not old.subtract_cuda_graph_estimate
-    assert resolve_profile("0.19.1") is old
+    assert resolve_profile("0.10.1.1") is old and resolve_profile("0.10.2").name == "vllm-0.10.2"
+    assert resolve_profile("0.19.1").name == "vllm-0.18-0.19" and not resolve_profile("0.19.1").subtract_cuda_graph_estimate
     # the boundaries read from the released wheels
     assert resolve_profile("0.20").subtract_cuda_graph_estimate and resolve_profile("0.20").kv_tokens_rule == "blocks_per_group"
     assert resolve_profile("0.21").kv_tokens_rule == "concurrency"

@@ -44,7 +44,7 @@ def plan(name=LLAMA, src=None, model=None, hardware=None, engine=None, policy=No
 
 def test_default_plan_fills_every_part_one_owns():
     r = plan()
-    assert r.version_profile == "vllm-0.29-0.33" and r.vllm_version == "0.33.0"
+    assert r.version_profile == "vllm-0.30-0.33" and r.vllm_version == "0.33.0"
     assert r.model.num_params == 8_030_261_248 and r.model.params_source == "computed"
     assert r.gpu.name == "H100 SXM" and r.gpu.memory_total_bytes == 85017493504 and r.gpu.num_gpus == 1
     c = r.config
@@ -119,7 +119,7 @@ def test_version_and_gpu_errors():
 
 def test_old_profile_defaults():
     r = plan(engine={"vllm_version": "0.11.0"}, model={"max_model_len": 16000})
-    assert r.version_profile == "vllm-0.10-0.19" and r.config.gpu_memory_utilization == 0.90
+    assert r.version_profile == "vllm-0.11" and r.config.gpu_memory_utilization == 0.90
     assert r.feasibility.kv_cache_tokens == r.feasibility.num_gpu_blocks * 16
 
 

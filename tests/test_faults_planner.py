@@ -23,7 +23,7 @@ from clients.sdk.errors import Unavailable
 from clients.sdk.fleet_client import FleetClient
 from clients.sdk.planner_client import PlannerClient
 from fixtures.metadata.builders import write_hf_cache_repo
-from planner_service.engine.models import ModelOptions, PlanRequest
+from planner_service.engine.models import HardwareOptions, ModelOptions, PlanRequest
 from planner_service.fleet.models import Deployment, HostState
 from planner_service.fleet.registry import FleetTimings
 from planner_service.fleet.runtime import FLEET_SERVICE_NAME, FleetRuntime, FleetSettings
@@ -41,6 +41,9 @@ from reliability.helpers import (
 )
 from vllm_planner.transport.server import ServerOptions, start_server
 from vllm_planner.v1 import planner_pb2, planner_pb2_grpc
+
+H100 = HardwareOptions(gpu="H100")  # the engine plans only for a GPU it is given
+H100_PB = planner_pb2.HardwareOptions(gpu="H100")
 
 HUB_TIMEOUT_SECONDS = 1.0
 # What "within the configured timeout" may mean on a loaded 2-core CI box: the timeout plus slack.
@@ -67,7 +70,7 @@ def _hf_home_with_a_cached_model(tmp_path) -> str:
 def _raw_plan_seconds(stub, model: str) -> tuple[grpc.StatusCode, float]:  # noqa: ANN001
     started = time.monotonic()
     try:
-        stub.Plan(planner_pb2.PlanRequest(model=planner_pb2.ModelOptions(model=model)), timeout=30)
+        stub.Plan(planner_pb2.PlanRequest(model=planner_pb2.ModelOptions(model=model), hardware=H100_PB), timeout=30)
         code = grpc.StatusCode.OK
     except grpc.RpcError as exc:
         code = exc.code()
@@ -86,7 +89,7 @@ def test_hub_unreachable_keeps_catalog_and_cache_and_fails_fast_otherwise(tmp_pa
             stub = planner_pb2_grpc.PlannerServiceStub(channel)
             started = time.monotonic()
             with pytest.raises(Unavailable) as info:
-                client.plan(PlanRequest(model=ModelOptions(model="nobody/not-cached-anywhere")))
+                client.plan(PlanRequest(model=ModelOptions(model="nobody/not-cached-anywhere"), hardware=H100))
             assert time.monotonic() - started < SDK_OUTER_BOUND_SECONDS
             assert "hub" in str(info.value).lower()
             # Once the process is warm, each failure is bounded by the configured timeout (raw RPC: no retries).
@@ -96,8 +99,8 @@ def test_hub_unreachable_keeps_catalog_and_cache_and_fails_fast_otherwise(tmp_pa
                 assert seconds < HUB_DEADLINE_SECONDS, f"UNAVAILABLE took {seconds:.2f}s"
 
             # Meanwhile, and afterwards, everything local still serves.
-            assert client.plan(PlanRequest(model=ModelOptions(model=CATALOG_MODEL))).model.source == "catalog"
-            cached = client.plan(PlanRequest(model=ModelOptions(model=CACHED_REPO)))
+            assert client.plan(PlanRequest(model=ModelOptions(model=CATALOG_MODEL), hardware=H100)).model.source == "catalog"
+            cached = client.plan(PlanRequest(model=ModelOptions(model=CACHED_REPO), hardware=H100))
             assert cached.model.source == "hf-cache" and cached.feasibility.kv_cache_tokens > 0
             assert len(client.list_catalog_models()) > 0
 
@@ -145,7 +148,7 @@ def test_the_sdk_reports_hub_unavailable_within_the_timeout(tmp_path):
             _raw_plan_seconds(planner_pb2_grpc.PlannerServiceStub(channel), "nobody/warm-up")
             started = time.monotonic()
             with pytest.raises(Unavailable):
-                client.plan(PlanRequest(model=ModelOptions(model="nobody/through-the-sdk")))
+                client.plan(PlanRequest(model=ModelOptions(model="nobody/through-the-sdk"), hardware=H100))
             seconds = time.monotonic() - started
     assert seconds < HUB_DEADLINE_SECONDS, f"the SDK took {seconds:.2f}s"
 
@@ -159,10 +162,11 @@ def test_hub_timeout_is_honoured_by_the_raw_rpc_deadline(tmp_path):
             stub = planner_pb2_grpc.PlannerServiceStub(channel)
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as info:
-                stub.Plan(planner_pb2.PlanRequest(model=planner_pb2.ModelOptions(model="nobody/slow")), timeout=0.5)
+                stub.Plan(planner_pb2.PlanRequest(model=planner_pb2.ModelOptions(model="nobody/slow"), hardware=H100_PB), timeout=0.5)
             assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert time.monotonic() - started < 2.0
-            reply = stub.Plan(planner_pb2.PlanRequest(model=planner_pb2.ModelOptions(model=CATALOG_MODEL)), timeout=10)
+            reply = stub.Plan(planner_pb2.PlanRequest(model=planner_pb2.ModelOptions(model=CATALOG_MODEL), hardware=H100_PB),
+                              timeout=10)
             assert reply.feasibility.kv_cache_tokens > 0
 
 

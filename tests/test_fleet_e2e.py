@@ -271,7 +271,8 @@ def test_planner_server_hosts_the_fleet_service_next_to_planner_service(fleet):
         with FleetClient(server.address) as client, PlannerClient(server.address) as planner:
             wait_until(lambda: _ready(client, 4), timeout_seconds=WAIT_SECONDS)
             assert client.place(_dep("Qwen/Qwen3-8B")).selected
-            assert planner.plan(PlanRequest(model=ModelOptions(model="Qwen/Qwen3-8B"))).feasibility.fits
+            assert planner.plan(PlanRequest(model=ModelOptions(model="Qwen/Qwen3-8B"),
+                                        hardware=HardwareOptions(gpu="H100"))).feasibility.fits
     finally:
         async def stop():
             await server.stop(0)

@@ -27,16 +27,19 @@ def test_writes_every_artifact(capsys, tmp_path):
                               str(out_dir))
     assert code == 0, err
     assert {p.name for p in out_dir.iterdir()} == ALL_FILES
-    assert out.splitlines() == [f"wrote {out_dir / name}" for name in
-                                ("serve_command.sh", "profile.yaml", "docker-compose.yaml", "kubernetes.yaml",
-                                 "helm-values.yaml")]
+    # the plan report first (as `plan` prints it), then one line per file written
+    assert "will start" in out and "Launch command" in out
+    assert out.splitlines()[-5:] == [f"wrote {out_dir / name}" for name in
+                                     ("serve_command.sh", "profile.yaml", "docker-compose.yaml", "kubernetes.yaml",
+                                      "helm-values.yaml")]
     yaml.safe_load((out_dir / "docker-compose.yaml").read_text())
     assert len([d for d in yaml.safe_load_all((out_dir / "kubernetes.yaml").read_text()) if d]) == 3
     yaml.safe_load((out_dir / "helm-values.yaml").read_text())
 
 
 def test_serve_script_is_executable_and_valid_bash(capsys, tmp_path):
-    generate(capsys, "-m", LLAMA_8B, "--max-model-len", "16k", "--emit", "command", "-o", str(tmp_path))
+    generate(capsys, "-m", LLAMA_8B, "--gpu", "H100", "--max-model-len", "16k", "--emit", "command", "-o",
+             str(tmp_path))
     script = tmp_path / "serve_command.sh"
     text = script.read_text()
     assert text.startswith("#!/usr/bin/env bash\n")
@@ -52,21 +55,24 @@ def test_serve_script_is_executable_and_valid_bash(capsys, tmp_path):
 
 def test_refuses_to_overwrite_without_force(capsys, tmp_path):
     (tmp_path / "kubernetes.yaml").write_text("keep me\n")
-    code, out, err = generate(capsys, "-m", LLAMA_8B, "--emit", "k8s,helm", "-o", str(tmp_path))
-    assert code == 2 and out == ""
+    code, out, err = generate(capsys, "-m", LLAMA_8B, "--gpu", "H100", "--emit", "k8s,helm", "-o", str(tmp_path))
+    assert code == 2 and "wrote" not in out
     assert err.count("\n") == 1 and "kubernetes.yaml" in err and "--force" in err
     assert (tmp_path / "kubernetes.yaml").read_text() == "keep me\n"
     assert not (tmp_path / "helm-values.yaml").exists()  # nothing is written when anything would be overwritten
-    code, _, _ = generate(capsys, "-m", LLAMA_8B, "--emit", "k8s,helm", "-o", str(tmp_path), "--force")
+    code, _, _ = generate(capsys, "-m", LLAMA_8B, "--gpu", "H100", "--emit", "k8s,helm", "-o", str(tmp_path),
+                          "--force")
     assert code == 0
     assert (tmp_path / "kubernetes.yaml").read_text() != "keep me\n"
 
 
 def test_emit_subset_and_unknown_kind(capsys, tmp_path):
-    code, _, _ = generate(capsys, "-m", LLAMA_8B, "--emit", "compose,profile", "-o", str(tmp_path / "a"))
+    code, _, _ = generate(capsys, "-m", LLAMA_8B, "--gpu", "H100", "--emit", "compose,profile", "-o",
+                          str(tmp_path / "a"))
     assert code == 0
     assert {p.name for p in (tmp_path / "a").iterdir()} == {"docker-compose.yaml", "profile.yaml"}
-    code, _, err = generate(capsys, "-m", LLAMA_8B, "--emit", "compose,pdf", "-o", str(tmp_path / "b"))
+    code, _, err = generate(capsys, "-m", LLAMA_8B, "--gpu", "H100", "--emit", "compose,pdf", "-o",
+                            str(tmp_path / "b"))
     assert code == 2 and err.startswith("error: --emit:") and "pdf" in err
     assert not (tmp_path / "b").exists()
 

@@ -79,10 +79,12 @@ def test_remote_errors_are_one_line_and_a_non_zero_exit(address, capsys):
     assert code == EXIT_USER_ERROR and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and "NoSuchGPU-9000" in err
 
-    code, _, err = _run(["plan", "--model", "/etc", "--planner", address, "--token", "cli-token"], capsys)
+    code, _, err = _run(["plan", "--model", "/etc", "--gpu", "H100", "--planner", address, "--token", "cli-token"],
+                        capsys)
     assert code == EXIT_USER_ERROR and err.startswith("error: ")
 
-    code, _, err = _run(["plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--planner", address], capsys)
+    code, _, err = _run(["plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100", "--planner", address],
+                        capsys)
     assert code == EXIT_USER_ERROR and "token" in err  # no token: UNAUTHENTICATED
 
 
@@ -90,7 +92,8 @@ def test_an_unreachable_planner_exits_unavailable(capsys):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    code, out, err = _run(["plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--planner", f"127.0.0.1:{port}"], capsys)
+    code, out, err = _run(["plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100",
+                           "--planner", f"127.0.0.1:{port}"], capsys)
     assert code == EXIT_UNAVAILABLE and out == "" and err.startswith("error: ")
 
 

@@ -53,6 +53,8 @@ def _sample(annotation: Any, name: str, default: Any) -> Any:
     if origin is dict or annotation is dict:
         if typing.get_args(annotation) == (str, int):  # a counter map
             return {"full": 20, "sliding": 4}
+        if typing.get_args(annotation) == (str, str):  # a text map (GpuSpec.sources)
+            return {"memory_total_bytes": "REF row 18", "sm_count": "NVDS"}
         if typing.get_args(annotation):  # dict of scalars (Fix.changes): every scalar kind, and null
             return {"tp": 4, "util": 0.85, "dtype": "fp8", "eager": True, "limit": None, "big": 2**40}
         return {"architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "rope": {"factor": 8.0}}

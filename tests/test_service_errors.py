@@ -53,7 +53,7 @@ def test_field_violations_travel_as_bad_request():
 
 def test_a_pydantic_validation_error_gives_one_violation_per_error():
     with pytest.raises(ValidationError) as info:
-        PolicyOptions(gpu_memory_utilization=1.5, fragmentation_factor=2)
+        PolicyOptions(gpu_memory_utilization=1.5, fragmentation_factor=-0.5)  # 2 is a seed multiplier now
     status = status_for(info.value)
     assert status.code == code_pb2.INVALID_ARGUMENT
     (bad,) = _details(status, error_details_pb2.BadRequest)

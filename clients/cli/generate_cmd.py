@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from clients.cli.backend import add_remote_arguments
-from clients.cli.options import add_plan_arguments
+from clients.cli.options import add_plan_arguments, profile_from_args
 from clients.cli.plan_cmd import plan_from_args
+from clients.cli.report import render_report
 from planner_service.engine.artifacts import deployment_from_plan, render_serve_script
 from planner_service.engine.errors import InvalidRequestError
 from planner_service.engine.models import PlanRequest, PlanResponse
@@ -90,10 +91,11 @@ def write_files(directory: Path, files: dict[str, str], force: bool) -> list[Pat
 
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when the plan starts; 1 when it would not (files are still written, for inspection)."""
-    request, response, outputs = plan_from_args(args)
-    if not outputs.output_dir:
+    if not profile_from_args(args).outputs.output_dir:  # checked before any GPU detection or planning
         raise InvalidRequestError.for_field(OUTPUT_DIR_FIELD, "is required: pass --output-dir DIR (or outputs.output_dir)")
+    request, response, outputs = plan_from_args(args)
     directory = Path(os.path.expanduser(outputs.output_dir))
+    render_report(response, explain=outputs.explain)  # the plan the files carry out, as `plan` prints it
     for path in write_files(directory, render_files(request, response, outputs), args.force):
         sys.stdout.write(f"wrote {path}\n")
     if not response.feasibility.fits:

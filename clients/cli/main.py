@@ -10,11 +10,14 @@ import importlib
 import sys
 
 from clients.cli.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, CliParser, report
+from vllm_planner import version_string
 
 # Command modules, each exposing register(subparsers). Order = order in --help.
 COMMAND_MODULES = [
     "clients.cli.plan_cmd",
     "clients.cli.generate_cmd",
+    "clients.cli.bench_cmd",
+    "clients.cli.capacity_cmd",
     "clients.cli.fleet_cmd",
     "clients.cli.detect_cmd",
 ]
@@ -25,6 +28,7 @@ def build_parser() -> CliParser:
         prog="vllm-planner",
         description="Plan vLLM deployments: will it fit, with which settings, how fast, and where.",
     )
+    parser.add_argument("--version", action="version", version=version_string("vllm-planner"))
     # Subparsers are created with the parent's class, so every level fails through CliParser.error.
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from typing import Any, Callable
 
 from planner_service.engine.errors import InvalidRequestError
@@ -36,6 +37,7 @@ _DIRECT_FLAGS: list[tuple[str, str, str]] = [
     ("hardware", "interconnect", "interconnect"),
     ("hardware", "tensor_parallel_size", "tensor_parallel_size"),
     ("hardware", "pipeline_parallel_size", "pipeline_parallel_size"),
+    ("hardware", "data_parallel_size", "data_parallel_size"),
     ("hardware", "enable_expert_parallel", "enable_expert_parallel"),
     ("workload", "prompt_tokens", "prompt_tokens"),
     ("workload", "gen_tokens", "gen_tokens"),
@@ -196,24 +198,34 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--revision", default=None, help="Model revision (branch, tag or commit).")
     model.add_argument("--trust-remote-code", action="store_true", default=None,
                        help="Pass --trust-remote-code to vLLM (the planner never runs model code).")
-    model.add_argument("--dtype", default=None, choices=["auto", "bfloat16", "float16", "float32", "half", "float"])
-    model.add_argument("--quantization", "-q", default=None, help="vLLM --quantization (default: from the checkpoint).")
-    model.add_argument("--kv-cache-dtype", default=None, help="vLLM --kv-cache-dtype (default: recommended).")
+    model.add_argument("--dtype", default=None,
+                       choices=["auto", "bfloat16", "float16", "float32", "half", "float", "bf16", "fp16", "fp32"],
+                       help="vLLM --dtype (bf16/fp16/fp32: the vllm-wizard spellings).")
+    model.add_argument("--quantization", "-q", default=None,
+                       help="vLLM --quantization (default: from the checkpoint; none = no quantization). awq, gptq "
+                            "or int8 on an unquantized checkpoint is sized as that quantized checkpoint (what-if).")
+    model.add_argument("--kv-cache-dtype", default=None,
+                       help="vLLM --kv-cache-dtype (default: recommended; fp16/bf16/fp8_e4m3fn accepted).")
     model.add_argument("--max-model-len", type=parse_max_model_len, default=None, metavar="N|auto",
                        help="Context length: an int, 32k/128K, or auto (vLLM auto-fit).")
     model.add_argument("--params-b", type=parse_positive_float, default=None,
                        help="Override the parameter count (billions).")
 
     hw = parser.add_argument_group("hardware")
-    hw.add_argument("--gpu", default=None, help="GPU name (catalog name, nvidia-smi name or alias).")
+    hw.add_argument("--gpu", default=None,
+                    help="GPU name (catalog name, nvidia-smi name or alias), or auto: this host's GPUs with their "
+                         "real free memory (the default when neither --gpu nor --vram-gb is given).")
     hw.add_argument("--gpus", type=parse_positive_int, default=None, metavar="N", help="Number of GPUs available.")
     hw.add_argument("--vram-gb", type=parse_positive_float, default=None,
                     help="CUDA total memory per GPU, GiB (unknown GPUs).")
-    hw.add_argument("--interconnect", default=None, choices=[i.value for i in Interconnect])
+    hw.add_argument("--interconnect", default=None, choices=[*(i.value for i in Interconnect), "unknown"],
+                    help="GPU-to-GPU link (unknown: the catalog's usual link for the GPU).")
     hw.add_argument("--tensor-parallel-size", "--tp", type=parse_positive_int, default=None,
                     dest="tensor_parallel_size")
     hw.add_argument("--pipeline-parallel-size", "--pp", type=parse_positive_int, default=None,
                     dest="pipeline_parallel_size")
+    hw.add_argument("--data-parallel-size", "--dp", type=parse_positive_int, default=None, dest="data_parallel_size",
+                    help="vLLM --data-parallel-size: replicas of the TP x PP engine (TP x PP x DP GPUs).")
     hw.add_argument("--enable-expert-parallel", action="store_true", default=None)
     hw.add_argument("--free-memory-gb", type=parse_memory_gib, default=None,
                     help="Free memory per GPU at startup (GiB), when other processes hold memory.")
@@ -229,7 +241,8 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     pol.add_argument("--overhead-gb", type=parse_non_negative_float, default=None,
                      help="Extra non-KV GiB per GPU to assume.")
     pol.add_argument("--fragmentation-factor", type=parse_non_negative_float, default=None,
-                     help="Fraction of KV memory assumed unusable.")
+                     help="Fraction of KV memory assumed unusable (0-1), or vllm-wizard's multiplier form (>= 1: "
+                          "1.15 means the KV cache needs 15%% more, i.e. 1 - 1/1.15 unusable).")
     pol.add_argument("--headroom-gb", type=parse_non_negative_float, default=None,
                      help="GiB per GPU to keep free when recommending.")
 
@@ -244,7 +257,20 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     eng.add_argument("--block-size", type=parse_positive_int, default=None)
 
     out = parser.add_argument_group("output")
-    out.add_argument("--profile", "-p", default=None, metavar="FILE", help="YAML profile; flags override it.")
+    out.add_argument("--profile", "-p", default=None, metavar="FILE",
+                     help="YAML profile (this tool's or a vllm-wizard one); flags override it.")
+
+    det = parser.add_argument_group("GPU detection (--gpu auto)")
+    det.add_argument("--agent", default=None, metavar="HOST:PORT",
+                     help="Plan against this gpu-agent's live inventory instead of this host's GPUs.")
+    det.add_argument("--agent-token-file", type=Path, default=None, metavar="PATH",
+                     help="File holding the agent's bearer token.")
+    det.add_argument("--agent-tls-ca-file", type=Path, default=None, metavar="PEM",
+                     help="CA that signed the agent's certificate (TLS to the agent).")
+    det.add_argument("--replay", type=Path, default=None, metavar="DIR",
+                     help="Plan against a recorded capture folder (as `detect --replay`), through the same "
+                          "code path as live NVML / nvidia-smi.")
+    det.add_argument("--replay-variant", choices=("idle", "busy"), default="idle", help="Capture variant.")
     parser.set_defaults(field_namer=request_field_namer)
 
 

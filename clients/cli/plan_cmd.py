@@ -7,6 +7,7 @@ import json
 import sys
 
 from clients.cli.backend import add_remote_arguments, execute_plan
+from clients.cli.gpu_auto import annotate, resolve_auto
 from clients.cli.options import add_plan_arguments, profile_from_args
 from clients.cli.report import render_report
 from planner_service.engine.models import PlanRequest, PlanResponse
@@ -29,9 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def plan_from_args(args: argparse.Namespace) -> tuple[PlanRequest, PlanResponse, OutputOptions]:
     """Shared by plan and generate: (request, completed response, output options)."""
-    profile = profile_from_args(args)
+    profile, detected = resolve_auto(profile_from_args(args), args)
     request = profile.to_request()
-    response = execute_plan(request, args)
+    response = annotate(execute_plan(request, args), detected)
     return request, response, profile.outputs
 
 

@@ -99,6 +99,10 @@ def _feasibility_section(response: PlanResponse) -> Group:
     kv.add_row("KV cache tokens", f"{f.kv_cache_tokens:,}")
     kv.add_row("GPU blocks × block size", f"{f.num_gpu_blocks:,} × {f.block_size}")
     kv.add_row(f"max concurrency at {f.max_concurrency_at_tokens:,} tokens", f"{f.max_concurrency:.2f}x")
+    if f.fits:
+        kv.add_row("max context at target concurrency", f"{f.max_context_at_concurrency:,}")
+    if response.config.data_parallel_size > 1:
+        kv.add_row("data-parallel replicas (KV figures are per replica)", str(response.config.data_parallel_size))
     if f.estimated_max_model_len is not None:
         kv.add_row("estimated max model len", f"{f.estimated_max_model_len:,}")
     lines.append(kv)
@@ -180,6 +184,7 @@ def render_report(response: PlanResponse, *, explain: bool = False, console: Con
     header = (
         f"{model.model}  ({model.architecture}, {model.num_params / 1e9:.2f} B params, {model.checkpoint_dtype}"
         + (f", {model.quantization}" if model.quantization else "")
+        + (" what-if" if model.quantization_what_if else "")
         + f")\n{response.gpu.num_gpus} × {response.gpu.name} · vLLM {response.vllm_version} "
         f"(profile {response.version_profile})"
     )

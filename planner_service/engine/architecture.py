@@ -26,7 +26,8 @@ LayerKind = Literal["full", "sliding", "chunked", "mamba", "none"]
 
 _MLA_TYPES = {"deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "kimi_k2", "kimi_linear",
               "glm_moe_dsa", "glm4_moe_lite", "longcat_flash", "pangu_ultra_moe"}
-_ROPE_NO_SCALE = {"su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling"}
+_ROPE_NO_SCALE = {"su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling"}  # vLLM 0.30+
+_ROPE_NO_SCALE_UNTIL_0_29 = {"su", "longrope", "llama3"}
 # transformers class defaults vLLM sees when a config.json omits the key.
 _TYPE_DEFAULTS: dict[str, dict] = {
     "gemma3_text": {"vocab_size": 262208, "max_position_embeddings": 131072, "sliding_window_pattern": 6,
@@ -34,7 +35,21 @@ _TYPE_DEFAULTS: dict[str, dict] = {
     "gemma2": {"tie_word_embeddings": True},
     "gemma": {"tie_word_embeddings": True},
     "llama4_text": {"tie_word_embeddings": False},
+    # PretrainedConfig's default (tie_word_embeddings=True) applies to these GPT-2-era configs, which omit it.
+    **{t: {"tie_word_embeddings": True} for t in ("gpt2", "gpt_bigcode", "gpt_neo", "opt", "bloom", "codegen")},
 }
+# GPT-2-era key names (transformers' attribute_map / the seed's fallbacks) -> the names read below.
+_KEY_ALIASES = {
+    "num_hidden_layers": ("n_layer", "n_layers", "num_layers"),
+    "hidden_size": ("n_embd", "d_model"),
+    "num_attention_heads": ("n_head", "n_heads", "num_heads"),
+    "intermediate_size": ("n_inner", "ffn_dim"),
+}
+# Families whose MLP is two matrices (up, down) rather than gated (gate, up, down).
+_UNGATED_MLP_TYPES = {"gpt2", "gpt_bigcode", "gptj", "gpt_neo", "gpt_neox", "opt", "bloom", "falcon", "phi",
+                      "starcoder2", "mpt", "codegen", "persimmon"}
+# Learned absolute position embeddings (a max_positions x hidden table, in the weights).
+_ABSOLUTE_POSITION_TYPES = {"gpt2", "gpt_bigcode", "gpt_neo", "opt"}
 _QK_NORM_TYPES = {"qwen3", "qwen3_moe", "qwen3_next", "gemma3_text", "olmo2", "olmo3", "olmoe"}
 
 class MlaConfig(BaseModel):
@@ -100,6 +115,8 @@ class ModelArchitecture(BaseModel):
     quantization: QuantConfig | None = None
     vision_params: int = 0
     rotary_cache_elements: int = 0  # vLLM's shared cos/sin cache (a persistent buffer counted as weights)
+    gated_mlp: bool = True  # False: up/down MLP (GPT-2, Falcon, phi-2 ...), True: gate/up/down
+    absolute_position_rows: int = 0  # rows of a learned position-embedding table (GPT-2 style)
     derived_max_model_len: int  # the upper limit a user value is checked against
     max_len_source: str
     default_max_model_len: int  # what vLLM uses when --max-model-len is unset (LongRoPE: the original length)
@@ -135,10 +152,24 @@ def _text_config(config: dict) -> dict:
 def _with_defaults(text: dict) -> dict:
     merged = dict(_TYPE_DEFAULTS.get(str(text.get("model_type", "")), {}))
     merged.update({k: v for k, v in text.items() if v is not None})
+    for key, aliases in _KEY_ALIASES.items():
+        if merged.get(key) is None:
+            alias = next((a for a in aliases if isinstance(merged.get(a), int) and not isinstance(merged[a], bool)), None)
+            if alias is not None:
+                merged[key] = merged[alias]
+    if merged.get("intermediate_size") is None and merged.get("n_embd") is not None and "hidden_size" in merged:
+        merged["intermediate_size"] = 4 * int(merged["hidden_size"])  # GPT-2: n_inner null means 4 x n_embd
     return merged
 
 
-def _derive_max_len(text: dict, model_type: str) -> tuple[int, str]:
+def _derive_max_len(text: dict, model_type: str, yarn_scales: bool) -> tuple[int, str]:
+    """vLLM's ``_get_and_verify_max_len`` (internals §7.5) for the config's RoPE scaling.
+
+    The smallest length key (``model_max_length`` overrides), then, except for Gemma 3, the RoPE factor:
+    rope types other than su/longrope/llama3 multiply by ``factor`` (default: none). YaRN configs take
+    ``original_max_position_embeddings x factor`` in vLLM <= 0.29 (``yarn_scales``); from 0.30 YaRN (and
+    deepseek_yarn / deepseek_llama_scaling) are taken as already scaled, as transformers assumes.
+    """
     present = [(text[k], k) for k in _LEN_KEYS if isinstance(text.get(k), int) and text[k] > 0]
     if not present:
         return 2048, "default (no length key in config.json)"
@@ -146,13 +177,17 @@ def _derive_max_len(text: dict, model_type: str) -> tuple[int, str]:
     if isinstance(text.get("model_max_length"), int):
         value, key = text["model_max_length"], "model_max_length"
     rope = text.get("rope_scaling") or text.get("rope_parameters")
-    if isinstance(rope, dict) and model_type not in ("gemma3", "gemma3_text"):
-        rope_type = rope.get("rope_type", rope.get("type"))
-        factor = rope.get("factor")
-        if rope_type not in _ROPE_NO_SCALE and rope_type != "default" and factor:
-            value = int(value * float(factor))
-            key = f"{key} x rope {rope_type} factor {factor}"
-    return int(value), key
+    if not isinstance(rope, dict) or "gemma3" in model_type:
+        return int(value), key
+    rope_type = rope.get("rope_type", rope.get("type"))
+    factor = rope.get("factor")
+    not_scaled = _ROPE_NO_SCALE if not yarn_scales else _ROPE_NO_SCALE_UNTIL_0_29
+    if rope_type in not_scaled or rope_type in ("default", "mrope") or not isinstance(factor, (int, float)):
+        return int(value), key
+    original = rope.get("original_max_position_embeddings")
+    if rope_type == "yarn" and isinstance(original, int) and original > 0:
+        return int(original * float(factor)), f"original_max_position_embeddings={original} x yarn factor {factor}"
+    return int(value * float(factor)), f"{key} x rope {rope_type} factor {factor}"
 
 
 def _layer_kinds(text: dict, n: int, model_type: str) -> tuple[list[LayerKind], int | None, int | None]:
@@ -286,8 +321,11 @@ def _vision_params(config: dict) -> int:
     return layers * (4 * h * h + 2 * h * inter)
 
 
-def parse_architecture(config: dict, quantization: str | None = None) -> ModelArchitecture:
-    """Parse a config.json dict. ``quantization`` is the user's --quantization (online methods)."""
+def parse_architecture(config: dict, quantization: str | None = None, yarn_scales_max_len: bool = False
+                       ) -> ModelArchitecture:
+    """Parse a config.json dict. ``quantization`` is the user's --quantization (online methods);
+    ``yarn_scales_max_len``: derive max_model_len as vLLM <= 0.29 does (``VersionProfile.yarn_scales_max_len``;
+    the default is the current rule)."""
     if not isinstance(config, dict) or not config:
         raise UnsupportedArchitectureError("config.json is empty")
     text = _with_defaults(_text_config(config))
@@ -315,7 +353,7 @@ def parse_architecture(config: dict, quantization: str | None = None) -> ModelAr
     dtype = str(_first(text, "torch_dtype", "dtype") or "float32").replace("torch.", "")
     if dtype not in _DTYPE_BYTES:
         dtype = "bfloat16"
-    max_len, source = _derive_max_len(text, model_type)
+    max_len, source = _derive_max_len(text, model_type, yarn_scales_max_len)
     rope = text.get("rope_scaling") or {}
     default_len = max_len
     if isinstance(rope, dict) and rope.get("rope_type", rope.get("type")) in ("longrope", "su"):
@@ -346,7 +384,11 @@ def parse_architecture(config: dict, quantization: str | None = None) -> ModelAr
         mamba=_mamba(text, hidden) if "mamba" in kinds else None,
         quantization=parse_quantization(config, quantization),
         vision_params=_vision_params(config),
-        rotary_cache_elements=0 if text.get("position_embedding_type") == "absolute" else rope_positions * rotary_dim,
+        rotary_cache_elements=0 if text.get("position_embedding_type") == "absolute" or model_type in
+        _ABSOLUTE_POSITION_TYPES else rope_positions * rotary_dim,
+        gated_mlp=model_type not in _UNGATED_MLP_TYPES,
+        absolute_position_rows=(rope_positions + (2 if model_type == "opt" else 0))
+        if model_type in _ABSOLUTE_POSITION_TYPES else 0,
         derived_max_model_len=max_len,
         max_len_source=source,
         default_max_model_len=min(default_len, max_len),

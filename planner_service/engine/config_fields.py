@@ -50,7 +50,10 @@ _LIST_OF_STR = Annotated[list[str] | None, Field(strict=True)]
 _STR = Annotated[str | None, Field(strict=True)]
 # Every numeric key the reader reads, by its bound; aliases share a bound (num_experts / n_routed_experts ...).
 _TEXT_FIELD_TYPES: dict[str, object] = {
-    **dict.fromkeys(("num_hidden_layers",), _Layers),
+    **dict.fromkeys(("num_hidden_layers", "n_layer", "n_layers", "num_layers"), _Layers),
+    **dict.fromkeys(("n_embd", "d_model"), _Width),
+    **dict.fromkeys(("n_head", "n_heads", "num_heads"), _Heads),
+    **dict.fromkeys(("n_inner", "ffn_dim"), _Inter),
     **dict.fromkeys(("hidden_size", "kv_lora_rank", "q_lora_rank", "ssm_state_size", "mamba_d_state",
                      "state_size"), _Width),
     **dict.fromkeys(("num_attention_heads", "n_head_kv", "num_kv_heads", "num_key_value_heads",

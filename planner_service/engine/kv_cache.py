@@ -95,9 +95,11 @@ def mamba_page_bytes(arch: ModelArchitecture, tp: int, state_dtype_bytes: int) -
     return (conv + ssm) * state_dtype_bytes
 
 
-def _group_size(bucket_sizes: list[int]) -> int:
+def _group_size(bucket_sizes: list[int], ratio: float) -> int:
+    """Layers per KV group: the largest per-type count when under ``ratio`` x the smallest, else the smallest
+    (``_get_kv_cache_groups_uniform_page_size``; the ratio is 1.0 in 0.10-0.11, 1.25 in 0.12-0.17, 1.5 since)."""
     smallest, largest = min(bucket_sizes), max(bucket_sizes)
-    return largest if largest < 1.5 * smallest else smallest
+    return largest if largest < ratio * smallest else smallest
 
 
 def build_layout(
@@ -109,6 +111,7 @@ def build_layout(
     state_dtype_bytes: int,
     block_size: int,
     mamba_state_pages: int,
+    group_ratio: float = 1.5,
 ) -> KvLayout:
     """Group the layers of one worker and size a block (``_get_kv_cache_groups_uniform_page_size``)."""
     kinds = [arch.layer_kinds[i] for i in layers]
@@ -149,7 +152,7 @@ def build_layout(
         (kind, spec), = specs.items()
         n = counts[kind]
         return KvLayout((KvGroup(spec, n),), n * spec.page_bytes, bs, 0, hma_off, per_token * len(attn_kinds))
-    size = _group_size(list(counts.values()))
+    size = _group_size(list(counts.values()), group_ratio)
     groups: list[KvGroup] = []
     padding = 0
     for kind, spec in specs.items():

@@ -19,8 +19,8 @@ from planner_service.engine import kv_cache, overheads
 from planner_service.engine.architecture import ModelArchitecture
 from planner_service.engine.errors import InvalidRequestError
 from planner_service.engine.gpus import GpuSpec
-from planner_service.engine.profiles import VersionProfile
-from planner_service.engine.weights import pp_layer_ranges, weights_per_rank
+from planner_service.engine.profiles import Runner, VersionProfile
+from planner_service.engine.weights import mxfp4_kernel, pp_layer_ranges, weights_per_rank
 from vllm_planner.bounded import shown
 
 GIB = 1 << 30
@@ -51,6 +51,10 @@ class TwinSettings(BaseModel):
     overhead_bytes: int = 0  # policy: extra non-KV memory per GPU
     fragmentation_factor: float = 0.0  # policy: fraction of KV memory assumed unusable
     weights_scale: float = 1.0  # params_b override / computed parameter count
+    # TP/PP ranks talk over NVLink (None: a data-centre GPU type with NVLink; GeForce cards rarely have a
+    # bridge, and their driver disables PCIe peer-to-peer, so NCCL stages through host memory)
+    nvlink: bool | None = None
+    data_parallel_size: int = Field(default=1, ge=1)  # DP replicas; with expert parallel, EP = TP x DP
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,12 @@ def default_block_size(arch: ModelArchitecture, gpu: GpuSpec, profile: VersionPr
     return 16
 
 
+def model_runner(arch: ModelArchitecture, profile: VersionProfile) -> Runner:
+    """The model runner (V1 / Model Runner V2) vLLM picks for this model in this version."""
+    return profile.model_runner(arch.architectures, arch.moe is not None, arch.is_hybrid_mamba,
+                                arch.quantization is not None)
+
+
 def _worker(
     arch: ModelArchitecture, gpu: GpuSpec, s: TwinSettings, profile: VersionProfile, stage: int, layers: range
 ) -> WorkerMemory:
@@ -140,12 +150,16 @@ def _worker(
     first, last = stage == 0, stage == pp - 1
     total = gpu.memory_total_bytes
     budget = math.ceil(total * s.gpu_memory_utilization)
-    weights = int(weights_per_rank(arch, dt, tp, layers, first, last, s.enable_expert_parallel).bytes * s.weights_scale)
+    mxfp4 = mxfp4_kernel(profile.mxfp4_hopper_layout, gpu.cc_tuple)
+    weights = int(weights_per_rank(arch, dt, tp, layers, first, last, s.enable_expert_parallel, mxfp4=mxfp4,
+                                   ep_size=tp * s.data_parallel_size).bytes * s.weights_scale)
+    sampler = profile.sampler_bytes_per_logit(model_runner(arch, profile), gpu.cc_tuple)
     act = overheads.activation_peak_bytes(
-        arch, tp, s.max_num_batched_tokens, s.max_num_seqs, dt, last, profile.sampler_bytes_per_logit,
-        s.enable_expert_parallel,
+        arch, tp, s.max_num_batched_tokens, s.max_num_seqs, dt, last, sampler, s.enable_expert_parallel,
+        s.enforce_eager,
     )
-    non_torch = overheads.non_torch_bytes(tp, pp)
+    nvlink = (gpu.nvlink and not gpu.consumer) if s.nvlink is None else s.nvlink
+    non_torch = overheads.non_torch_bytes(tp, pp, profile.nccl_buffers_in_profile, nvlink)
     graphs = overheads.cuda_graph_bytes(len(layers), tp, s.enforce_eager, profile.cuda_graph_bytes_per_layer)
     if s.kv_cache_memory_bytes is not None:
         kv = s.kv_cache_memory_bytes
@@ -158,7 +172,8 @@ def _worker(
     block = s.block_size or default_block_size(arch, gpu, profile)
     align = profile.hybrid_prefix_caching and s.enable_prefix_caching
     layout = kv_cache.build_layout(
-        arch, layers, tp, s.kv_cache_dtype, kvb, dt, block, mamba_state_pages=3 if align else 1
+        arch, layers, tp, s.kv_cache_dtype, kvb, dt, block, mamba_state_pages=3 if align else 1,
+        group_ratio=profile.hybrid_group_ratio,
     )
     blocks = max(0, kv // layout.bytes_per_block) if layout.bytes_per_block else 0
     return WorkerMemory(stage, layers, total, budget, weights, act, non_torch, graphs, kv, layout, blocks)
@@ -176,7 +191,7 @@ def evaluate(
         for stage, layers in enumerate(pp_layer_ranges(arch.num_layers, pp))
     )
     binding = min(workers, key=lambda w: (w.num_blocks, w.kv_cache_bytes))
-    in_flight = profile.in_flight_tokens(s.max_num_batched_tokens, pp)
+    in_flight = profile.in_flight_tokens(s.max_num_batched_tokens, pp, model_runner(arch, profile))
     reserve_null = profile.fit_check_reserves_null_block
     warnings: list[str] = []
     error: str | None = None

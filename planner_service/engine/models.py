@@ -21,6 +21,20 @@ GIB = 1 << 30
 MAX_CONTEXT_TOKENS = 100_000_000  # the longest real context windows are ~10M tokens
 MAX_PARAMS_B = 100_000.0  # 100T parameters: ~50x the largest published checkpoints
 MAX_MEMORY_BYTES_PER_GPU = 4096 * GIB  # matches vram_gb's bound
+MAX_FRAGMENTATION_MULTIPLIER = 100.0  # a seed-style multiplier past this leaves next to no KV cache
+
+
+# vllm-wizard (the seed CLI) spellings -> vLLM's, so its users' flags and profiles work as they are.
+DTYPE_ALIASES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+KV_CACHE_DTYPE_ALIASES = {"fp16": "float16", "bf16": "bfloat16", "fp8_e4m3fn": "fp8_e4m3", "half": "float16"}
+NO_QUANTIZATION = {"none", "no", "off"}  # never "": an empty string is an error, not "not set"
+
+
+def _lower_alias(value: object, aliases: dict[str, str]) -> object:
+    if isinstance(value, str):
+        key = value.strip().lower()
+        return aliases.get(key, key)
+    return value
 
 
 def _not_blank(value: str) -> str:
@@ -100,6 +114,24 @@ class ModelOptions(_Model):
         default=None, description="Inline config.json for private or air-gapped models (skips resolution)."
     )
 
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _seed_dtype(cls, value: object) -> object:
+        return _lower_alias(value, DTYPE_ALIASES)
+
+    @field_validator("kv_cache_dtype", mode="before")
+    @classmethod
+    def _seed_kv_dtype(cls, value: object) -> object:
+        return _lower_alias(value, KV_CACHE_DTYPE_ALIASES)
+
+    @field_validator("quantization", mode="before")
+    @classmethod
+    def _seed_no_quantization(cls, value: object) -> object:
+        # The seed writes ``quantization: none``; vLLM's "not set" is no --quantization at all.
+        if isinstance(value, str) and value.strip().lower() in NO_QUANTIZATION:
+            return None
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("max_model_len")
     @classmethod
     def _length_in_range(cls, value: int | str | None) -> int | str | None:
@@ -113,12 +145,19 @@ class ModelOptions(_Model):
 class HardwareOptions(_Model):
     """Which GPUs, how many, and how they are connected."""
 
-    gpu: Name | None = Field(default=None, description="Catalog name, nvidia-smi name or alias.")
+    gpu: Name | None = Field(
+        default=None,
+        description="Catalog name, nvidia-smi name or alias. The engine needs a GPU (or vram_gb); 'auto' is "
+        "resolved by the CLI from the local GPUs or an agent's live inventory before the request is made.",
+    )
     num_gpus: int | None = Field(default=None, ge=1, le=1024, description="GPUs available on the host.")
     vram_gb: float | None = Field(default=None, gt=0, le=4096, description="CUDA total per GPU, GiB (unknown GPUs).")
     interconnect: Interconnect | None = None
     tensor_parallel_size: int | None = Field(default=None, ge=1, le=1024)
     pipeline_parallel_size: int | None = Field(default=None, ge=1, le=1024)
+    data_parallel_size: int | None = Field(
+        default=None, ge=1, le=1024, description="vLLM --data-parallel-size: replicas of the TP x PP engine."
+    )
     enable_expert_parallel: bool = False
     free_memory_bytes: int | None = Field(
         default=None,
@@ -126,6 +165,14 @@ class HardwareOptions(_Model):
         le=MAX_MEMORY_BYTES_PER_GPU,
         description="Free memory per GPU at startup, when other processes hold memory.",
     )
+
+    @field_validator("interconnect", mode="before")
+    @classmethod
+    def _seed_unknown_interconnect(cls, value: object) -> object:
+        # The seed's ``--interconnect unknown`` is our "not set" (the catalog's default link applies).
+        if isinstance(value, str) and value.strip().lower() in ("unknown", ""):
+            return None
+        return value.strip().lower() if isinstance(value, str) else value
 
 
 class WorkloadOptions(_Model):
@@ -141,11 +188,24 @@ class PolicyOptions(_Model):
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     overhead_gb: float = Field(default=0.0, ge=0, le=1024, description="Extra non-KV GiB per GPU to assume.")
     fragmentation_factor: float = Field(
-        default=0.0, ge=0, lt=1, description="Fraction of KV memory assumed unusable."
+        default=0.0, ge=0, lt=1,
+        description="Fraction of KV memory assumed unusable. A value >= 1 is the vllm-wizard multiplier form "
+        "(KV needs m times its size: 1.15 -> 1 - 1/1.15 = 0.1304 unusable); the two ranges do not overlap.",
     )
     headroom_gb: float = Field(
         default=0.0, ge=0, le=1024, description="GiB per GPU to keep free below the budget when recommending."
     )
+
+    @field_validator("fragmentation_factor", mode="before")
+    @classmethod
+    def _seed_multiplier(cls, value: object) -> object:
+        # vllm-wizard's factor multiplies the KV bytes a request needs (1.15 = 15 % more): the same as
+        # leaving 1 - 1/m of the KV memory unusable. NaN fails the >= test and is refused below.
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1 and value == value:
+            if value > MAX_FRAGMENTATION_MULTIPLIER:
+                raise ValueError(f"a multiplier above {MAX_FRAGMENTATION_MULTIPLIER:g} leaves no KV cache")
+            return 1 - 1 / value
+        return value
 
 
 class EngineOptions(_Model):
@@ -187,6 +247,7 @@ class VllmConfig(_Model):
 
     tensor_parallel_size: int
     pipeline_parallel_size: int
+    data_parallel_size: int = 1
     dtype: str
     quantization: str | None
     kv_cache_dtype: str
@@ -226,6 +287,11 @@ class Feasibility(_Model):
     max_concurrency_at_tokens: int
     estimated_max_model_len: int | None = None
     kv_bytes_per_token: int = Field(description="KV bytes per token per GPU worker, all layers of its stage.")
+    max_context_at_concurrency: int = Field(
+        default=0,
+        description="Longest context (tokens) each of workload.concurrency requests can have at once in one "
+        "engine's KV cache (per data-parallel replica), capped at max_model_len; 0 when it does not start.",
+    )
 
 
 class ModelSummary(_Model):
@@ -239,6 +305,11 @@ class ModelSummary(_Model):
     checkpoint_dtype: str
     quantization: str | None = None
     derived_max_model_len: int
+    quantization_what_if: bool = Field(
+        default=False,
+        description="True when quantization was asked of an unquantized checkpoint that vLLM cannot quantize "
+        "on the fly: the plan is sized as that quantized checkpoint (a what-if).",
+    )
 
 
 class GpuSummary(_Model):

@@ -18,6 +18,7 @@ from planner_service.engine.memory import MemoryResult, TwinSettings
 from planner_service.engine.models import (
     GIB,
     Feasibility,
+    Interconnect,
     GpuSummary,
     ModelSummary,
     OomRisk,
@@ -52,6 +53,22 @@ def _oom_risk(result: MemoryResult, headroom_bytes: int) -> OomRisk:
     return OomRisk.NONE
 
 
+def max_context_at_concurrency(result: MemoryResult, concurrency: int, reserve_null_block: bool) -> int:
+    """Longest context (<= max_model_len) of which ``concurrency`` requests fit the engine's KV blocks at once."""
+    if not result.fits or concurrency < 1:
+        return 0
+    layout = result.binding.layout
+    blocks = result.num_blocks - int(reserve_null_block)
+    lo, hi, best = 1, result.max_model_len, 0
+    while lo <= hi:  # blocks per request grow with the length: binary search the largest that fits
+        mid = (lo + hi) // 2
+        if concurrency * layout.blocks_per_request(mid, result.in_flight_tokens) <= blocks:
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
 def build_plan(source: ModelSource, request: PlanRequest) -> PlanResponse:
     """The pure planning pipeline for one request (no I/O)."""
     m = request.model
@@ -79,6 +96,7 @@ def build_plan(source: ModelSource, request: PlanRequest) -> PlanResponse:
             model=source.model, source=source.source, architecture=(arch.architectures or (arch.model_type,))[0],
             model_type=arch.model_type, num_params=num_params, num_active_params=active, params_source=params_source,
             checkpoint_dtype=arch.checkpoint_dtype, quantization=quant, derived_max_model_len=arch.derived_max_model_len,
+            quantization_what_if=bool(arch.quantization and arch.quantization.what_if),
         ),
         gpu=GpuSummary(
             name=gpu.name, memory_total_bytes=gpu.memory_total_bytes,
@@ -88,7 +106,7 @@ def build_plan(source: ModelSource, request: PlanRequest) -> PlanResponse:
         ),
         config=VllmConfig(
             tensor_parallel_size=s.tensor_parallel_size, pipeline_parallel_size=s.pipeline_parallel_size,
-            dtype=s.dtype, quantization=quant, kv_cache_dtype=s.kv_cache_dtype, max_model_len=result.max_model_len,
+            data_parallel_size=s.data_parallel_size, dtype=s.dtype, quantization=quant, kv_cache_dtype=s.kv_cache_dtype, max_model_len=result.max_model_len,
             gpu_memory_utilization=s.gpu_memory_utilization, max_num_seqs=s.max_num_seqs,
             max_num_batched_tokens=s.max_num_batched_tokens, block_size=result.block_size,
             enable_prefix_caching=s.enable_prefix_caching, enforce_eager=s.enforce_eager,
@@ -106,6 +124,8 @@ def build_plan(source: ModelSource, request: PlanRequest) -> PlanResponse:
             block_size=result.block_size, max_concurrency=result.max_concurrency if fits else 0.0,
             max_concurrency_at_tokens=result.max_model_len, estimated_max_model_len=result.estimated_max_model_len,
             kv_bytes_per_token=b.layout.kv_bytes_per_token,
+            max_context_at_concurrency=max_context_at_concurrency(
+                result, request.workload.concurrency, res.target.reserve_null_block) if fits else 0,
         ),
         explanations=list(res.explanations),
         fixes=fixes,
@@ -126,7 +146,9 @@ def twin_inputs(source: ModelSource, request: PlanRequest, response: PlanRespons
     """The twin's inputs behind ``response`` (its resolved config), e.g. to try fixes:
     ``evaluate(i.arch, i.gpu, i.settings.model_copy(update={"max_model_len": 8192}), i.profile)``."""
     m, pol, c = request.model, request.policy, response.config
-    arch = parse_architecture(m.config_json or source.config, m.quantization)
+    profile = resolve_profile(request.engine.vllm_version)
+    arch = parse_architecture(m.config_json or source.config, m.quantization,
+                              yarn_scales_max_len=profile.yarn_scales_max_len)
     gpu, _ = resolve_gpu(request)
     computed, _ = total_params(arch)
     settings = TwinSettings(
@@ -139,5 +161,7 @@ def twin_inputs(source: ModelSource, request: PlanRequest, response: PlanRespons
         kv_cache_memory_bytes=c.kv_cache_memory_bytes, free_memory_bytes=request.hardware.free_memory_bytes,
         overhead_bytes=int(pol.overhead_gb * GIB), fragmentation_factor=pol.fragmentation_factor,
         weights_scale=(round(m.params_b * 1e9) / computed) if m.params_b else 1.0,
+        nvlink=None if request.hardware.interconnect is None else request.hardware.interconnect == Interconnect.NVLINK,
+        data_parallel_size=c.data_parallel_size,
     )
-    return TwinInputs(arch, gpu, resolve_profile(request.engine.vllm_version), settings)
+    return TwinInputs(arch, gpu, profile, settings)

@@ -15,9 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from vllm_planner.bounded import InputError, load_yaml
-
 from planner_service.engine.errors import InvalidRequestError, invalid_request_from
+from planner_service.engine.seed_profile import from_seed_profile, is_seed_profile
 from planner_service.engine.models import (
     EngineOptions,
     HardwareOptions,
@@ -26,6 +25,7 @@ from planner_service.engine.models import (
     PolicyOptions,
     WorkloadOptions,
 )
+from vllm_planner.bounded import InputError, load_yaml
 
 ARTIFACT_KINDS = ("command", "profile", "compose", "k8s", "helm")
 REQUEST_SECTIONS = ("model", "hardware", "workload", "policy", "engine")
@@ -96,10 +96,14 @@ def parse_profile_mapping(text: str, what: str = "profile") -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise InvalidRequestError(f"{what}: the top level must be a mapping of sections (model:, hardware:, ...)")
+    version = data.pop("profile_version", None)  # vllm-wizard profiles carry a version number
     for section, body in data.items():
         if body is not None and not isinstance(body, dict):
             raise InvalidRequestError.for_field(str(section)[:64], "a section must be a mapping")
-    return {key: dict(body or {}) for key, body in data.items()}
+    sections = {key: dict(body or {}) for key, body in data.items()}
+    if version is not None:
+        sections["profile_version"] = version
+    return sections
 
 
 def merge_overrides(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -120,7 +124,11 @@ def validate_profile(data: dict[str, Any]) -> Profile:
 
 
 def load_profile(text: str, overrides: dict[str, dict[str, Any]] | None = None, what: str = "profile") -> Profile:
-    return validate_profile(merge_overrides(parse_profile_mapping(text, what), overrides or {}))
+    """A profile (this planner's, or one ``vllm-wizard generate`` wrote) with flag overrides merged in."""
+    data = parse_profile_mapping(text, what)
+    if is_seed_profile(data):
+        data = from_seed_profile(data)
+    return validate_profile(merge_overrides(data, overrides or {}))
 
 
 def dump_profile(request: PlanRequest, outputs: OutputOptions | None = None) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from planner_service.engine.architecture import ModelArchitecture, parse_architecture
-from planner_service.engine.errors import InvalidRequestError
+from planner_service.engine.errors import FieldViolation, InvalidRequestError
 from planner_service.engine.gpus import GpuSpec, custom_gpu, lookup_gpu
 from planner_service.engine.memory import MemoryResult, TwinSettings, evaluate
 from planner_service.engine.models import GIB, Explanation, Interconnect, PlanRequest
@@ -37,7 +37,7 @@ from planner_service.engine.recommend_memory import (
 from planner_service.engine.recommend_parallel import ParallelChoice, choose_parallel
 from planner_service.engine.weights import total_params
 
-DEFAULT_GPU = "H100"
+AUTO_GPU = "auto"
 
 
 @dataclass(frozen=True)
@@ -70,18 +70,45 @@ class Resolution:
 
 
 def resolve_gpu(request: PlanRequest) -> tuple[GpuSpec, Explanation]:
+    """The GPU the request names. There is no default GPU: a plan for a GPU the user does not have answers
+    the wrong question, so a request without one is refused (the CLI resolves ``--gpu auto`` first)."""
     hw = request.hardware
+    if hw.gpu and hw.gpu.strip().lower() == AUTO_GPU:
+        raise InvalidRequestError.for_field(
+            "hardware.gpu", "'auto' is resolved by the client from its own GPUs (vllm-planner --gpu auto, or "
+            "--agent HOST:PORT); send the GPU name (and free_memory_bytes) it detected")
     if hw.gpu:
         gpu = lookup_gpu(hw.gpu)
+        if not gpu.vllm_supported:
+            raise InvalidRequestError.for_field("hardware.gpu", f"{gpu.name}: {gpu.unsupported_reason}")
+        estimate = " (estimated: derived from nvidia-smi's total, see the catalog source)" if gpu.memory_is_estimate else ""
         if hw.vram_gb:
             gpu = custom_gpu(hw.vram_gb, base=gpu)
+            estimate = " (hardware.vram_gb)"
         return gpu, Explanation(setting="gpu", value=gpu.name, source="user",
-                                reason=f"CUDA total {gpu.memory_total_bytes / GIB:.2f} GiB per GPU")
+                                reason=f"CUDA total {gpu.memory_total_bytes / GIB:.2f} GiB per GPU{estimate}")
     if hw.vram_gb:
         gpu = custom_gpu(hw.vram_gb)
         return gpu, Explanation(setting="gpu", value=gpu.name, source="user", reason="hardware.vram_gb")
-    gpu = lookup_gpu(DEFAULT_GPU)
-    return gpu, Explanation(setting="gpu", value=gpu.name, source="default", reason="no GPU given")
+    raise InvalidRequestError.for_field(
+        "hardware.gpu", "no GPU given and none detected: name one (--gpu H100, hardware.gpu) or give its memory "
+        "(--vram-gb, hardware.vram_gb)")
+
+
+def check_gpu_count(request: PlanRequest) -> None:
+    """vLLM needs TP x PP x DP GPUs: a layout larger than the GPUs the request says it has cannot start."""
+    hw = request.hardware
+    tp, pp, dp = hw.tensor_parallel_size or 1, hw.pipeline_parallel_size or 1, hw.data_parallel_size or 1
+    if hw.num_gpus is None or tp * pp * dp <= hw.num_gpus:
+        return
+    named = [(f, v) for f, v in (("hardware.tensor_parallel_size", hw.tensor_parallel_size),
+                                  ("hardware.pipeline_parallel_size", hw.pipeline_parallel_size),
+                                  ("hardware.data_parallel_size", hw.data_parallel_size)) if v is not None]
+    fields = [f for f, _ in named] + ["hardware.num_gpus"]
+    product = " x ".join(f"{f.split('.')[1]} {v}" for f, v in named)
+    message = (f"{product} = {tp * pp * dp} GPUs, more than hardware.num_gpus {hw.num_gpus}: vLLM needs "
+               "tensor_parallel_size x pipeline_parallel_size x data_parallel_size GPUs")
+    raise InvalidRequestError(f"{', '.join(fields)}: {message}", [FieldViolation(f, message) for f in fields])
 
 
 # GiB figures round-trip through floats (vram_gb): allow that much, never a physically impossible reading.
@@ -127,10 +154,13 @@ def _initial_kv_dtype(arch: ModelArchitecture, requested: str | None) -> tuple[s
 def resolve_request(config: dict, request: PlanRequest) -> Resolution:
     """Resolve and evaluate every setting of ``request`` for the model whose config.json is ``config``."""
     m, hw, eng, pol, wl = request.model, request.hardware, request.engine, request.policy, request.workload
-    arch = parse_architecture(m.config_json or config, m.quantization)
+    check_gpu_count(request)
     profile = resolve_profile(eng.vllm_version)
+    arch = parse_architecture(m.config_json or config, m.quantization, yarn_scales_max_len=profile.yarn_scales_max_len)
     gpu, gpu_note = resolve_gpu(request)
     check_free_memory(hw.free_memory_bytes, gpu)
+    interconnect = interconnect_of(gpu, hw.interconnect)
+    dp = hw.data_parallel_size or 1
     dtype, dtype_src = resolve_dtype(arch, gpu, m.dtype)
     kv_dtype, kv_src, kv_why = _initial_kv_dtype(arch, m.kv_cache_dtype)
     defaults = profile.batch_defaults(gpu.name, gpu.memory_total_bytes)
@@ -161,7 +191,8 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
         enforce_eager=eng.enforce_eager, enable_expert_parallel=hw.enable_expert_parallel,
         kv_cache_memory_bytes=eng.kv_cache_memory_bytes, free_memory_bytes=hw.free_memory_bytes,
         overhead_bytes=int(pol.overhead_gb * GIB), fragmentation_factor=pol.fragmentation_factor,
-        weights_scale=weights_scale,
+        weights_scale=weights_scale, data_parallel_size=dp,
+        nvlink=None if hw.interconnect is None else hw.interconnect == Interconnect.NVLINK,
     )
 
     def run(tp: int, pp: int, kv: str, length: int | None, **extra) -> MemoryResult:
@@ -169,13 +200,13 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
                   "max_model_len": length, **extra}
         return evaluate(arch, gpu, base.model_copy(update=update), profile)
 
-    interconnect = interconnect_of(gpu, hw.interconnect)
     may_shorten = user_len is None and m.max_model_len != "auto" and eng.kv_cache_memory_bytes is None
     fp8_allowed = fp8_kv_recommendable(arch, gpu, m.kv_cache_dtype, kv_dtype)
 
     def choose(evaluator) -> ParallelChoice:
         return choose_parallel(arch, evaluator, target, kv_dtype, user_tp=hw.tensor_parallel_size,
-                               user_pp=hw.pipeline_parallel_size, num_gpus=hw.num_gpus, interconnect=interconnect,
+                               user_pp=hw.pipeline_parallel_size,
+                               num_gpus=hw.num_gpus // dp if hw.num_gpus else None, interconnect=interconnect,
                                fp8_allowed=fp8_allowed, may_shorten=may_shorten)
 
     choice = choose(run)
@@ -278,6 +309,15 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
             f"tensor parallel {tp} over PCIe: vLLM disables its custom all-reduce for more than two PCIe-only GPUs, "
             "so every all-reduce goes through NCCL (slower decode); prefer an NVLink-connected group, or fewer GPUs "
             "with fp8 KV / quantized weights")
+    if result.fits and pol.headroom_gb > 0 and margin < 0:
+        left = margin + int(pol.headroom_gb * GIB)
+        warnings.append(f"headroom {left / GIB:.2f} GiB per GPU (KV memory left after one {result.max_model_len}-token "
+                        f"request, or {wl.concurrency} x {target.request_tokens}-token requests) is below the "
+                        f"requested --headroom-gb {pol.headroom_gb:g}")
+    notes.append(Explanation(
+        setting="data_parallel_size", value=str(dp), source="user" if hw.data_parallel_size else "default",
+        reason=(f"{dp} replicas of the TP {tp} x PP {pp} engine, each with its own KV cache ({tp * pp * dp} GPUs); "
+                "KV figures are per replica") if dp > 1 else "one engine (no data parallel)"))
     if wl.prompt_tokens + wl.gen_tokens > result.max_model_len:
         warnings.append(f"prompt+gen ({wl.prompt_tokens + wl.gen_tokens} tokens) exceeds max_model_len "
                         f"{result.max_model_len}: vLLM rejects such requests")
@@ -290,7 +330,7 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
         arch=arch, gpu=gpu, profile=profile, settings=settings, result=result, target=target,
         interconnect=interconnect, explanations=tuple(notes), warnings=tuple(dict.fromkeys(warnings)),
         error=len_error or result.error, margin_bytes=margin, workload_capacity=capacity,
-        num_gpus=hw.num_gpus or tp * pp, evaluations=evaluations,
+        num_gpus=hw.num_gpus or tp * pp * dp, evaluations=evaluations,
     )
 
 

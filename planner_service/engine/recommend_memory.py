@@ -179,8 +179,21 @@ def kv_dtype_warnings(gpu: GpuSpec, kv_dtype: str, user_set: bool) -> list[str]:
     ]
 
 
+def what_if_text(arch: ModelArchitecture, user_method: str | None) -> str:
+    q = arch.quantization
+    assert q is not None
+    shape = f"{q.bits}-bit, groups of {q.group_size}" if q.group_size else f"{q.bits}-bit, per-channel scales"
+    return (f"what-if: --quantization {user_method or q.method} on an unquantized {arch.checkpoint_dtype} checkpoint "
+            f"is sized as {'an' if q.method[0] in 'aeiou' else 'a'} {q.method} checkpoint of this model ({shape}); "
+            f"vLLM cannot quantize to {q.method} on "
+            "the fly, so serve such a checkpoint (e.g. an -AWQ / -GPTQ-Int4 / -W8A8 repo of this model) in place "
+            "of this model id")
+
+
 def quantization_warnings(arch: ModelArchitecture, gpu: GpuSpec, user_method: str | None) -> list[str]:
     q = arch.quantization
+    if q is not None and q.what_if:
+        return [what_if_text(arch, user_method)]
     if q is None or q.kind != "fp8" or gpu.supports_fp8:
         return []
     how = "the --quantization fp8 request" if user_method else "this fp8 checkpoint"
@@ -205,7 +218,9 @@ def quantization_advice(arch: ModelArchitecture, gpu: GpuSpec) -> str:
 def quantization_explanation(arch: ModelArchitecture, gpu: GpuSpec, user_method: str | None,
                              weights_too_big: bool) -> Explanation:
     q = arch.quantization
-    if user_method:
+    if user_method and q is not None and q.what_if:
+        value, source, reason = user_method, "user", what_if_text(arch, user_method)
+    elif user_method:
         value, source, reason = user_method, "user", "set by the user"
     elif q is not None:
         value, source, reason = q.method, "derived", f"from the checkpoint's quantization_config ({q.kind}, {q.bits}-bit)"

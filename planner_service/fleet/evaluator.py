@@ -34,15 +34,14 @@ def default_resolve() -> Resolve:
 def engine_twin(source: ModelSource, quantization: str | None) -> tuple[Callable[[PlanRequest], PlanResponse], Render]:
     """The memory twin plus the roofline performance (for SLOs), and the engine's pinned artifacts."""
     from planner_service.engine.architecture import parse_architecture
-    from planner_service.engine.pipeline import complete_plan, plan_performance, shape_from_architecture
+    from planner_service.engine.pipeline import complete_plan, plan_performance
     from planner_service.engine.plan import build_plan
 
     architecture = parse_architecture(source.config, quantization)  # once per deployment, not per GPU
-    shape = shape_from_architecture(architecture)
 
     def evaluate(request: PlanRequest) -> PlanResponse:
         plan = build_plan(source, request)
-        return plan.model_copy(update={"performance": plan_performance(plan, request, shape)})
+        return plan.model_copy(update={"performance": plan_performance(plan, request, architecture)})
 
     def render(plan: PlanResponse, request: PlanRequest, uuids, host: str) -> PlacementArtifacts:  # noqa: ANN001
         done = complete_plan(plan, request, architecture=architecture, gpu_uuids=list(uuids), hostname=host)

@@ -7,7 +7,11 @@ Usage (from the repository root)::
 Copies every ``<org>/<name>/config.json`` that has a ``provenance.json`` beside it into
 ``planner_service/metadata/catalog/<org>/<name>/config.json`` and writes ``catalog/index.json``
 (id, architecture, model_type, verified, verbatim, params and total_size_bytes where provenance
-states them). The output is deterministic (sorted, fixed formatting) so re-running it on the same
+states them). Configs taken from a package registry (exact upstream files a PyPI package ships) live
+in the catalog folder itself with their own ``provenance.json`` (``source_kind: package-registry``,
+the package, its version and each file's sha256); they are indexed as they are, and a model in both
+places takes the shared copy. A ``hf_quant_config.json`` beside a config (TensorRT Model Optimizer
+checkpoints) is kept: the catalog loader applies it the way vLLM does. The output is deterministic (sorted, fixed formatting) so re-running it on the same
 source produces no diff. Configs are copied byte-for-byte: they are facts, not ours to reformat.
 """
 
@@ -62,6 +66,14 @@ def build_catalog(source: Path, dest: Path = CATALOG_DIR) -> list[dict]:
         target = dest / model_id / "config.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(config_path, target)
+        entries.append(_entry(model_id, config, provenance))
+    shared_ids = {e["id"].lower() for e in entries}
+    for provenance_path in sorted(dest.glob("*/*/provenance.json")):
+        provenance = json.loads(provenance_path.read_text(encoding="utf-8"))
+        model_id = f"{provenance_path.parent.parent.name}/{provenance_path.parent.name}"
+        if provenance.get("source_kind") != "package-registry" or model_id.lower() in shared_ids:
+            continue
+        config = json.loads((provenance_path.parent / "config.json").read_text(encoding="utf-8"))
         entries.append(_entry(model_id, config, provenance))
     entries.sort(key=lambda e: e["id"].lower())
     index = {"format_version": INDEX_FORMAT_VERSION, "models": entries}

@@ -67,6 +67,9 @@ def load_catalog_source(model_id: str) -> ModelSource | None:
         return None
     # A copy: ModelSource is frozen but its dict is not, and the cached config must never change.
     config = copy.deepcopy(_load_config(entry.path))
+    quant_path = str(Path(entry.path).parent / "hf_quant_config.json")
+    if config.get("quantization_config") is None and (_catalog_root() / quant_path).is_file():
+        config["quantization_config"] = copy.deepcopy(_load_config(quant_path))  # as vLLM applies it
     return ModelSource(
         model=entry.id,
         source="catalog",

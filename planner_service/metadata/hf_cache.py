@@ -18,6 +18,8 @@ from huggingface_hub.errors import CacheNotFound, HFValidationError
 
 from planner_service.engine.source import ModelSource
 from planner_service.metadata.config_file import read_json_object
+from planner_service.engine.mistral_format import PARAMS_FILE
+from planner_service.metadata.local import is_mistral_format, load_mistral_folder, with_hf_quant_config
 from planner_service.metadata.safetensors import summarize_folder
 
 CONFIG_FILE = "config.json"
@@ -38,13 +40,18 @@ def load_from_hf_cache(repo_id: str, *, revision: str | None, cache_dir: Path | 
     directory = cache_dir or hf_cache_dir()
     try:
         found = try_to_load_from_cache(repo_id, CONFIG_FILE, cache_dir=str(directory), revision=revision)
+        params = try_to_load_from_cache(repo_id, PARAMS_FILE, cache_dir=str(directory), revision=revision)
     except (HFValidationError, ValueError):
         return None  # not a valid repo id: it cannot be in the cache
+    if isinstance(params, str) and is_mistral_format(Path(params).parent):  # vLLM prefers the Mistral format
+        snapshot = Path(params).parent
+        return load_mistral_folder(snapshot, name=repo_id, check=None, source="hf-cache", revision=snapshot.name)
     if not isinstance(found, str):
         return None  # not cached, or cached as "does not exist"
     config_path = Path(found)
     snapshot = config_path.parent
-    config = read_json_object(config_path, what=f"{repo_id}/{CONFIG_FILE} (HF cache)")
+    config = with_hf_quant_config(read_json_object(config_path, what=f"{repo_id}/{CONFIG_FILE} (HF cache)"),
+                                  snapshot, None, repo_id)
     return ModelSource(
         model=repo_id,
         source="hf-cache",

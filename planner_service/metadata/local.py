@@ -15,12 +15,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from planner_service.engine.errors import InvalidRequestError, ModelNotFoundError, PermissionDeniedError
+from planner_service.engine.mistral_format import (
+    CONSOLIDATED_GLOB,
+    PARAMS_FILE,
+    checkpoint_dtype,
+    config_from_params,
+)
 from planner_service.engine.source import ModelSource
 from planner_service.metadata.config_file import read_json_object
 from planner_service.metadata.safetensors import summarize_folder
 from vllm_planner.bounded import shown
 
 CONFIG_FILE = "config.json"
+HF_QUANT_CONFIG_FILE = "hf_quant_config.json"
 
 
 def looks_like_path(name: str) -> bool:
@@ -103,16 +110,52 @@ def _probe_candidates(name: str, confinement: Confinement, *, path_like: bool) -
     return None
 
 
+def is_mistral_format(folder: Path) -> bool:
+    """vLLM's ``--config-format auto`` rule: params.json and consolidated*.safetensors make it Mistral format."""
+    return (folder / PARAMS_FILE).is_file() and any(p.is_file() for p in folder.glob(CONSOLIDATED_GLOB))
+
+
 def load_local_folder(folder: Path, *, name: str, confinement: Confinement) -> ModelSource:
-    """Read config.json and the safetensors headers of ``folder`` (already found and confined)."""
+    """Read config.json (or a Mistral-format params.json) and the safetensors headers of ``folder``."""
     config_path = folder / CONFIG_FILE
+    if is_mistral_format(folder):
+        return load_mistral_folder(folder, name=name, check=confinement.check, source="local")
     if not config_path.is_file():
-        raise ModelNotFoundError(f"{name}: the folder has no {CONFIG_FILE}")
+        raise ModelNotFoundError(f"{name}: the folder has no {CONFIG_FILE} (nor params.json with "
+                                 "consolidated*.safetensors, the Mistral format)")
     confinement.check(config_path)
-    config = read_json_object(config_path, what=f"{name}/{CONFIG_FILE}")
+    config = with_hf_quant_config(read_json_object(config_path, what=f"{name}/{CONFIG_FILE}"), folder,
+                                  confinement.check, name)
     return ModelSource(
         model=name,
         source="local",
         config=config,
         safetensors=summarize_folder(folder, check=confinement.check),
     )
+
+
+def with_hf_quant_config(config: dict, folder: Path, check, name: str) -> dict:  # noqa: ANN001
+    """vLLM's rule: no quantization_config in config.json -> the one in hf_quant_config.json (ModelOpt)."""
+    path = folder / HF_QUANT_CONFIG_FILE
+    if config.get("quantization_config") is not None or not path.is_file():
+        return config
+    if check is not None:
+        check(path)
+    return {**config, "quantization_config": read_json_object(path, what=f"{name}/{HF_QUANT_CONFIG_FILE}")}
+
+
+def load_mistral_folder(folder: Path, *, name: str, check, source: str, revision: str | None = None) -> ModelSource:  # noqa: ANN001
+    """A Mistral-format folder (params.json + consolidated*.safetensors) as vLLM's MistralConfigParser reads it."""
+    params_path = folder / PARAMS_FILE
+    if check is not None:
+        check(params_path)
+    params = read_json_object(params_path, what=f"{name}/{PARAMS_FILE}")
+    hf_config = None
+    if (folder / CONFIG_FILE).is_file():
+        if check is not None:
+            check(folder / CONFIG_FILE)
+        hf_config = read_json_object(folder / CONFIG_FILE, what=f"{name}/{CONFIG_FILE}")
+    summary = summarize_folder(folder, check=check, pattern=CONSOLIDATED_GLOB)
+    shard_dtype = checkpoint_dtype(summary.parameters_by_dtype if summary else None)
+    return ModelSource(model=name, source=source, config=config_from_params(params, hf_config, shard_dtype),
+                       safetensors=summary, revision=revision)

@@ -129,9 +129,15 @@ def _tensors_from_header(header: dict, label: str) -> ShardHeader:
     return ShardHeader(tensors, position)
 
 
-def _shard_names(folder: Path, check: PathCheck | None) -> tuple[list[str], int | None] | None:
-    """Shard file names and the index's total_size; None when the folder has no safetensors."""
+def _shard_names(folder: Path, check: PathCheck | None, pattern: str | None = None) -> tuple[list[str], int | None] | None:
+    """Shard file names and the index's total_size; None when the folder has no safetensors.
+
+    ``pattern`` (e.g. ``consolidated*.safetensors`` for a Mistral-format checkpoint) selects the shards by
+    name instead of the HF index."""
     index_path = folder / INDEX_FILE
+    if pattern is not None:
+        files = sorted(p.name for p in folder.glob(pattern) if p.is_file())
+        return (files, None) if files else None
     if index_path.is_file():
         if check is not None:
             check(index_path)
@@ -151,13 +157,13 @@ def _shard_names(folder: Path, check: PathCheck | None) -> tuple[list[str], int 
     return (files, None) if files else None
 
 
-def summarize_folder(folder: Path, *, check: PathCheck | None = None) -> SafetensorsSummary | None:
+def summarize_folder(folder: Path, *, check: PathCheck | None = None, pattern: str | None = None) -> SafetensorsSummary | None:
     """Exact counts by dtype over the folder's checkpoint shards; None when there is no complete set.
 
     ``check`` is called on every file before it is opened (the model-root confinement: a shard may be
     a symlink pointing anywhere) and raises to refuse it.
     """
-    found = _shard_names(folder, check)
+    found = _shard_names(folder, check, pattern)
     if found is None:
         return None
     shards, index_total = found

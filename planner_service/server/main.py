@@ -13,6 +13,7 @@ from planner_service.engine.errors import PlannerError
 from planner_service.fleet.runtime import FLEET_SERVICE_NAME, FleetRuntime
 from planner_service.fleet.evaluator import TwinProvider
 from planner_service.server.app import ExtraService, PlannerServiceSettings, build_planner_server, build_resolver
+from vllm_planner import version_string
 from vllm_planner.argparsing import OneLineArgumentParser
 from vllm_planner.transport.config import add_settings_arguments, build_settings, load_settings, serve_or_fail
 from vllm_planner.transport.logs import configure_logging
@@ -51,6 +52,7 @@ def build_parser() -> OneLineArgumentParser:
         description="Serve vLLM deployment plans over gRPC (vllm_planner.v1.PlannerService).",
     )
     add_settings_arguments(parser, PlannerServiceSettings)
+    parser.add_argument("--version", action="version", version=version_string("vllm-planner-service"))
     return parser
 
 

@@ -35,11 +35,13 @@ class Case:
 
 def plan_request(model: str = CATALOG_MODEL, **sections) -> Callable[[], planner_pb2.PlanRequest]:
     model_fields = {"model": model, **sections.pop("model_fields", {})}
+    sections.setdefault("hardware", planner_pb2.HardwareOptions(gpu="H100"))  # the engine has no default GPU
     return lambda: planner_pb2.PlanRequest(model=planner_pb2.ModelOptions(**model_fields), **sections)
 
 
 def _inline_text(text: str) -> Callable[[], planner_pb2.PlanRequest]:
-    return lambda: planner_pb2.PlanRequest(model=planner_pb2.ModelOptions(model="inline", config_json=text))
+    return lambda: planner_pb2.PlanRequest(model=planner_pb2.ModelOptions(model="inline", config_json=text),
+                                           hardware=planner_pb2.HardwareOptions(gpu="H100"))
 
 
 def _inline(base: Callable[[], dict] = qwen3_8b_config, **changes) -> Callable[[], planner_pb2.PlanRequest]:
@@ -51,7 +53,8 @@ def _inline(base: Callable[[], dict] = qwen3_8b_config, **changes) -> Callable[[
                 config.pop(key, None)
             else:
                 config[key] = value
-        return planner_pb2.PlanRequest(model=planner_pb2.ModelOptions(model="inline", config_json=json.dumps(config)))
+        return planner_pb2.PlanRequest(model=planner_pb2.ModelOptions(model="inline", config_json=json.dumps(config)),
+                                       hardware=planner_pb2.HardwareOptions(gpu="H100"))
     return build
 
 
@@ -64,6 +67,8 @@ def _mistral() -> dict:  # honours sliding_window
 
 
 def _hw(**fields) -> Callable[[], planner_pb2.PlanRequest]:
+    if "gpu" not in fields and "vram_gb" not in fields:
+        fields["gpu"] = "H100"
     return plan_request(hardware=planner_pb2.HardwareOptions(**fields))
 
 
@@ -177,7 +182,7 @@ CASES: list[Case] = [
     C("util-inf", _policy(gpu_memory_utilization=INF), INVALID),
     C("overhead-nan", _policy(overhead_gb=NAN), INVALID),
     C("overhead-negative", _policy(overhead_gb=-1.0), INVALID),
-    C("fragmentation-one", _policy(fragmentation_factor=1.0), INVALID),
+    C("fragmentation-multiplier-too-big", _policy(fragmentation_factor=1000.0), INVALID),  # >= 1: seed multiplier
     C("headroom-inf", _policy(headroom_gb=INF), INVALID),
     C("vram-nan", _hw(vram_gb=NAN), INVALID),
     C("vram-negative", _hw(vram_gb=-80.0), INVALID),

@@ -19,7 +19,7 @@ def load_requests() -> list:
     )
 
     return [
-        PlanRequest(model=ModelOptions(model="Qwen/Qwen3-8B")),
+        PlanRequest(model=ModelOptions(model="Qwen/Qwen3-8B"), hardware=HardwareOptions(gpu="H100")),
         PlanRequest(model=ModelOptions(model="Qwen/Qwen3-8B", max_model_len=32768, kv_cache_dtype="fp8"),
                     hardware=HardwareOptions(gpu="L40S")),
         PlanRequest(model=ModelOptions(model="meta-llama/Llama-3.1-70B-Instruct"),

@@ -49,7 +49,8 @@ class Deployment(BaseModel):
 
     @property
     def num_gpus(self) -> int:
-        return self.config.tensor_parallel_size * self.config.pipeline_parallel_size
+        c = self.config
+        return c.tensor_parallel_size * c.pipeline_parallel_size * c.data_parallel_size
 
     @property
     def image(self) -> str:
@@ -93,6 +94,8 @@ def deployment_from_plan(
     config = response.config
     user_quant = request.model.quantization
     emit_quant = user_quant or (config.quantization if config.quantization != response.model.quantization else None)
+    if response.model.quantization_what_if:
+        emit_quant = None  # the quantized checkpoint served instead declares its own method
     user_dtype = request.model.dtype
     return Deployment(
         model=request.model.model,
@@ -104,7 +107,7 @@ def deployment_from_plan(
         quantization=emit_quant,
         block_size=config.block_size if request.engine.block_size is not None else None,
         weights_bytes_total=response.feasibility.per_gpu.weights_bytes * config.tensor_parallel_size
-        * config.pipeline_parallel_size,
+        * config.pipeline_parallel_size * config.data_parallel_size,
         gpu_uuids=list(gpu_uuids or []),
         hostname=hostname,
         port=port,

@@ -28,6 +28,8 @@ def serve_args(d: Deployment) -> list[str]:
     args += ["--tensor-parallel-size", str(c.tensor_parallel_size)]
     if c.pipeline_parallel_size > 1:
         args += ["--pipeline-parallel-size", str(c.pipeline_parallel_size)]
+    if c.data_parallel_size > 1:
+        args += ["--data-parallel-size", str(c.data_parallel_size)]
     if c.enable_expert_parallel:
         args.append("--enable-expert-parallel")
     args += ["--max-model-len", str(c.max_model_len)]
