@@ -194,6 +194,13 @@ def load_log_cases() -> dict[str, dict]:
     return {c["id"]: c for c in data["cases"]}
 
 
+def vllm_default_max_num_seqs(gpu_name: str, version: str | None) -> int:
+    """What ``vllm serve`` runs without --max-num-seqs (the planner's own recommendation follows the KV
+    capacity instead, so a run that set nothing must say so explicitly)."""
+    gpu = lookup_gpu(gpu_name)
+    return resolve_profile(version).batch_defaults(gpu.name, gpu.memory_total_bytes).max_num_seqs
+
+
 def request_for(case: Case, log: dict) -> PlanRequest:
     extra = dict(case.request)
     gmu = log.get("gpu_memory_utilization") or extra.pop("gpu_memory_utilization", None)
@@ -207,8 +214,7 @@ def request_for(case: Case, log: dict) -> PlanRequest:
     kv = log.get("kv_cache_dtype")
     # A log without max_num_seqs ran vLLM's default: say so, rather than leave it to the planner, whose
     # recommendation is sized to the KV capacity (recommend_batching) and need not be vLLM's default.
-    gpu = lookup_gpu(case.gpu)
-    default_mns = resolve_profile(case.version).batch_defaults(gpu.name, gpu.memory_total_bytes).max_num_seqs
+    default_mns = vllm_default_max_num_seqs(case.gpu, case.version)
     return PlanRequest(
         model=ModelOptions(model=case.id, dtype=dtype, kv_cache_dtype=kv if kv else None,
                            max_model_len=max_len),

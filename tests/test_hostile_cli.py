@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -104,10 +105,10 @@ def run(capsys, argv: list[str]) -> tuple[int, str, str, float]:
 # (id, argv with {placeholders}, exit code, fragment the error line must contain)
 CLASSES = [
     # tracebacks with exit 1
-    ("generate-onto-existing-file", ["generate", "-m", MODEL, "-o", "{plain_file}"], 2, "--output-dir"),
-    ("generate-under-a-file", ["generate", "-m", MODEL, "-o", "{plain_file}/sub"], 2, "--output-dir"),
-    ("generate-uncreatable", ["generate", "-m", MODEL, "-o", "/proc/no-such-dir/x"], 2, "--output-dir"),
-    ("generate-too-long", ["generate", "-m", MODEL, "-o", "{base}/" + "a" * 300], 2, "too long"),
+    ("generate-onto-existing-file", ["generate", "-m", MODEL, "--gpu", "H100", "-o", "{plain_file}"], 2, "--output-dir"),
+    ("generate-under-a-file", ["generate", "-m", MODEL, "--gpu", "H100", "-o", "{plain_file}/sub"], 2, "--output-dir"),
+    ("generate-uncreatable", ["generate", "-m", MODEL, "--gpu", "H100", "-o", "/proc/no-such-dir/x"], 2, "--output-dir"),
+    ("generate-too-long", ["generate", "-m", MODEL, "--gpu", "H100", "-o", "{base}/" + "a" * 300], 2, "too long"),
     ("generate-nul-in-profile", ["generate", "--profile", "{nul_output_dir}"], 2, "output_dir"),
     ("profile-not-utf8", ["plan", "--profile", "{files[not-utf8]}"], 2, "not UTF-8"),
     ("deployments-not-utf8", ["fleet", "plan", "{deployments[not-utf8]}", "--planner", "{planner}"], 2, "not UTF-8"),
@@ -129,8 +130,8 @@ CLASSES = [
     ("bad-choice", ["plan", "-m", MODEL, "--dtype", "int3"], 2, "--dtype"),
     ("missing-model-names-the-flag", ["plan", "--gpu", "H100"], 2, "--model: is required"),
     ("detect-agent-is-a-planner", ["detect", "--agent", "{planner}"], 2, "does not serve"),
-    ("bad-ca-file", ["plan", "-m", MODEL, "--planner", "{planner}", "--tls-ca-file", "{plain_file}"], 2, "no PEM"),
-    ("pp-beyond-layers-names-pp", ["plan", "-m", MODEL, "--pp", "64"], 2, "--pipeline-parallel-size"),
+    ("bad-ca-file", ["plan", "-m", MODEL, "--gpu", "H100", "--planner", "{planner}", "--tls-ca-file", "{plain_file}"], 2, "no PEM"),
+    ("pp-beyond-layers-names-pp", ["plan", "-m", MODEL, "--gpu", "H100", "--pp", "64"], 2, "--pipeline-parallel-size"),
     # silent meaning
     ("empty-gpu", ["plan", "-m", MODEL, "--gpu", ""], 2, "--gpu: empty value"),
     ("empty-emit", ["generate", "-m", MODEL, "--emit", "", "-o", "{base}/g"], 2, "--emit: empty value"),
@@ -296,6 +297,8 @@ def argvs(draw, world: dict) -> list[str]:  # noqa: ANN001
     argv = list(path)
     if path in (["plan"], ["generate"], ["fleet", "place"]) and draw(st.integers(0, 9)) < 7:
         argv += ["--model", draw(st.sampled_from([MODEL, str(world["awq0"]), "meta-llama/Llama-3.1-8B-Instruct"]))]
+    if path in (["plan"], ["generate"]) and draw(st.integers(0, 9)) < 7:  # this host has no GPU to detect
+        argv += ["--gpu", draw(st.sampled_from(["H100", "A100", "L4"]))]
     options = [a for a in parser._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
     positionals = [a for a in parser._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
     for action in draw(st.lists(st.sampled_from(options), max_size=4)) if options else []:
@@ -303,7 +306,7 @@ def argvs(draw, world: dict) -> list[str]:  # noqa: ANN001
         argv.append(flag)
         if action.nargs == 0:
             continue
-        if set(action.option_strings) & _PATH_FLAGS:
+        if set(action.option_strings) & _PATH_FLAGS or action.type is Path:
             argv.append(draw(st.sampled_from(paths)))
         elif set(action.option_strings) & _ADDRESS_FLAGS:
             argv.append(draw(st.sampled_from(addresses)))

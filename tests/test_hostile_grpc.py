@@ -201,7 +201,8 @@ def test_zz_both_services_still_serve_and_logged_no_traceback(services):
     plan = services["channels"]["planner"].unary_unary(
         "/vllm_planner.v1.PlannerService/Plan", request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=planner_pb2.PlanResponse.FromString)
-    reply = plan(planner_pb2.PlanRequest(model=planner_pb2.ModelOptions(model="Qwen/Qwen3-8B")), timeout=HANG_SECONDS)
+    reply = plan(planner_pb2.PlanRequest(model=planner_pb2.ModelOptions(model="Qwen/Qwen3-8B"),
+                                         hardware=planner_pb2.HardwareOptions(gpu="H100")), timeout=HANG_SECONDS)
     assert reply.feasibility.fits
     for log in services["logs"]:
         text = log.read_text()
