@@ -16,9 +16,10 @@ rate or concurrency, endpoint) and the predicted numbers are compared with what 
 Rows are grouped by GPU class and load shape (burst = rate inf or >= 1000 req/s, fixed rate,
 concurrency). The summary gives median and p90 of |error| and the signed bias (median of
 predicted/reported - 1). Acceptance (issue 10): median |error| <= 10 % TPOT, <= 25 % TTFT, <= 15 %
-output throughput, and no completed run refused. Excluded runs are listed with the reason (V0 engine,
-offline batch tools, server flags or checkpoint not recorded). Nothing is fitted per case: a case only
-supplies what its source states.
+output throughput, and no completed run refused. Coverage runs (server flags or checkpoint not
+recorded, an overloaded stage) are replayed and printed - they must not be refused - but stay out of
+the summary; excluded runs (V0 engine, offline batch tools, table-only rows) are listed with the
+reason. Nothing is fitted per case: a case only supplies what its source states.
 """
 
 from __future__ import annotations
@@ -76,17 +77,24 @@ class Replay:
 
 
 def _exclusion(case: dict) -> str | None:
+    """Why a run is not replayed at all (None: it is)."""
     b = case["benchmark"]
     if case["engine"] == "V0":
         return "V0 engine (vLLM 0.6): the old scheduler is not modelled"
     if (b["mode"] or "").startswith("offline") or "offline" in case["id"]:
         return "offline benchmark_throughput/latency (no HTTP server, batch tool)"
+    if "-table-" in case["id"]:
+        return "conclusion-table row only (no full result block)"
+    return None
+
+
+def _coverage_only(case: dict) -> str | None:
+    """Why a replayed run stays out of the error summary (None: it counts). Coverage runs must still
+    plan and simulate: a completed run the twin refuses is a failure either way."""
     if case["id"].startswith("gpustack-quant-ref"):
         return "vLLM 0.9.2 summary table: checkpoints not named, throughput column ambiguous (caveat 8)"
     if case["id"].startswith("gpu-conc"):
-        return "server flags and vLLM build not recorded (caveat 9: low quality, coverage only)"
-    if "-table-" in case["id"]:
-        return "conclusion-table row only (no full result block)"
+        return "server flags and vLLM build not recorded (caveat 9: low quality)"
     if case["id"].endswith("reasoning-stage0"):
         return "saturated/overloaded stage (caveat 6): 85 % failures or 120 s TTFT, not a steady run"
     return None
@@ -105,8 +113,12 @@ def replay_for(case: dict) -> Replay:
     b, r, extra = case["benchmark"], case["results"], case.get("results_extra") or {}
     local = PERF_MODELS / case["model"]
     model = str(local) if (local / "config.json").is_file() else case["model"]
+    quant = ((case["quantization"] or "").split() or [None])[0]
+    # Unnamed quantized checkpoints of a bf16 model (the quant-ref table): sized as that quantization.
+    what_if = quant if quant in ("awq", "fp8") and case["id"].startswith("gpustack-quant-ref") else None
+    kv = ((case["kv_cache_dtype"] or "").split() or [None])[0]
     request = PlanRequest(
-        model=ModelOptions(model=model, max_model_len=case["max_model_len"], kv_cache_dtype=case["kv_cache_dtype"]),
+        model=ModelOptions(model=model, max_model_len=case["max_model_len"], kv_cache_dtype=kv, quantization=what_if),
         hardware=HardwareOptions(
             gpu=GPU_NAMES[case["gpu_class"]], num_gpus=case["num_gpus"], tensor_parallel_size=case["tp"],
             pipeline_parallel_size=case["pp"], enable_expert_parallel=bool(case["ep"]),
@@ -118,6 +130,8 @@ def replay_for(case: dict) -> Replay:
         ),
     )
     completed = r["completed"] or b["num_prompts"]
+    if b["input_len"] is None and b["dataset"] == "sharegpt" and not r["total_input_tokens"]:
+        r = dict(r, total_input_tokens=215 * completed, total_output_tokens=200 * completed)  # summary rows
     tool = b["tool"] or ""
     constant = tool.startswith(("inference-perf", "guidellm"))
     rate = b["request_rate"]
@@ -136,10 +150,10 @@ def replay_for(case: dict) -> Replay:
             sharegpt_mean_output_len=r["total_output_tokens"] / completed,
         )
     else:
-        input_len = round(extra.get("prompt_len_mean") or b["input_len"])
+        input_len = round(extra.get("prompt_len_mean") or b["input_len"] or 1024)
         # The client's mean output length when it printed one (inference-perf's multi-turn runs average
         # below max_tokens even with ignore_eos), else the requested length.
-        output_len = round(extra.get("output_len_mean") or b["output_len"])
+        output_len = round(extra.get("output_len_mean") or b["output_len"] or 128)
         prefix = 0
         if "shared_prefix" in (b["dataset"] or ""):
             prefix = int(json.loads(b["command"].split("profile.yaml: ", 1)[1])["data"]["shared_prefix"]["system_prompt_len"])
@@ -189,7 +203,8 @@ def run(cases: list[dict], resolver: ModelResolver, verbose: bool) -> list[dict]
         rows.append({
             "case": case, "replay": replay, "seconds": time.perf_counter() - started, "result": result,
             "tpot": (m["median_tpot_ms"], replay.tpot_reference),
-            "ttft": (m["median_ttft_ms"], r["median_ttft_ms"]),
+            "ttft": (m["median_ttft_ms"], r["median_ttft_ms"]) if r["median_ttft_ms"] is not None
+            else (m["mean_ttft_ms"], r["mean_ttft_ms"]),
             "otp": (m["output_throughput"], r["output_token_throughput"]),
             "itl": (m["median_itl_ms"], r["median_itl_ms"] if replay.tpot_source == "printed" else None),
             "dur": (m["duration"], r["duration_s"]),
@@ -201,7 +216,7 @@ def run(cases: list[dict], resolver: ModelResolver, verbose: bool) -> list[dict]
 
 def _fmt(pair: tuple[float | None, float | None]) -> str:
     pred, ref = pair
-    if ref is None:
+    if ref is None or pred is None:
         return f"{pred:9.1f} {'-':>9} {'':>6}"
     e = _err(pred, ref)
     return f"{pred:9.1f} {ref:9.1f} {e * 100:+5.0f}%"
@@ -230,7 +245,9 @@ def main() -> int:
         reason = _exclusion(case)
         (excluded if reason else included).append((case, reason))
     resolver = ModelResolver()
-    rows = run([c for c, _ in included], resolver, args.verbose)
+    replayed = run([c for c, _ in included], resolver, args.verbose)
+    rows = [row for row in replayed if not _coverage_only(row["case"])]
+    coverage = [row for row in replayed if _coverage_only(row["case"])]
     print(f"# Performance twin vs {len(rows)} published vLLM serving runs ({CASES_FILE.name})\n")
     print(f"{'case':<62} {'shape':<11} | {'TPOT pred':>9} {'ref':>9} {'err':>6} | {'TTFT pred':>9} {'ref':>9} {'err':>6} "
           f"| {'out tok/s':>9} {'ref':>9} {'err':>6} | {'preempt':>7} {'sim s':>5}")
@@ -250,8 +267,16 @@ def main() -> int:
         groups.setdefault(f"load {load_shape(row['case'])}", []).append(row)
     for name, members in groups.items():
         print(f"{name:<18} TPOT {_summary(members, 'tpot')} | TTFT {_summary(members, 'ttft')} | out tok/s {_summary(members, 'otp')}")
-    refused = [row for row in rows if "error" in row]
-    print(f"\nrefused or failed: {len(refused)} of {len(rows)} included runs")
+    print(f"\n## Coverage runs (replayed, not in the summary: {len(coverage)})\n")
+    for row in coverage:
+        cid = row["case"]["id"][:62]
+        if "error" in row:
+            print(f"{cid:<62} REFUSED/ERROR: {row['error'][:150]}")
+        else:
+            print(f"{cid:<62} {load_shape(row['case']):<11} | TTFT {_fmt(row['ttft'])} | out tok/s {_fmt(row['otp'])} "
+                  f"| {_coverage_only(row['case'])}")
+    refused = [row for row in replayed if "error" in row]
+    print(f"\nrefused or failed: {len(refused)} of {len(replayed)} replayed runs (summary and coverage)")
     print(f"\n## Excluded ({len(excluded)})\n")
     for case, reason in excluded:
         print(f"- {case['id']}: {reason}")

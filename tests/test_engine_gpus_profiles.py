@@ -68,10 +68,14 @@ def test_profiles_by_version():
     assert resolve_profile("0.25.1").sliding_window_rule == "mnbt" and resolve_profile("0.26").sliding_window_rule == "in_flight"
     assert not resolve_profile("0.28").fit_check_reserves_null_block and CURRENT_PROFILE.fit_check_reserves_null_block
     covered = sorted(p.min_version for p in PROFILES)
-    assert covered[0] == (0, 10, 0) and max(p.max_version for p in PROFILES) == (0, 34, 0)
+    assert covered[0] == (0, 8, 0) and max(p.max_version for p in PROFILES) == (0, 34, 0)
+    # 0.8-0.9 (V1 engine, benchmarks of 0.9.2 exist) are answered with 0.10.0's rules, not refused
+    assert resolve_profile("0.9.2").name == "vllm-0.8-0.9 (as 0.10.0)"
+    assert resolve_profile("0.9.2").model_dump(exclude={"name", "min_version", "max_version", "representative_version"}) \
+        == resolve_profile("0.10.0").model_dump(exclude={"name", "min_version", "max_version", "representative_version"})
     for a, b in zip(sorted(PROFILES, key=lambda p: p.min_version), sorted(PROFILES, key=lambda p: p.min_version)[1:]):
         assert a.max_version == b.min_version  # no gaps, no overlaps
-    for bad in ("0.9.2", "0.34", "1.0"):
+    for bad in ("0.7.3", "0.34", "1.0"):
         with pytest.raises(UnsupportedVersionError) as err:
             resolve_profile(bad)
         assert err.value.violations[0].field == "engine.vllm_version"

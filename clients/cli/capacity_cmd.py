@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="Latency objective, repeatable: ttft:MS, tpot:MS, e2el:MS.")
     target.add_argument("--percentile", type=_percentile, default=99.0, help="Percentile the SLOs hold at (default 99).")
     target.add_argument("--max-gpus-per-replica", type=parse_positive_int, default=8)
-    target.add_argument("--max-options", type=parse_positive_int, default=10)
+    target.add_argument("--max-options", type=parse_positive_int, default=5, help="Options to list (default 5).")
     parser.add_argument("--json", action="store_true", default=None, help="Print the answer as one JSON object.")
     add_remote_arguments(parser)
     parser.set_defaults(handler=run)

@@ -14,6 +14,7 @@ already waited ``hub_timeout_seconds``) carries ``grpc-retry-pushback-ms: -1`` a
 from __future__ import annotations
 
 from clients.sdk._base import AsyncClient, SyncClient
+from planner_service.engine.bench_models import BenchRequest, BenchResponse, CapacityRequest, CapacityResponse
 from planner_service.engine.gpus import GpuSpec
 from planner_service.engine.models import ModelOptions, PlanRequest, PlanResponse
 from planner_service.metadata.catalog import CatalogEntry
@@ -30,6 +31,9 @@ DEFAULT_TIMEOUTS_SECONDS: dict[str, float] = {
     "ListGpuTypes": 10.0,
     "ListCatalogModels": 10.0,
     "DescribeModel": 30.0,
+    # A simulation of 1,000-10,000 requests takes 0.1-5 s; a capacity search runs hundreds of them.
+    "Simulate": 120.0,
+    "PlanCapacity": 600.0,
 }
 
 
@@ -75,6 +79,17 @@ class PlannerClient(_Planner, SyncClient):
         return convert.from_proto(response.description, ModelDescription)
 
 
+    def simulate(self, request: BenchRequest, *, timeout_seconds: float | None = None) -> BenchResponse:
+        """What ``vllm bench serve`` would print: the embedded ``run_bench(request)``, on the service."""
+        message = convert.to_proto(request, planner_pb2.SimulateRequest())
+        return convert.from_proto(self._call("Simulate", message, timeout_seconds), BenchResponse)
+
+    def plan_capacity(self, request: CapacityRequest, *, timeout_seconds: float | None = None) -> CapacityResponse:
+        """Configurations and replicas for a rate under SLOs: the embedded ``run_capacity(request)``."""
+        message = convert.to_proto(request, planner_pb2.PlanCapacityRequest())
+        return convert.from_proto(self._call("PlanCapacity", message, timeout_seconds), CapacityResponse)
+
+
 class AsyncPlannerClient(_Planner, AsyncClient):
     """asyncio twin of ``PlannerClient`` (create it inside the event loop that uses it)."""
 
@@ -101,3 +116,13 @@ class AsyncPlannerClient(_Planner, AsyncClient):
         convert.to_proto(_model_options(model), message.model)
         response = await self._call("DescribeModel", message, timeout_seconds)
         return convert.from_proto(response.description, ModelDescription)
+
+    async def simulate(self, request: BenchRequest, *, timeout_seconds: float | None = None) -> BenchResponse:
+        message = convert.to_proto(request, planner_pb2.SimulateRequest())
+        return convert.from_proto(await self._call("Simulate", message, timeout_seconds), BenchResponse)
+
+    async def plan_capacity(
+        self, request: CapacityRequest, *, timeout_seconds: float | None = None
+    ) -> CapacityResponse:
+        message = convert.to_proto(request, planner_pb2.PlanCapacityRequest())
+        return convert.from_proto(await self._call("PlanCapacity", message, timeout_seconds), CapacityResponse)

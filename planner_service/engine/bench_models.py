@@ -52,9 +52,13 @@ class LoadOptions(_Model):
     @field_validator("metric_percentiles")
     @classmethod
     def _percentiles(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if not value or any(not 0 < p < 100 for p in value):
+        if not value:  # none given (an empty repeated field on the wire): bench's default
+            return (99.0,)
+        if any(not 0 < p < 100 for p in value):
             raise ValueError("percentiles must be in (0, 100)")
-        return value
+        if len(value) > 20:
+            raise ValueError("at most 20 percentiles")
+        return tuple(sorted(set(value)))
 
 
 class BenchRequest(_Model):
@@ -121,7 +125,7 @@ class CapacityRequest(_Model):
     load: LoadOptions = Field(default_factory=LoadOptions, description="Lengths, endpoint, seed (rate is searched).")
     gpus: list[str] = Field(default_factory=list, description="GPU types to consider; empty = the catalog's.")
     max_gpus_per_replica: int = Field(default=8, ge=1, le=64)
-    max_options: int = Field(default=10, ge=1, le=100)
+    max_options: int = Field(default=5, ge=1, le=100)
 
     @model_validator(mode="after")
     def _unique_slos(self) -> "CapacityRequest":

@@ -7,8 +7,10 @@ memory twin plans the replica; a plan that would not start is dropped. The highe
 replica sustains within every SLO at the chosen percentile is then found by bisection on the
 simulation (``bench``'s engine loop, Poisson arrivals, the request's lengths and endpoint): a rate is
 sustainable when every request completes and each SLO metric's percentile is within its target. The
-best few configurations are then re-tried with smaller ``max_num_seqs`` (which trades throughput for
-latency). Options are ranked by total GPUs (replicas x GPUs per replica), then by headroom.
+steady-state model (``performance.steady_state``) gives each configuration a throughput ceiling that
+brackets the bisection and bounds its GPU count, so configurations that cannot beat the options found
+are skipped. The best two, when latency rather than throughput limits them, are re-tried with smaller
+``max_num_seqs``. Options are ranked by total GPUs (replicas x GPUs per replica), then by headroom.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from planner_service.engine.bench_models import (
 from planner_service.engine.errors import PlannerError
 from planner_service.engine.gpus import GpuSpec, list_gpus, lookup_gpu
 from planner_service.engine.models import PlanRequest, PlanResponse
+from planner_service.engine.performance import decode_batch, steady_state
 from planner_service.engine.pipeline import complete_plan
 from planner_service.engine.plan import build_plan
 from planner_service.engine.simulation.metrics import percentile_key
@@ -29,8 +32,8 @@ from planner_service.engine.source import ModelSource
 
 # Default GPU types when the request names none: the data-centre GPUs vLLM deployments use most.
 DEFAULT_GPUS = ("H100", "H200", "A100 SXM 80GB", "L40S", "B200", "L4")
-SEARCH_PROMPTS = 400  # requests per simulated rate: enough for a p99 over a steady stretch
-BISECTION_STEPS = 7
+SEARCH_PROMPTS = 300  # requests per simulated rate: enough for a p99 over a steady stretch
+BISECTION_STEPS = 6
 MAX_NUM_SEQS_VARIANTS = (64, 128)
 
 
@@ -38,6 +41,7 @@ class _Candidate:
     def __init__(self, gpu: str, plan: PlanResponse, request: PlanRequest, engine: PlannedEngine) -> None:
         self.gpu, self.plan, self.request, self.engine = gpu, plan, request, engine
         self.max_rate = 0.0
+        self.ceiling = 0.0
         self.reason = ""
 
 
@@ -63,24 +67,38 @@ def _load_at(base: LoadOptions, rate: float, percentile: float) -> LoadOptions:
     })
 
 
-def max_sustainable_rate(engine: PlannedEngine, request: CapacityRequest) -> tuple[float, str]:
-    """Highest req/s one replica serves within the SLOs (0 and the reason when even a trickle fails)."""
-    perf = engine.response.performance
-    load = request.load
-    # Upper bound: the replica's steady-state throughput at max_num_seqs (from the plan's step model).
-    tokens_per_request = load.random_output_len if load.dataset_name == "random" else load.sharegpt_mean_output_len
-    ceiling = 1.0
-    if perf is not None:
-        ceiling = max(perf.decode_tokens_per_second_aggregate.high / max(tokens_per_request, 1.0), 0.01)
-    hi = ceiling * 1.5
-    lo_rate = hi / 200
-    ok, reason = _meets(simulate(engine, _load_at(load, lo_rate, request.percentile)).metrics, _load_at(load, lo_rate, request.percentile), request.slos, request.percentile)
+def steady_ceiling(engine: PlannedEngine, load: LoadOptions) -> float:
+    """Requests per second one replica completes when it is full (max_num_seqs or KV bound).
+
+    The plan's steady-state step model at the largest batch: an upper bound for any latency target,
+    used to bracket the bisection and to skip configurations that cannot beat the best one found.
+    """
+    cfg = engine.response.config
+    if load.dataset_name == "random":
+        prompt, gen = load.random_prefix_len + load.random_input_len, load.random_output_len
+    else:
+        prompt, gen = round(load.sharegpt_mean_input_len), round(load.sharegpt_mean_output_len)
+    batch = decode_batch(cfg.max_num_seqs, cfg.max_num_seqs, engine.response.feasibility.kv_cache_tokens, prompt + gen)
+    _, mean_step, _, _ = steady_state(engine.cost, batch=batch, prompt_tokens=prompt, gen_tokens=gen,
+                                      max_num_batched_tokens=cfg.max_num_batched_tokens,
+                                      window=engine.limits.sliding_window)
+    return batch / (mean_step * gen)
+
+
+def max_sustainable_rate(engine: PlannedEngine, request: CapacityRequest, ceiling: float) -> tuple[float, str]:
+    """Highest req/s one replica serves within the SLOs (0 and the reason when even a trickle fails).
+
+    Geometric bisection between ceiling/64 and 1.1 x ceiling (rates span orders of magnitude).
+    """
+    lo = ceiling / 64
+    trial = _load_at(request.load, lo, request.percentile)
+    ok, reason = _meets(simulate(engine, trial).metrics, trial, request.slos, request.percentile)
     if not ok:
-        return 0.0, f"at {lo_rate:.3g} req/s: {reason}"
-    lo = lo_rate
+        return 0.0, f"at {lo:.3g} req/s: {reason}"
+    hi = ceiling * 1.1
     for _ in range(BISECTION_STEPS):
-        mid = math.sqrt(lo * hi)  # geometric: rates span orders of magnitude
-        trial = _load_at(load, mid, request.percentile)
+        mid = math.sqrt(lo * hi)
+        trial = _load_at(request.load, mid, request.percentile)
         ok, _ = _meets(simulate(engine, trial).metrics, trial, request.slos, request.percentile)
         lo, hi = (mid, hi) if ok else (lo, mid)
     return lo, ""
@@ -127,6 +145,29 @@ def _variants(source: ModelSource, request: CapacityRequest, gpu: GpuSpec) -> li
     return found
 
 
+def _evaluate(cands: list[_Candidate], request: CapacityRequest) -> None:
+    """Find each candidate's sustainable rate, best bound first; skip those that cannot make the list.
+
+    A candidate's total GPUs can be no lower than ``ceil(rate / ceiling) x GPUs per replica``; once
+    ``max_options`` candidates are placed, any whose bound is worse than all of them is skipped.
+    """
+    rate = request.request_rate
+    for cand in sorted(cands, key=lambda c: (_bound(c, rate), -c.ceiling)):
+        placed = sorted(_total_gpus(c, rate) for c in cands if c.max_rate > 0)
+        if len(placed) >= request.max_options and _bound(cand, rate) > placed[request.max_options - 1]:
+            cand.reason = "skipped: cannot need fewer GPUs than the options found"
+            continue
+        cand.max_rate, cand.reason = max_sustainable_rate(cand.engine, request, cand.ceiling)
+
+
+def _candidate(source: ModelSource, gpu: str, plan_request: PlanRequest, plan: PlanResponse,
+               load: LoadOptions) -> _Candidate:
+    done = complete_plan(plan, plan_request, source=source)
+    cand = _Candidate(gpu, done, plan_request, PlannedEngine.from_plan(source, plan_request, done))
+    cand.ceiling = steady_ceiling(cand.engine, load)
+    return cand
+
+
 def plan_capacity(source: ModelSource, request: CapacityRequest) -> CapacityResponse:
     candidates: list[_Candidate] = []
     rejected: list[str] = []
@@ -134,27 +175,26 @@ def plan_capacity(source: ModelSource, request: CapacityRequest) -> CapacityResp
         variants = _variants(source, request, gpu)
         if not variants:
             rejected.append(f"{gpu.name}: no tensor-parallel size up to {request.max_gpus_per_replica} GPUs fits")
-        for plan_request, plan in variants:
-            done = complete_plan(plan, plan_request, source=source)
-            candidates.append(_Candidate(gpu.name, done, plan_request, PlannedEngine.from_plan(source, plan_request, done)))
-    for cand in candidates:
-        cand.max_rate, cand.reason = max_sustainable_rate(cand.engine, request)
-    viable = sorted((c for c in candidates if c.max_rate > 0), key=lambda c: _total_gpus(c, request.request_rate))
-    for cand in viable[:3]:  # tune the best few: smaller max_num_seqs trades throughput for latency
+        candidates += [_candidate(source, gpu.name, pr, plan, request.load) for pr, plan in variants]
+    _evaluate(candidates, request)
+    # Latency-bound winners (well below their throughput ceiling) may do better with fewer sequences.
+    tuned: list[_Candidate] = []
+    best = sorted((c for c in candidates if c.max_rate > 0), key=lambda c: _total_gpus(c, request.request_rate))
+    for cand in best[:2]:
+        if cand.max_rate > 0.7 * cand.ceiling:
+            continue
         for mns in MAX_NUM_SEQS_VARIANTS:
             if mns >= cand.plan.config.max_num_seqs:
                 continue
-            tuned_request = cand.request.model_copy(update={
-                "engine": cand.request.engine.model_copy(update={"max_num_seqs": mns})})
-            tuned = build_plan(source, tuned_request)
-            if not tuned.feasibility.fits:
-                continue
-            tuned = complete_plan(tuned, tuned_request, source=source)
-            extra = _Candidate(cand.gpu, tuned, tuned_request, PlannedEngine.from_plan(source, tuned_request, tuned))
-            extra.max_rate, extra.reason = max_sustainable_rate(extra.engine, request)
-            candidates.append(extra)
+            engine = cand.request.engine.model_copy(update={"max_num_seqs": mns})
+            tuned_request = cand.request.model_copy(update={"engine": engine})
+            plan = build_plan(source, tuned_request)
+            if plan.feasibility.fits:
+                tuned.append(_candidate(source, cand.gpu, tuned_request, plan, request.load))
+    _evaluate(tuned, request)
+    candidates += tuned
     for cand in candidates:
-        if cand.max_rate <= 0:
+        if cand.max_rate <= 0 and not cand.reason.startswith("skipped"):
             rejected.append(f"{_label(cand)}: {cand.reason}")
     ranked = sorted((c for c in candidates if c.max_rate > 0),
                     key=lambda c: (_total_gpus(c, request.request_rate), -c.max_rate))
@@ -163,8 +203,8 @@ def plan_capacity(source: ModelSource, request: CapacityRequest) -> CapacityResp
         request_rate=request.request_rate, percentile=request.percentile, slos=request.slos, options=options,
         rejected=rejected,
         assumptions=[
-            f"each rate simulated with {SEARCH_PROMPTS} Poisson arrivals (seed {request.load.seed}); "
-            f"{BISECTION_STEPS} bisection steps per configuration",
+            f"each rate simulated with {SEARCH_PROMPTS} Poisson arrivals (seed {request.load.seed}); geometric "
+            f"bisection in {BISECTION_STEPS} steps between 1/64 and 1.1x each configuration's steady-state ceiling",
             "replicas share the rate evenly (a round-robin or least-loaded router)",
         ],
     )
@@ -191,6 +231,10 @@ def _gpus_per_replica(c: _Candidate) -> int:
 
 def _total_gpus(c: _Candidate, rate: float) -> int:
     return math.ceil(rate / c.max_rate) * _gpus_per_replica(c)
+
+
+def _bound(c: _Candidate, rate: float) -> int:
+    return math.ceil(rate / c.ceiling) * _gpus_per_replica(c)
 
 
 def _option(c: _Candidate, request: CapacityRequest) -> CapacityOption:

@@ -280,6 +280,9 @@ PROFILES: tuple[VersionProfile, ...] = (
     _profile("vllm-0.11", (0, 11), (0, 11), **_BEFORE_0_12),
     _profile("vllm-0.10.2", (0, 10, 2), (0, 10), **_BEFORE_0_11),
     _profile("vllm-0.10.0-0.10.1", (0, 10, 0), (0, 10, 1), **_BEFORE_0_10_2),
+    # 0.8-0.9 ran the same V1 engine by default; no 0.8/0.9 wheel was read, so they are answered with
+    # 0.10.0's rules rather than refused (benchmarks of 0.9.2 exist: shared/calibration).
+    _profile("vllm-0.8-0.9 (as 0.10.0)", (0, 8, 0), (0, 9), **_BEFORE_0_10_2),
 )
 
 CURRENT_PROFILE = PROFILES[0]

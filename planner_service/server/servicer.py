@@ -20,7 +20,8 @@ from typing import Callable, TypeVar
 import grpc
 from pydantic import BaseModel, ConfigDict
 
-from planner_service.api import run_plan
+from planner_service.api import run_bench, run_capacity, run_plan
+from planner_service.engine.bench_models import BenchRequest, CapacityRequest
 from planner_service.engine.gpus import list_gpus
 from planner_service.engine.models import ModelOptions, PlanRequest, PlanResponse
 from planner_service.metadata.catalog import list_catalog
@@ -96,3 +97,17 @@ class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
         response = planner_pb2.DescribeModelResponse()
         convert.to_proto(description, response.description)
         return response
+
+    async def Simulate(
+        self, request: planner_pb2.SimulateRequest, context: grpc.aio.ServicerContext
+    ) -> planner_pb2.SimulateResponse:
+        bench_request = convert.from_proto(request, BenchRequest)
+        result = await self._offload(context, run_bench, bench_request, resolver=self._resolver)
+        return convert.to_proto(result, planner_pb2.SimulateResponse())
+
+    async def PlanCapacity(
+        self, request: planner_pb2.PlanCapacityRequest, context: grpc.aio.ServicerContext
+    ) -> planner_pb2.PlanCapacityResponse:
+        capacity_request = convert.from_proto(request, CapacityRequest)
+        result = await self._offload(context, run_capacity, capacity_request, resolver=self._resolver)
+        return convert.to_proto(result, planner_pb2.PlanCapacityResponse())

@@ -210,4 +210,5 @@ def engine_shape(
         cuda_graphs=not config.enforce_eager,
         max_capture_size=max_capture_size(behaviour, config.max_num_seqs, config.max_num_batched_tokens),
         async_scheduling=behaviour.async_scheduling,
+        greedy_sampling=behaviour.bench_greedy,
     )

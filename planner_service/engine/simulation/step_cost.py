@@ -34,8 +34,12 @@ import numpy as np
 # 4162-4385 of 4800 (H200); gpu-calibration.md. Smaller matrices measured lower there only because the
 # eager PyTorch loop was launch-bound (15 us per call); vLLM replays them in CUDA graphs.
 WEIGHT_STREAM_EFFICIENCY = 0.88
-# Decode-shaped attention (SDPA, batch 64, 4k context): 3041 GB/s of 3350 (H100); gpu-calibration.md.
-KV_READ_EFFICIENCY = 0.91
+# Decode attention reads every request's KV from 16-token pages scattered over the pool (vLLM's paged
+# FlashAttention). Contiguous decode-shaped SDPA (batch 64, 4k context) reaches 3041 GB/s of 3350 on H100
+# (gpu-calibration.md, 0.91): the upper bound. Pages of one head are 4-8 KB, so the paged kernel streams
+# less well; calibrated at 0.70 on the shared runs (Llama-2-7B, whose MHA KV is 28 % of a decode step,
+# has a TPOT 15-20 % above the contiguous figure's prediction at 4-20 req/s).
+KV_READ_EFFICIENCY = 0.70
 # bf16 matmul TFLOP/s of the 8192x28672 shape by M (gpu-calibration.md, H100): 641 (256), 748 (512),
 # 796 (1024), 803 (2048) of 989 -> fractions; the 4096x14336 shape gives 0.79-0.81 above M=2048.
 _BF16_MATMUL_EFFICIENCY = ((256, 0.65), (512, 0.76), (1024, 0.80), (2048, 0.81))
@@ -190,6 +194,7 @@ class EngineShape:
     cuda_graphs: bool  # False with --enforce-eager
     max_capture_size: int  # largest captured batch (tokens); steps above it run eagerly
     async_scheduling: bool
+    greedy_sampling: bool = False  # argmax only (vllm bench up to 0.14 sent temperature 0)
 
 
 @dataclass(frozen=True)
@@ -242,8 +247,10 @@ class StepCostModel:
                 st.lm_head_bytes / (bw * WEIGHT_STREAM_EFFICIENCY),
                 2 * st.lm_head_params * rows / (self._bf16 * matmul_efficiency(rows, False)),
             )
-            # Sampler: fp32 logits rows x vocab, several passes (softmax, sort-based top-k/top-p, penalties).
-            seconds += SAMPLER_FIXED_SECONDS + rows * st.vocab_per_rank * 4 * SAMPLER_PASSES_OVER_LOGITS / bw
+            # Sampler: fp32 logits rows x vocab, several passes (softmax, sort-based top-k/top-p, penalties);
+            # greedy requests take an argmax, one pass.
+            passes = 1 if self.shape.greedy_sampling else SAMPLER_PASSES_OVER_LOGITS
+            seconds += SAMPLER_FIXED_SECONDS + rows * st.vocab_per_rank * 4 * passes / bw
         # Non-GEMM kernels (norms, rotary, activation, residual adds) read and write every token's
         # activations; negligible in decode, a few percent of a large prefill step.
         seconds += tokens * st.activation_bytes_per_token / (bw * WEIGHT_STREAM_EFFICIENCY)
