@@ -17,6 +17,7 @@ from typing import Callable
 
 from gpu_agent.backends import InventoryBackend
 from gpu_agent.inventory import HostInventory
+from gpu_agent.sanitize import encodable
 from gpu_agent.watchdog import CallGuard
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,12 @@ class Collector:
     # -- the loop -------------------------------------------------------------------------------
     def collect_once(self) -> None:
         try:
-            fresh = self._collect_guard.call(self.backend.collect, self._call_guard)
+            # Out-of-range readings become unknown here, once, for every backend: never serve what
+            # protobuf cannot encode or what cannot be true (gpu_agent/sanitize.py).
+            fresh = encodable(self._collect_guard.call(self.backend.collect, self._call_guard))
         except Exception as exc:  # any backend failure: keep serving the last snapshot, marked stale
-            message = f"{type(exc).__name__}: {exc}"
+            # Bounded: the text may come from a hostile capture, and it is served as status_reason.
+            message = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
             with self._lock:
                 changed = self._last_error != message
                 self._last_error = message

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 from pydantic import BaseModel
 
+from planner_service.engine.errors import InvalidRequestError
 from planner_service.engine.models import PlanRequest
 from planner_service.fleet import models as m
 from vllm_planner.v1 import fleet_pb2 as pb
@@ -39,11 +40,22 @@ def enum_to_proto(value: Enum) -> int:
     return _ENUM_PB[type(value)].Value(_ENUM_PREFIX[type(value)] + value.name)
 
 
-def enum_from_proto(cls: type[Enum], number: int) -> Enum | None:
+_RAISE = object()
+
+
+def enum_from_proto(cls: type[Enum], number: int, field: str = "", unknown: Any = _RAISE) -> Enum | None:
+    """0 (UNSPECIFIED) -> None. A number this build does not know is the sender's mistake: an
+    InvalidRequestError naming ``field`` (a request), or ``unknown`` when given (a newer server's answer)."""
     if number == 0:
         return None
-    name = _ENUM_PB[cls].Name(number).removeprefix(_ENUM_PREFIX[cls])
-    return cls[name]
+    value = _ENUM_PB[cls].DESCRIPTOR.values_by_number.get(number)
+    member = cls.__members__.get(value.name.removeprefix(_ENUM_PREFIX[cls])) if value is not None else None
+    if member is None:
+        if unknown is not _RAISE:
+            return unknown
+        known = ", ".join(f"{v.number} ({v.name})" for v in _ENUM_PB[cls].DESCRIPTOR.values if v.number)
+        raise InvalidRequestError.for_field(field or cls.__name__, f"unknown enum value {number}; known: {known}")
+    return member
 
 
 def _labels_to_proto(labels: dict[str, str], target: Any) -> None:
@@ -110,8 +122,8 @@ def host_to_proto(host: m.FleetHost) -> pb.FleetHost:
 def host_from_proto(msg: pb.FleetHost) -> m.FleetHost:
     return m.FleetHost(
         **_read(msg, m.FleetHost, skip=("labels", "gpus", "state", "sources")),
-        state=enum_from_proto(m.HostState, msg.state) or m.HostState.CONNECTING,
-        sources=tuple(enum_from_proto(m.DiscoverySource, s) for s in msg.sources if s),
+        state=enum_from_proto(m.HostState, msg.state, unknown=None) or m.HostState.CONNECTING,
+        sources=tuple(s for s in (enum_from_proto(m.DiscoverySource, n, unknown=None) for n in msg.sources) if s),
         labels=_labels_from_proto(msg.labels),
         gpus=tuple(gpu_from_proto(g) for g in msg.gpus),
     )
@@ -127,7 +139,7 @@ def filter_from_proto(msg: pb.FleetHostFilter) -> m.HostFilter:
     return m.HostFilter(
         **_read(msg, m.HostFilter, skip=("labels", "states")),
         labels=_labels_from_proto(msg.labels),
-        states=tuple(enum_from_proto(m.HostState, s) for s in msg.states if s),
+        states=tuple(enum_from_proto(m.HostState, s, f"filter.states[{i}]") for i, s in enumerate(msg.states) if s),
     )
 
 
@@ -153,7 +165,7 @@ def deployment_from_proto(msg: pb.FleetDeployment) -> m.Deployment:
         replicas=msg.replicas or 1,
         plan=from_proto(msg.plan, PlanRequest),
         filter=filter_from_proto(msg.filter),
-        sizing=enum_from_proto(m.MemorySizing, msg.sizing),
+        sizing=enum_from_proto(m.MemorySizing, msg.sizing, "deployment.sizing"),
     )
 
 
@@ -194,7 +206,8 @@ def place_response_from_proto(msg: pb.PlaceResponse) -> m.PlaceResponse:
         placements=tuple(placement_from_proto(p) for p in msg.placements),
         selected=tuple(placement_from_proto(p) for p in msg.selected),
         rejections=tuple(
-            m.Rejection(host=x.host, reason=enum_from_proto(m.RejectReason, x.reason) or m.RejectReason.INVALID, message=x.message)
+            m.Rejection(host=x.host, reason=enum_from_proto(m.RejectReason, x.reason, unknown=None) or m.RejectReason.INVALID,
+                        message=x.message)
             for x in msg.rejections
         ),
         unplaced_replicas=msg.unplaced_replicas,

@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 from planner_service.engine.errors import InvalidRequestError
 from planner_service.fleet.models import DiscoverySource
 from planner_service.fleet.registry import FleetRegistry
+from vllm_planner.bounded import MAX_LIST_FILE_BYTES, file_label, read_text, shown
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ Resolver = Callable[[str, int], list[str]]
 def split_host_port(address: str) -> tuple[str, int]:
     host, sep, port = address.strip().rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise InvalidRequestError.for_field("address", f"expected HOST:PORT, got {address!r}")
+        raise InvalidRequestError.for_field("address", f"expected HOST:PORT, got {shown(address)}")
     return host.strip("[]"), int(port)
 
 
@@ -48,7 +49,8 @@ def parse_agent_list(values: Iterable[str]) -> list[str]:
 
 def read_agent_file(path: Path) -> list[str]:
     """One address per line (or comma-separated); ``#`` starts a comment."""
-    lines = [line.split("#", 1)[0] for line in Path(path).read_text().splitlines()]
+    text = read_text(path, max_bytes=MAX_LIST_FILE_BYTES, what=f"--agents-file {file_label(path)}")
+    lines = [line.split("#", 1)[0] for line in text.splitlines()]
     return parse_agent_list(lines)
 
 

@@ -21,6 +21,7 @@ from planner_service.engine.errors import PlannerError
 from planner_service.engine.models import HardwareOptions, Interconnect, PlanRequest, PlanResponse
 from planner_service.fleet import sizing
 from planner_service.fleet.artifacts import pinned_artifacts
+from planner_service.fleet.changes import request_changes
 from planner_service.fleet.models import (
     Deployment,
     FleetGpu,
@@ -217,6 +218,8 @@ def _evaluate_group(
         itl_seconds=perf.itl_seconds.expected if perf else None,
         decode_tokens_per_second=perf.decode_tokens_per_second_aggregate.expected if perf else None,
         warnings=tuple(feas.warnings) + ((feas.error,) if feas.error else ()),
+        kv_cache_dtype=plan.config.kv_cache_dtype,
+        adjustments=request_changes(deployment.plan, plan, utilization),
     )
     return cache.remember(placement, key)
 
@@ -248,7 +251,8 @@ def _fit_workload(
     while lo <= hi:
         mid = (lo + hi) // 2
         candidate = _evaluate_group(deployment, host, group, steps[mid], cache, policy)
-        if candidate.fits and candidate.kv_cache_tokens >= need and _slo_violation(deployment, candidate) is None:
+        if (candidate.fits and candidate.kv_cache_tokens >= need and _slo_violation(deployment, candidate) is None
+                and not (deployment.strict and candidate.adjustments)):
             best, hi = candidate, mid - 1
         else:
             lo = mid + 1
@@ -320,6 +324,10 @@ def place_on_host(
         slo = _slo_violation(deployment, placement)
         if slo:
             last = Rejection(host=host.host, reason=RejectReason.SLO, message=f"TP={tp}: {slo}")
+            continue
+        if deployment.strict and placement.adjustments:
+            last = Rejection(host=host.host, reason=RejectReason.WOULD_CHANGE_REQUEST,
+                             message=f"TP={tp} (strict): would run {'; '.join(placement.adjustments)}")
             continue
         if sizing_mode is MemorySizing.FIT_WORKLOAD:
             placement = _fit_workload(deployment, host, group, placement, cache, policy)

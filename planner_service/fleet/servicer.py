@@ -21,6 +21,7 @@ from planner_service.fleet.packing import plan_fleet
 from planner_service.fleet.placement import place
 from planner_service.fleet.registry import matches
 from planner_service.engine.errors import InvalidRequestError
+from vllm_planner.bounded import shown
 from vllm_planner.v1 import fleet_pb2 as pb
 from vllm_planner.v1 import fleet_pb2_grpc
 
@@ -71,7 +72,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     async def GetHost(self, request: pb.GetHostRequest, context: grpc.aio.ServicerContext) -> pb.GetHostResponse:
         host = self._rt.registry.get(request.host)
         if host is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no host {request.host!r} in the fleet")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no host {shown(request.host)} in the fleet")
         return pb.GetHostResponse(host=conv.host_to_proto(host))
 
     async def WatchFleet(self, request: pb.WatchFleetRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchFleetResponse]:
