@@ -13,7 +13,7 @@ from typing import Any
 
 from clients.cli.options import parse_positive_int
 from planner_service.engine.bench_models import LoadOptions, SloTarget
-from planner_service.engine.errors import InvalidRequestError
+from planner_service.engine.errors import FieldViolation, InvalidRequestError
 
 SLO_METRICS = ("ttft", "tpot", "e2el")
 _ENDPOINTS = {"completions": "completions", "openai": "completions", "chat": "chat", "openai-chat": "chat"}
@@ -147,7 +147,8 @@ def load_from_args(args: argparse.Namespace) -> LoadOptions:
             goodput = {}
             for name, ms in args.goodput:
                 if name in goodput:
-                    raise InvalidRequestError.for_field("load.goodput", f"--goodput names {name} twice")
+                    raise InvalidRequestError(f"--goodput: names {name} twice",
+                                              [FieldViolation("load.goodput", f"{name} twice")])
                 goodput[name] = ms
         values.update(
             num_prompts=args.num_prompts, request_rate=args.request_rate, burstiness=args.burstiness,
@@ -159,12 +160,13 @@ def load_from_args(args: argparse.Namespace) -> LoadOptions:
 
 def slos_from_args(pairs: list[tuple[str, float]] | None) -> list[SloTarget]:
     if not pairs:
-        raise InvalidRequestError.for_field("slos", "--slo is required: at least one of ttft:MS, tpot:MS, e2el:MS")
+        raise InvalidRequestError("--slo: required; give at least one of ttft:MS, tpot:MS, e2el:MS",
+                                  [FieldViolation("slos", "at least one SLO is required")])
     seen: set[str] = set()
     slos = []
     for name, ms in pairs:
         if name in seen:
-            raise InvalidRequestError.for_field("slos", f"--slo names {name} twice")
+            raise InvalidRequestError(f"--slo: names {name} twice", [FieldViolation("slos", f"{name} twice")])
         seen.add(name)
         slos.append(SloTarget(metric=name, milliseconds=ms))
     return slos
