@@ -12,6 +12,8 @@ import math
 from typing import Any
 
 from clients.cli.options import parse_positive_int
+from pydantic import ValidationError
+
 from planner_service.engine.bench_models import LoadOptions, SloTarget
 from planner_service.engine.errors import FieldViolation, InvalidRequestError
 
@@ -148,25 +150,29 @@ def load_from_args(args: argparse.Namespace) -> LoadOptions:
             for name, ms in args.goodput:
                 if name in goodput:
                     raise InvalidRequestError(f"--goodput: names {name} twice",
-                                              [FieldViolation("load.goodput", f"{name} twice")])
+                                              [FieldViolation("--goodput", f"names {name} twice")])
                 goodput[name] = ms
         values.update(
             num_prompts=args.num_prompts, request_rate=args.request_rate, burstiness=args.burstiness,
             max_concurrency=args.max_concurrency, arrival_process=args.arrival_process, goodput=goodput,
             metric_percentiles=args.metric_percentiles,
         )
-    return LoadOptions(**values)
+    try:
+        return LoadOptions(**values)
+    except ValidationError as exc:  # a value the flag parsers let through but the model bounds: name the flag
+        violations = [FieldViolation("--" + str(err["loc"][0]).replace("_", "-"), err["msg"]) for err in exc.errors()]
+        raise InvalidRequestError("; ".join(f"{v.field}: {v.description}" for v in violations), violations) from None
 
 
 def slos_from_args(pairs: list[tuple[str, float]] | None) -> list[SloTarget]:
     if not pairs:
         raise InvalidRequestError("--slo: required; give at least one of ttft:MS, tpot:MS, e2el:MS",
-                                  [FieldViolation("slos", "at least one SLO is required")])
+                                  [FieldViolation("--slo", "required; give at least one of ttft:MS, tpot:MS, e2el:MS")])
     seen: set[str] = set()
     slos = []
     for name, ms in pairs:
         if name in seen:
-            raise InvalidRequestError(f"--slo: names {name} twice", [FieldViolation("slos", f"{name} twice")])
+            raise InvalidRequestError(f"--slo: names {name} twice", [FieldViolation("--slo", f"names {name} twice")])
         seen.add(name)
         slos.append(SloTarget(metric=name, milliseconds=ms))
     return slos
