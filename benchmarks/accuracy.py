@@ -32,7 +32,9 @@ if str(REPO) not in sys.path:
 from planner_service.engine.models import (  # noqa: E402
     GIB, EngineOptions, HardwareOptions, Interconnect, ModelOptions, PlanRequest, PlanResponse, PolicyOptions,
 )
+from planner_service.engine.gpus import lookup_gpu  # noqa: E402
 from planner_service.engine.plan import build_plan  # noqa: E402
+from planner_service.engine.profiles import resolve_profile  # noqa: E402
 from planner_service.engine.source import ModelSource  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "engine"
@@ -192,6 +194,13 @@ def load_log_cases() -> dict[str, dict]:
     return {c["id"]: c for c in data["cases"]}
 
 
+def vllm_default_max_num_seqs(gpu_name: str, version: str | None) -> int:
+    """What ``vllm serve`` runs without --max-num-seqs (the planner's own recommendation follows the KV
+    capacity instead, so a run that set nothing must say so explicitly)."""
+    gpu = lookup_gpu(gpu_name)
+    return resolve_profile(version).batch_defaults(gpu.name, gpu.memory_total_bytes).max_num_seqs
+
+
 def request_for(case: Case, log: dict) -> PlanRequest:
     extra = dict(case.request)
     gmu = log.get("gpu_memory_utilization") or extra.pop("gpu_memory_utilization", None)
@@ -203,6 +212,9 @@ def request_for(case: Case, log: dict) -> PlanRequest:
     dtype = log.get("dtype")
     dtype = "float16" if dtype and "float16" in dtype else ("bfloat16" if dtype == "bfloat16" else "auto")
     kv = log.get("kv_cache_dtype")
+    # A log without max_num_seqs ran vLLM's default: say so, rather than leave it to the planner, whose
+    # recommendation is sized to the KV capacity (recommend_batching) and need not be vLLM's default.
+    default_mns = vllm_default_max_num_seqs(case.gpu, case.version)
     return PlanRequest(
         model=ModelOptions(model=case.id, dtype=dtype, kv_cache_dtype=kv if kv else None,
                            max_model_len=max_len),
@@ -211,7 +223,7 @@ def request_for(case: Case, log: dict) -> PlanRequest:
                                  interconnect=interconnect),
         policy=PolicyOptions(gpu_memory_utilization=gmu),
         engine=EngineOptions(
-            vllm_version=case.version, max_num_seqs=log.get("max_num_seqs"),
+            vllm_version=case.version, max_num_seqs=log.get("max_num_seqs") or default_mns,
             max_num_batched_tokens=log.get("max_num_batched_tokens"),
             enable_prefix_caching=log.get("enable_prefix_caching"), enforce_eager=bool(log.get("enforce_eager")),
             block_size=log.get("block_size_setting"),

@@ -49,13 +49,13 @@ class GpuAgentSettings(ServerSettings):
     register_token_file: Path | None = Field(default=None, description="File holding the planner's bearer token, for --register-with (default: this agent's own token).")
     pod_resources_socket: Path | None = Field(
         default=Path(DEFAULT_SOCKET),
-        description="The kubelet's PodResources socket: when it exists, GPUs allocated to pods are reported as taken (empty string: never read it).",
+        description="The kubelet's PodResources socket: when it exists, GPUs allocated to pods are reported as taken ('off': never read it).",
     )
 
     @field_validator("pod_resources_socket", mode="before")
     @classmethod
-    def _empty_socket_is_none(cls, value):  # noqa: ANN001, ANN206
-        return None if value in ("", None) else value
+    def _socket_off(cls, value):  # noqa: ANN001, ANN206
+        return None if isinstance(value, str) and value.strip().lower() == "off" else value
 
     @field_validator("register_with", "advertise_address")
     @classmethod

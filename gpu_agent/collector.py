@@ -28,6 +28,7 @@ import pynvml
 from gpu_agent.backends import InventoryBackend
 from gpu_agent.inventory import HostInventory
 from gpu_agent.pod_resources import PodResourcesClient
+from gpu_agent.sanitize import encodable
 from gpu_agent.watchdog import CallGuard, CallTimeout
 from vllm_planner.transport import metrics
 
@@ -152,10 +153,13 @@ class Collector:
         source = self.backend.name
         started = time.perf_counter()
         try:
-            fresh = self._collect_guard.call(self._collect, self._call_guard)
+            # Out-of-range readings become unknown here, once, for every backend: never serve what
+            # protobuf cannot encode or what cannot be true (gpu_agent/sanitize.py).
+            fresh = encodable(self._collect_guard.call(self._collect, self._call_guard))
         except Exception as exc:  # any backend failure: keep serving the last snapshot, marked stale
             metrics.AGENT_COLLECTION_ERRORS_TOTAL.labels(source=source, reason=_failure_reason(exc)).inc()
-            message = f"{type(exc).__name__}: {exc}"
+            # Bounded: the text may come from a hostile capture, and it is served as status_reason.
+            message = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
             with self._lock:
                 changed = self._last_error != message
                 self._last_error = message

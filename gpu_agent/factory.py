@@ -10,12 +10,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pynvml
+
 from gpu_agent.backends import BackendUnavailable, InventoryBackend, NoneBackend
 from gpu_agent.inventory import CollectionSource
 from gpu_agent.nvml_backend import NvmlBackend, nvml_init
 from gpu_agent.nvml_replay import NVML_FILE, RecordedNvml
 from gpu_agent.smi_backend import RecordedRunner, SmiBackend, SubprocessRunner
+from gpu_agent.smi_parse import SmiParseError
 from gpu_agent.watchdog import CallGuard, CallTimeout
+from vllm_planner.bounded import InputError
+
+# What replaying a corrupted or hostile capture can raise: bounded-read refusals, parse errors, and the
+# lookups of a recording whose structure is not what NVML or nvidia-smi would produce.
+CAPTURE_ERRORS: tuple[type[BaseException], ...] = (
+    InputError, SmiParseError, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, pynvml.NVMLError,
+)
 
 BACKENDS = ("auto", "nvml", "nvidia-smi", "none")
 REPLAY_SOURCES = ("auto", "nvidia-smi", "nvml")

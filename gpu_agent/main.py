@@ -10,20 +10,21 @@ agent with ``--listen 127.0.0.1:0`` learns its port; logs go to stderr. Settings
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import socket
 import sys
 
-from pydantic import ValidationError
-
 from gpu_agent.app import GpuAgentSettings, build_agent_server
 from gpu_agent.backends import BackendUnavailable, InventoryBackend
 from vllm_planner import version_string
-from vllm_planner.transport.config import add_settings_arguments, load_settings
+from vllm_planner.argparsing import OneLineArgumentParser
+from vllm_planner.bounded import file_label, read_token
+from vllm_planner.transport.config import add_settings_arguments, build_settings, load_settings, serve_or_fail
 from vllm_planner.transport.logs import configure_logging
+
+PROG = "gpu-agent"
 
 log = logging.getLogger("gpu_agent")
 
@@ -36,6 +37,12 @@ def _dialable(address: str) -> str:
     return join_host_port(socket.gethostname(), bound.port) if bound.is_wildcard else str(bound)
 
 
+def _register_token(settings: GpuAgentSettings) -> str | None:
+    """The token presented to the planner: --register-token-file, else the agent's own token."""
+    path = settings.register_token_file
+    return read_token(path, what=f"--register-token-file {file_label(path)}") if path else settings.resolved_auth_token()
+
+
 async def _serve(settings: GpuAgentSettings, backend: InventoryBackend) -> None:
     agent = await build_agent_server(settings, backend)
     registration = None
@@ -43,7 +50,7 @@ async def _serve(settings: GpuAgentSettings, backend: InventoryBackend) -> None:
         from gpu_agent.register import start_registration
 
         # One fleet token is the common setup: without a planner token file, present the agent's own.
-        token = settings.register_token_file.read_text().strip() if settings.register_token_file else settings.resolved_auth_token()
+        token = _register_token(settings)
         registration = start_registration(
             settings.register_with, advertise_address=settings.advertise_address or _dialable(agent.address),
             host=settings.hostname, agent_instance_id=agent.instance_id, token=token,
@@ -62,29 +69,27 @@ async def _serve(settings: GpuAgentSettings, backend: InventoryBackend) -> None:
                 await asyncio.wait_for(registration, timeout=5.0)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpu-agent", description="Serve this host's GPU inventory over gRPC (vllm_planner.v1.GpuAgentService).")
+def build_parser() -> OneLineArgumentParser:
+    parser = OneLineArgumentParser(prog=PROG, description="Serve this host's GPU inventory over gRPC (vllm_planner.v1.GpuAgentService).")
     add_settings_arguments(parser, GpuAgentSettings)
     parser.add_argument("--version", action="version", version=version_string("gpu-agent"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
+    """Bad flags, settings, files or a bad --replay folder end the start-up with one line and exit 2."""
+    args = build_parser().parse_args(argv)
+
+    def build() -> tuple[GpuAgentSettings, InventoryBackend]:
         settings = load_settings(GpuAgentSettings, args)
-        settings.server_options()  # reads the token file now, so a bad path fails before binding
-        backend = settings.build_backend()  # a bad --replay folder or a missing nvidia-smi fails here, in one line
-    except (ValidationError, ValueError, OSError, BackendUnavailable) as exc:
-        parser.error(" ".join(str(exc).split()))
+        settings.server_options()  # reads the token file and checks the TLS files now, before binding
+        _register_token(settings)
+        # A bad --replay folder or a missing nvidia-smi fails here, in one line.
+        return settings, settings.build_backend()
+
+    settings, backend = build_settings(PROG, build, bad_input=(BackendUnavailable,))
     configure_logging(log_format=settings.log_format, log_level=settings.log_level)
-    try:
-        asyncio.run(_serve(settings, backend))
-    except OSError as exc:  # e.g. the port is taken
-        log.error("cannot serve: %s", exc)
-        return 1
-    return 0
+    return serve_or_fail(PROG, _serve(settings, backend), bad_input=(BackendUnavailable,))
 
 
 if __name__ == "__main__":

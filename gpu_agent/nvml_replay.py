@@ -21,6 +21,8 @@ from typing import Any
 
 import pynvml
 
+from vllm_planner.bounded import MAX_CAPTURE_FILE_BYTES, InputError, read_text
+
 NVML_FILE = "nvml.json"
 
 
@@ -50,7 +52,16 @@ class RecordedNvml:
 
     @classmethod
     def from_dir(cls, directory: Path, variant: str = "idle") -> "RecordedNvml":
-        return cls(json.loads((Path(directory) / NVML_FILE).read_text()), variant)
+        """Read ``nvml.json`` bounded; a file that is not a capture's shape is a ``ValueError``."""
+        text = read_text(Path(directory) / NVML_FILE, max_bytes=MAX_CAPTURE_FILE_BYTES, what=f"capture file {NVML_FILE}")
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            raise InputError(f"capture file {NVML_FILE}: not valid JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("devices"), list) \
+                or not all(isinstance(d, dict) for d in data["devices"]):
+            raise InputError(f"capture file {NVML_FILE}: expected an object with a 'devices' list of objects")
+        return cls(data, variant)
 
     def _device(self, handle: Any) -> dict[str, Any]:
         return self.data["devices"][handle.index]

@@ -32,6 +32,7 @@ from gpu_agent.smi_parse import (
     parse_topo,
 )
 from gpu_agent.watchdog import CallGuard, CallTimeout
+from vllm_planner.bounded import MAX_CAPTURE_FILE_BYTES, InputError, read_text
 
 # The 26 fields of the recorded query-gpu.csv, in its order.
 QUERY_GPU_FIELDS = (
@@ -104,9 +105,12 @@ class RecordedRunner:
             raise SmiParseError(f"no recording for nvidia-smi {' '.join(args)}")
         idle, busy = names
         path = self.directory / (busy if self.variant == "busy" and busy else idle)
-        if not path.is_file():
+        if not path.exists():
             return ""  # an optional recording the capture lacks: treated like empty output
-        return path.read_text()
+        try:  # bounded, a regular file, UTF-8: a corrupted capture is a parse error like bad output
+            return read_text(path, max_bytes=MAX_CAPTURE_FILE_BYTES, what=f"capture file {path.name}")
+        except InputError as exc:
+            raise SmiParseError(str(exc)) from None
 
 
 def collect_smi(runner: CommandRunner, source: CollectionSource, hostname: str | None = None) -> HostInventory:

@@ -108,7 +108,9 @@ def _plan(config: dict, gpu: str, version: str, *, tp: int = 1, pp: int = 1, gmu
         hardware=HardwareOptions(gpu=gpu, tensor_parallel_size=tp, pipeline_parallel_size=pp,
                                  interconnect=interconnect),
         policy=PolicyOptions(gpu_memory_utilization=gmu),
-        engine=EngineOptions(vllm_version=version, **engine),
+        # vLLM's default max_num_seqs, as the logs ran: the planner's recommendation follows the KV capacity.
+        engine=EngineOptions(vllm_version=version, **{
+            "max_num_seqs": accuracy.vllm_default_max_num_seqs(gpu, version), **engine}),
     )
     return build_plan(ModelSource(model="m", source="inline", config=config), request)
 

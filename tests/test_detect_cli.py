@@ -52,7 +52,7 @@ def test_detect_table(capsys):
 def test_detect_errors_are_one_line(capsys, tmp_path):
     assert main(["detect", "--replay", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: replay:") and err.count("\n") == 1
+    assert err.startswith("error: --replay:") and err.count("\n") == 1
     # Nothing listens on port 9: the agent is unavailable (exit 3), not a crash.
     assert main(["detect", "--agent", "127.0.0.1:9", "--timeout-seconds", "1"]) == 3
     assert capsys.readouterr().err.startswith("error:")

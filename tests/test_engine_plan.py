@@ -144,7 +144,10 @@ def test_policy_fields():
     base = plan(model={"max_model_len": 8192})
     over = plan(model={"max_model_len": 8192}, policy={"overhead_gb": 2})
     assert base.feasibility.per_gpu.kv_cache_bytes - over.feasibility.per_gpu.kv_cache_bytes == 2 * GIB
-    frag = plan(model={"max_model_len": 8192}, policy={"fragmentation_factor": 0.5})
+    # MNS pinned: a recommended MNS follows the KV capacity, which would move the activation peak too.
+    pinned = {"max_num_seqs": 1024}
+    frag = plan(model={"max_model_len": 8192}, policy={"fragmentation_factor": 0.5}, engine=pinned)
+    base = plan(model={"max_model_len": 8192}, engine=pinned)
     assert frag.feasibility.per_gpu.kv_cache_bytes == int(base.feasibility.per_gpu.kv_cache_bytes * 0.5)
     tight = plan(model={"max_model_len": 8192}, policy={"headroom_gb": 60},
                  hardware={"gpu": "H100", "tensor_parallel_size": 1})

@@ -44,7 +44,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _agent(capture) -> tuple[subprocess.Popen, str]:  # noqa: ANN001
     return _start(["gpu_agent.main", "--listen", "127.0.0.1:0", "--replay", str(capture), "--hostname", "h100-flaky",
-                   "--interval-seconds", "0.2", "--heartbeat-seconds", str(HEARTBEAT_SECONDS), "--pod-resources-socket", ""])
+                   "--interval-seconds", "0.2", "--heartbeat-seconds", str(HEARTBEAT_SECONDS), "--pod-resources-socket", "off"])
 
 
 def _state(client: FleetClient) -> HostState | None:

@@ -164,7 +164,7 @@ def test_cli_hosts_place_plan_and_watch(planner, capsys, tmp_path):
 
     path.write_text("deployments:\n  - model: m\n    colour: blue\n")
     assert main(["fleet", "plan", str(path), "--planner", planner.address]) == 2
-    assert "unknown keys: colour" in capsys.readouterr().err
+    assert "deployments[0]: unknown keys: 'colour'" in capsys.readouterr().err
 
     assert main(["fleet", "watch", "--planner", planner.address, "--count", "3"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 3

@@ -88,7 +88,7 @@ def test_documented_metrics_move_through_real_rpcs(tmp_path):
     agent_metrics, planner_metrics = _free_port(), _free_port()
     agent, agent_address = _start(["gpu_agent.main", "--listen", "127.0.0.1:0", "--replay", str(capture), "--hostname", "node-a",
                                    "--interval-seconds", "0.2", "--heartbeat-seconds", "0.5", "--metrics-listen", f"127.0.0.1:{agent_metrics}",
-                                   "--pod-resources-socket", ""])
+                                   "--pod-resources-socket", "off"])
     planner, planner_address = _start(["planner_service.server.main", "--listen", "127.0.0.1:0", "--agents", agent_address,
                                        "--metrics-listen", f"127.0.0.1:{planner_metrics}", "--fleet-heartbeat-seconds", "0.5"])
     try:
@@ -132,7 +132,7 @@ def test_a_critical_xid_marks_the_gpu_unhealthy_and_place_skips_it(tmp_path, xid
     metrics_port = _free_port()
     agent, agent_address = _start(["gpu_agent.main", "--listen", "127.0.0.1:0", "--replay", str(capture), "--replay-source", "nvml",
                                    "--hostname", "node-x", "--interval-seconds", "5", "--heartbeat-seconds", "0.5",
-                                   "--metrics-listen", f"127.0.0.1:{metrics_port}", "--pod-resources-socket", ""])
+                                   "--metrics-listen", f"127.0.0.1:{metrics_port}", "--pod-resources-socket", "off"])
     planner, planner_address = _start(["planner_service.server.main", "--listen", "127.0.0.1:0", "--agents", agent_address,
                                        "--fleet-heartbeat-seconds", "0.5"])
     try:

@@ -38,6 +38,8 @@ def _sample(annotation: Any, name: str, default: Any) -> Any:
     """A valid value of ``annotation`` that differs from ``default``."""
     options = _non_none(annotation)
     annotation = options[0]
+    if typing.get_origin(annotation) is typing.Annotated:  # constrained types (non-blank strings, ...)
+        annotation = typing.get_args(annotation)[0]
     origin = typing.get_origin(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return populated(annotation)

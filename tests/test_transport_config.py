@@ -10,6 +10,7 @@ import yaml
 from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
+from helpers.pki import make_pki
 from vllm_planner.transport.config import ServerSettings, add_settings_arguments, load_settings
 
 
@@ -85,7 +86,7 @@ def test_config_file_from_environment_and_explicit_overrides(tmp_path, monkeypat
 
 
 def test_bad_configuration_is_rejected(tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="missing.yaml: No such file"):
         load_settings(DemoSettings, _parse(["--config", str(tmp_path / "missing.yaml")]))
     with pytest.raises(ValidationError):  # a typo in the YAML file is an error, not silently ignored
         load_settings(DemoSettings, _parse(["--config", str(_yaml(tmp_path, {"lisen": "x:1"}))]))
@@ -102,15 +103,16 @@ def test_server_options_carry_tls_token_metrics_health_and_logging(tmp_path, mon
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
     monkeypatch.setenv("DEMO_SVC_AUTH_TOKEN_FILE", str(token_file))
+    pki = make_pki(tmp_path)  # server_options() checks the PEM files (OpenSSL), so they must be real
     config = _yaml(
         tmp_path,
-        {"tls_cert_file": "/etc/tls/tls.crt", "tls_key_file": "/etc/tls/tls.key", "tls_client_ca_file": "/etc/tls/ca.crt",
-         "metrics_listen": "0.0.0.0:9090", "health_listen": "0.0.0.0:50052", "log_format": "json",
-         "drain_delay_seconds": 2},
+        {"tls_cert_file": str(pki["server_cert"]), "tls_key_file": str(pki["server_key"]),
+         "tls_client_ca_file": str(pki["ca"]), "metrics_listen": "0.0.0.0:9090", "health_listen": "0.0.0.0:50052",
+         "log_format": "json", "drain_delay_seconds": 2},
     )
     options = load_settings(DemoSettings, _parse(["--config", str(config)])).server_options()
     assert options.auth_token == "from-file"  # stripped of the trailing newline
-    assert options.tls_cert_file == Path("/etc/tls/tls.crt") and options.tls_client_ca_file == Path("/etc/tls/ca.crt")
+    assert options.tls_cert_file == pki["server_cert"] and options.tls_client_ca_file == pki["ca"]
     assert options.metrics_listen == "0.0.0.0:9090" and options.health_listen == "0.0.0.0:50052"
     assert options.log_format == "json" and options.drain_delay_seconds == 2
     token_file.write_text("  \n")

@@ -72,7 +72,7 @@ def test_rpc_metrics_by_method_and_code_and_the_http_endpoint():
         "ok": _handled("Echo", "OK"),
         "fail": _handled("Fail", "FAILED_PRECONDITION"),
         "unauth": _handled("Echo", "UNAUTHENTICATED"),
-        "crash": _handled("Crash", "UNKNOWN"),
+        "crash": _handled("Crash", "INTERNAL"),
         "stream": _handled("Ticks", "OK", "server_stream"),
         "latency": _latency_count("Echo", "OK"),
     }
@@ -92,7 +92,9 @@ def test_rpc_metrics_by_method_and_code_and_the_http_endpoint():
                     await channel.unary_unary("/test.Ops/Fail")(b"", timeout=TIMEOUT_SECONDS)
                 with pytest.raises(grpc.aio.AioRpcError) as crashed:
                     await channel.unary_unary("/test.Ops/Crash")(b"", timeout=TIMEOUT_SECONDS)
-                assert crashed.value.code() == grpc.StatusCode.UNKNOWN
+                # A handler's bug is INTERNAL with a generic message (the transport's guard), never UNKNOWN.
+                assert crashed.value.code() == grpc.StatusCode.INTERNAL
+                assert "bug in a handler" not in crashed.value.details()
                 assert [t async for t in channel.unary_stream("/test.Ops/Ticks")(b"", timeout=TIMEOUT_SECONDS)] == [
                     b"\x00",
                     b"\x01",
@@ -109,7 +111,7 @@ def test_rpc_metrics_by_method_and_code_and_the_http_endpoint():
     assert _handled("Echo", "OK") - before["ok"] == 3
     assert _handled("Fail", "FAILED_PRECONDITION") - before["fail"] == 1
     assert _handled("Echo", "UNAUTHENTICATED") - before["unauth"] == 1
-    assert _handled("Crash", "UNKNOWN") - before["crash"] == 1
+    assert _handled("Crash", "INTERNAL") - before["crash"] == 1
     assert _handled("Ticks", "OK", "server_stream") - before["stream"] == 1
     assert _latency_count("Echo", "OK") - before["latency"] == 3
     assert 'grpc_server_handled_total{grpc_code="OK",grpc_method="Echo",grpc_service="test.Ops",grpc_type="unary"}' in exposition

@@ -206,7 +206,7 @@ def test_server_refuses_half_configured_tls(pki):
         asyncio.run(_serve(ServerOptions(tls_cert_file=pki["server_cert"])))
     with pytest.raises(ValueError, match="client CA"):
         asyncio.run(_serve(ServerOptions(tls_client_ca_file=pki["ca"])))
-    with pytest.raises(ValueError, match="both tls_cert_file and tls_key_file"):
+    with pytest.raises(ValueError, match="both --tls-cert-file and --tls-key-file"):
         create_channel(ChannelOptions("localhost:1", tls_cert_file=pki["client_cert"]))
 
 

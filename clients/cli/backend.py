@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 from planner_service.engine.errors import InvalidRequestError
 from planner_service.engine.models import PlanRequest, PlanResponse
+from vllm_planner.bounded import InputError, file_label, read_token
+from vllm_planner.transport.channel import check_token
 
 ADDRESS_ENV = "VLLM_PLANNER_ADDRESS"
 TOKEN_ENV = "VLLM_PLANNER_TOKEN"
@@ -64,12 +66,9 @@ def _token(args: argparse.Namespace, token_env: str | None) -> str | None:
     token_file = getattr(args, "token_file", None)
     if token_file is not None:
         try:
-            token = Path(token_file).read_text().strip()
-        except OSError as exc:
-            raise InvalidRequestError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
-        if not token:
-            raise InvalidRequestError(f"--token-file {token_file} is empty")
-        return token
+            return read_token(token_file, what=f"--token-file {file_label(token_file)}")
+        except InputError as exc:
+            raise InvalidRequestError(str(exc)) from None
     return getattr(args, "token", None) or (os.environ.get(token_env) if token_env else None) or None
 
 
@@ -79,12 +78,18 @@ def connection_kwargs(args: argparse.Namespace, *, token_env: str | None = TOKEN
     ``token_env`` is the variable a missing token falls back to (the planner's by default; None for
     services with their own token, such as the agents).
     """
+    token = _token(args, token_env)
+    try:
+        check_token(token)
+    except InputError as exc:
+        source = "--token-file" if getattr(args, "token_file", None) else "--token"
+        raise InvalidRequestError(f"{source}: {exc}") from None
     return {
         "tls": bool(getattr(args, "tls", False)),
         "tls_ca_file": getattr(args, "tls_ca_file", None),
         "tls_cert_file": getattr(args, "tls_cert_file", None),
         "tls_key_file": getattr(args, "tls_key_file", None),
-        "token": _token(args, token_env),
+        "token": token,
     }
 
 

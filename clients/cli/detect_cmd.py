@@ -20,13 +20,16 @@ from rich.console import Console
 from rich.table import Table
 
 from clients.cli.backend import add_connection_arguments, checked_address, connection_kwargs
+from clients.cli.options import parse_seconds
 from clients.sdk.errors import Unavailable
 from gpu_agent.backends import BackendUnavailable
-from gpu_agent.factory import live_backend, replay_backend
+from gpu_agent.factory import CAPTURE_ERRORS, live_backend, replay_backend
 from gpu_agent.inventory import HostInventory
+from gpu_agent.sanitize import encodable
 from gpu_agent.smi_parse import SmiParseError
 from gpu_agent.watchdog import CallGuard, CallTimeout
 from planner_service.engine.errors import InvalidRequestError
+from vllm_planner.bounded import file_label
 
 GIB = 1 << 30
 
@@ -45,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="Replay the recorded nvidia-smi output (default) or nvml.json.")
     parser.add_argument("--backend", choices=("auto", "nvml", "nvidia-smi", "none"), default="auto", help="Local backend.")
     parser.add_argument("--json", action="store_true", help="Print the inventory as one JSON object.")
-    parser.add_argument("--timeout-seconds", type=float, default=10.0, help="Deadline for the agent call / local collection.")
+    parser.add_argument("--timeout-seconds", type=parse_seconds, default=10.0,
+                        help="Deadline for the agent call / local collection.")
     # The agents have their own token: no fallback to the planner's env variable.
     add_connection_arguments(parser.add_argument_group("agent connection"), service="agent", token_env=None)
     parser.set_defaults(handler=run)
@@ -58,15 +62,27 @@ def _read_local(args: argparse.Namespace) -> HostInventory:
         else:
             backend = live_backend(args.backend, call_timeout_seconds=args.timeout_seconds)
     except (FileNotFoundError, ValueError) as exc:
-        raise InvalidRequestError.for_field("replay" if args.replay else "backend", str(exc)) from None
+        raise InvalidRequestError.for_field("--replay" if args.replay else "--backend", str(exc)) from None
     except BackendUnavailable as exc:
         raise Unavailable(str(exc), code="UNAVAILABLE") from None
     # The whole collection is bounded too: a hung driver makes detect fail, not hang.
     outer = CallGuard(args.timeout_seconds * 3)
     try:
-        return outer.call(backend.collect, CallGuard(args.timeout_seconds))
-    except (CallTimeout, BackendUnavailable, SmiParseError, OSError) as exc:
-        raise Unavailable(f"could not read GPU inventory ({backend.name}): {exc}", code="UNAVAILABLE") from None
+        inventory = outer.call(backend.collect, CallGuard(args.timeout_seconds))
+    except (CallTimeout, BackendUnavailable) as exc:
+        raise Unavailable(f"could not read GPU inventory ({backend.name}): {_short(exc)}", code="UNAVAILABLE") from None
+    except CAPTURE_ERRORS as exc:
+        if args.replay is not None:  # the capture is the user's input: what cannot be replayed is bad input
+            raise InvalidRequestError.for_field("--replay", f"{file_label(args.replay)}: {_short(exc)}") from None
+        if not isinstance(exc, (SmiParseError, OSError)):
+            raise  # live output breaking the parser in an unforeseen way is a bug: keep it visible
+        raise Unavailable(f"could not read GPU inventory ({backend.name}): {_short(exc)}", code="UNAVAILABLE") from None
+    # The same range checks as the agent applies before serving (detect --json prints what it would).
+    return encodable(inventory)
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def _read_agent(args: argparse.Namespace) -> HostInventory:
@@ -123,6 +139,11 @@ def render(inventory: HostInventory, console: Console) -> None:
         for proc in inventory.processes:
             procs.add_row(str(proc.pid), proc.name or "-", _gib(proc.used_memory_bytes), index_of.get(proc.gpu_uuid, proc.gpu_uuid))
         console.print(procs)
+    for error in inventory.errors[:10]:  # readings the agent could not use (reported as unknown) and failed probes
+        where = f"GPU {error.gpu_index}: " if error.gpu_index is not None else ""
+        console.print(f"{where}{error.probe}: {error.message}", style="yellow", highlight=False, emoji=False, markup=False)
+    if len(inventory.errors) > 10:
+        console.print(f"[yellow]... {len(inventory.errors) - 10} more collection errors (--json lists them)[/yellow]")
     nvlinked = [link for link in inventory.links if link.nvlink_count]
     if inventory.links:
         levels = sorted({(link.level.value if link.level else "?") for link in inventory.links})

@@ -22,12 +22,11 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from clients.cli.backend import add_remote_arguments, remote_client
-from clients.cli.options import parse_positive_float, parse_positive_int
-from planner_service.engine.errors import InvalidRequestError
+from clients.cli.options import FIELD_FLAGS, parse_memory_gib, parse_positive_float, parse_positive_int, parse_seconds
+from planner_service.engine.errors import InvalidRequestError, invalid_request_from
 from planner_service.fleet.models import (
     Deployment,
     FleetHost,
@@ -40,9 +39,12 @@ from planner_service.fleet.models import (
     Reservation,
     targets,
 )
+from vllm_planner.bounded import MAX_DEPLOYMENTS_BYTES, InputError, file_label, read_yaml, shown
 
 GIB = 1 << 30
-_DEPLOYMENT_KEYS = {"name", "replicas", "max_ttft_seconds", "max_itl_seconds", "filter", "sizing", "plan", "gpu_pinning"}
+_DEPLOYMENT_KEYS = {"name", "replicas", "max_ttft_seconds", "max_itl_seconds", "filter", "sizing", "plan", "strict", "gpu_pinning"}
+_STRICT_HELP = ("Refuse placements that would change what was asked (a shorter context than asked or than the "
+                "model's default, another KV-cache dtype, a lower utilization than asked) instead of showing them.")
 _MODEL_KEYS = {"model", "revision", "quantization", "kv_cache_dtype", "max_model_len", "dtype", "trust_remote_code", "params_b"}
 _HARDWARE_KEYS = {"tensor_parallel_size", "pipeline_parallel_size", "enable_expert_parallel"}
 _SECTIONS = {"workload", "policy", "engine"}
@@ -57,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hosts.add_argument("--gpu-type", action="append", default=[], help="GPU name substring (repeatable).")
     hosts.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     hosts.add_argument("--state", action="append", default=[], choices=[s.value for s in HostState])
-    hosts.add_argument("--min-free-gib", type=parse_positive_float, default=None, help="At least one GPU with this much free.")
+    hosts.add_argument("--min-free-gib", type=parse_memory_gib, default=None, help="At least one GPU with this much free.")
     hosts.set_defaults(handler=_hosts)
 
     host = sub.add_parser("host", help="Show one host and its GPUs.")
@@ -87,12 +89,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     place.add_argument("--gpu-pinning", choices=[p.value for p in GpuPinning], default=None,
                        help="How Kubernetes manifests pin the GPUs: auto (DRA when the exact GPUs matter), node, dra.")
     _reserve_flag(place)
-    place.set_defaults(handler=_place)
+    place.add_argument("--strict", action="store_true", help=_STRICT_HELP)
+    place.set_defaults(handler=_place, field_namer=_place_field_namer)
 
     plan = sub.add_parser("plan", help="Place several deployments (YAML file) without over-committing GPUs.")
     _common(plan)
     plan.add_argument("file", type=Path)
     _reserve_flag(plan)
+    plan.add_argument("--strict", action="store_true", help=_STRICT_HELP + " Applies to every deployment of FILE.")
     plan.set_defaults(handler=_plan)
 
     release = sub.add_parser("release", help="Release a reservation made with --reserve-seconds.")
@@ -107,7 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     watch = sub.add_parser("watch", help="Stream host changes (Ctrl-C to stop).")
     _common(watch)
     watch.add_argument("--count", type=parse_positive_int, default=None, help="Stop after this many events.")
-    watch.add_argument("--timeout-seconds", type=parse_positive_float, default=None, help="Stop after this long.")
+    watch.add_argument("--timeout-seconds", type=parse_seconds, default=None, help="Stop after this long.")
     watch.set_defaults(handler=_watch)
 
 
@@ -128,12 +132,29 @@ def _client(args: argparse.Namespace):  # noqa: ANN202  (clients.sdk.FleetClient
     return remote_client(FleetClient, args, missing=missing)
 
 
+# Deployment fields ``fleet place`` sets from flags of its own (the plan's fields use plan's flag names).
+_PLACE_FLAGS = {"replicas": "--replicas", "max_ttft_seconds": "--max-ttft-ms", "max_itl_seconds": "--max-itl-ms",
+                "filter.gpu_types": "--gpu-type", "filter.hosts": "--host", "filter.labels": "--label"}
+
+
+def _place_field_namer(args: argparse.Namespace) -> Callable[[str], str]:
+    """``place.plan.model.max_model_len`` (or the service's ``plan.model.max_model_len``) -> ``--max-model-len``."""
+
+    def name(field: str) -> str:
+        key = field
+        for prefix in ("place.", "deployment.", "plan."):
+            key = key.removeprefix(prefix)
+        return _PLACE_FLAGS.get(key) or FIELD_FLAGS.get(key) or field
+
+    return name
+
+
 def _labels(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise InvalidRequestError.for_field("--label", f"expected KEY=VALUE, got {item!r}")
+            raise InvalidRequestError.for_field("--label", f"expected KEY=VALUE, got {shown(item)}")
         out[key] = value
     return out
 
@@ -200,6 +221,8 @@ def _place(args: argparse.Namespace) -> int:
         item["max_itl_seconds"] = args.max_itl_ms / 1000
     if args.gpu_pinning is not None:
         item["gpu_pinning"] = args.gpu_pinning
+    if args.strict:
+        item["strict"] = True
     deployment = deployment_from_dict(item, "place")
     with _client(args) as client:
         answer = client.place(deployment, max_results=args.max_results, reserve_seconds=args.reserve_seconds or 0.0)
@@ -209,6 +232,8 @@ def _place(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     deployments = load_deployments(args.file)
+    if args.strict:
+        deployments = [d.model_copy(update={"strict": True}) for d in deployments]
     with _client(args) as client:
         answer = client.plan_fleet(deployments, reserve_seconds=args.reserve_seconds or 0.0)
     _show(args, answer, fleet_plan_report)
@@ -253,9 +278,10 @@ def deployment_from_dict(item: dict[str, Any], where: str) -> Deployment:
     """A deployment from the YAML shorthand (model keys at the top level) or the full ``plan:`` form."""
     if not isinstance(item, dict):
         raise InvalidRequestError.for_field(where, "each deployment must be a mapping")
-    unknown = set(item) - _DEPLOYMENT_KEYS - _MODEL_KEYS - _HARDWARE_KEYS - _SECTIONS
+    unknown = sorted(map(str, set(item) - _DEPLOYMENT_KEYS - _MODEL_KEYS - _HARDWARE_KEYS - _SECTIONS))
     if unknown:
-        raise InvalidRequestError.for_field(where, f"unknown keys: {', '.join(sorted(unknown))}")
+        more = f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise InvalidRequestError.for_field(where, f"unknown keys: {', '.join(shown(k, 40) for k in unknown[:5])}{more}")
     data = {k: v for k, v in item.items() if k in _DEPLOYMENT_KEYS}
     if "plan" not in data:
         plan: dict[str, Any] = {"model": {k: v for k, v in item.items() if k in _MODEL_KEYS}}
@@ -267,20 +293,20 @@ def deployment_from_dict(item: dict[str, Any], where: str) -> Deployment:
     try:
         return Deployment.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequestError.for_field(f"{where}.{loc}", first["msg"]) from None
+        raise invalid_request_from(exc, prefix=where) from None
 
 
 def load_deployments(path: Path) -> list[Deployment]:
+    """The deployments of a YAML file: bounded, a regular file, UTF-8, no aliases; errors name the file."""
+    label = file_label(path)
     try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidRequestError.for_field(str(path), f"cannot read YAML: {' '.join(str(exc).split())}") from None
+        doc = read_yaml(path, max_bytes=MAX_DEPLOYMENTS_BYTES, what=label)
+    except InputError as exc:
+        raise InvalidRequestError(str(exc)) from None
     items = doc.get("deployments") if isinstance(doc, dict) else doc
     if not isinstance(items, list) or not items:
-        raise InvalidRequestError.for_field(str(path), "expected a non-empty 'deployments:' list")
-    return [deployment_from_dict(item, f"deployments[{i}]") for i, item in enumerate(items)]
+        raise InvalidRequestError.for_field(label, "expected a non-empty 'deployments:' list")
+    return [deployment_from_dict(item, f"{label}: deployments[{i}]") for i, item in enumerate(items)]
 
 
 # -- tables -----------------------------------------------------------------------------------------
@@ -303,13 +329,33 @@ def _table(title: str, *columns: str):  # noqa: ANN202
     return table
 
 
+def _gpu_kinds(host: FleetHost) -> str:
+    """Physical GPUs by model; a MIG-enabled GPU counts once, with its instances noted."""
+    physical = [g for g in host.gpus if not g.is_mig_instance]
+    parts = []
+    for name in host.gpu_types:
+        same = [g for g in physical if g.name == name]
+        mig = [g for g in same if g.mig_enabled]
+        note = ""
+        if mig:
+            instances = sum(1 for g in host.gpus if g.mig_parent_uuid in {p.uuid for p in mig})
+            note = f" ({len(mig)} in MIG mode: {instances} instance(s))"
+        parts.append(f"{len(same)}x {name}{note}")
+    return ", ".join(parts) or "-"
+
+
+def _free_per_target(host: FleetHost) -> str:
+    """Free GiB of each placement target: whole GPUs, then MIG instances (marked)."""
+    whole = [_gib(g.memory_free_bytes) for g in targets(host) if not g.is_mig_instance]
+    mig = [_gib(g.memory_free_bytes) for g in targets(host) if g.is_mig_instance]
+    return " ".join(whole + ([f"MIG: {' '.join(mig)}"] if mig else [])) or "-"
+
+
 def hosts_table(hosts: list[FleetHost]) -> None:
     table = _table(f"{len(hosts)} host(s)", "host", "state", "GPUs", "free GiB (per GPU)", "sources", "address", "note")
     for h in hosts:
-        gpus = targets(h)
-        kinds = ", ".join(f"{sum(1 for g in gpus if g.name == n)}x {n}" for n in h.gpu_types) or "-"
-        free = " ".join(_gib(g.memory_free_bytes) for g in gpus) or "-"
-        table.add_row(h.host, h.state.value, kinds, free, ",".join(s.value for s in h.sources), h.address, h.state_reason or "")
+        table.add_row(h.host, h.state.value, _gpu_kinds(h), _free_per_target(h), ",".join(s.value for s in h.sources),
+                      h.address, h.state_reason or "")
     _console().print(table)
 
 
@@ -329,12 +375,23 @@ def host_detail(host: FleetHost) -> None:
 
 def _placement_row(p: Placement) -> list[str]:
     ms = lambda s: "-" if s is None else f"{s * 1000:.0f}"  # noqa: E731
+    changed = "!" if p.adjustments else ""  # what the deployment asked was changed: see the warnings below
     return [p.host, ",".join(str(i) for i in p.gpu_indices) + (" (MIG)" if p.mig else ""), p.gpu_name,
             f"{p.tensor_parallel_size} {p.interconnect}", f"{p.gpu_memory_utilization:.2f}", _gib(p.memory_free_bytes),
-            f"{p.kv_cache_tokens:,}", f"{p.max_concurrency:.1f}", ms(p.ttft_seconds), ms(p.itl_seconds)]
+            f"{p.max_model_len:,}{changed}", p.kv_cache_dtype or "-", f"{p.kv_cache_tokens:,}", f"{p.max_concurrency:.1f}",
+            ms(p.ttft_seconds), ms(p.itl_seconds)]
 
 
-_PLACEMENT_COLUMNS = ("host", "GPUs", "GPU", "TP", "util", "free GiB", "KV tokens", "max conc.", "TTFT ms", "ITL ms")
+_PLACEMENT_COLUMNS = ("host", "GPUs", "GPU", "TP", "util", "free GiB", "context", "KV dtype", "KV tokens", "max conc.",
+                      "TTFT ms", "ITL ms")
+
+
+def _print_adjustments(console, rows: list[tuple[str, Placement]]) -> None:  # noqa: ANN001
+    """Every change to what was asked, as a warning line under the table (``!`` marks the rows)."""
+    for label, p in rows:
+        for change in p.adjustments:
+            console.print(f"warning: {label} on {p.host} GPU {','.join(map(str, p.gpu_indices))}: {change} "
+                          "(--strict refuses such placements)", style="yellow", markup=False, highlight=False)
 
 
 def place_report(answer: PlaceResponse, show_artifacts: bool = False) -> None:
@@ -347,6 +404,7 @@ def place_report(answer: PlaceResponse, show_artifacts: bool = False) -> None:
     for p in answer.selected:
         chosen.add_row(*_placement_row(p), ",".join(p.gpu_uuids))
     console.print(chosen)
+    _print_adjustments(console, [(f"replica {i}", p) for i, p in enumerate(answer.selected)])
     if answer.unplaced_replicas:
         console.print(f"[red]{answer.unplaced_replicas} replica(s) could not be placed[/red]")
     if answer.rejection_counts:
@@ -371,6 +429,7 @@ def fleet_plan_report(answer: FleetPlanResponse) -> None:
     for a in answer.assignments:
         table.add_row(a.deployment, str(a.replica), *_placement_row(a.placement))
     console.print(table)
+    _print_adjustments(console, [(f"{a.deployment} replica {a.replica}", a.placement) for a in answer.assignments])
     if answer.unplaced:
         missing = _table("could not be placed", "deployment", "replica", "why")
         for u in answer.unplaced:

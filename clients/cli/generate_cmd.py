@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import stat
 import sys
@@ -16,6 +17,7 @@ from planner_service.engine.artifacts import deployment_from_plan, render_serve_
 from planner_service.engine.errors import InvalidRequestError
 from planner_service.engine.models import PlanRequest, PlanResponse
 from planner_service.engine.profile_yaml import ARTIFACT_KINDS, OutputOptions, dump_profile
+from vllm_planner.bounded import file_label
 
 FILE_NAMES = {
     "command": "serve_command.sh",
@@ -57,27 +59,40 @@ def render_files(request: PlanRequest, response: PlanResponse, outputs: OutputOp
     return {FILE_NAMES[kind]: contents[kind]() for kind in outputs.emit}
 
 
+OUTPUT_DIR_FIELD = "outputs.output_dir"
+
+
 def write_files(directory: Path, files: dict[str, str], force: bool) -> list[Path]:
-    existing = [name for name in files if (directory / name).exists()]
-    if existing and not force:
-        raise InvalidRequestError(
-            f"{directory}: {', '.join(existing)} already exist(s); pass --force to overwrite"
-        )
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, content in files.items():
-        path = directory / name
-        path.write_text(content, encoding="utf-8")
-        if name.endswith(".sh"):
-            path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        written.append(path)
-    return written
+    """Write ``files`` into ``directory`` (created); any filesystem refusal names --output-dir."""
+    label = file_label(directory)
+    try:
+        if directory.exists() and not directory.is_dir():
+            raise InvalidRequestError.for_field(OUTPUT_DIR_FIELD, f"{label} exists and is not a directory")
+        existing = [name for name in files if (directory / name).exists()]
+        if existing and not force:
+            raise InvalidRequestError.for_field(
+                OUTPUT_DIR_FIELD, f"{label}: {', '.join(existing)} already exist(s); pass --force to overwrite")
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, content in files.items():
+            path = directory / name
+            path.write_text(content, encoding="utf-8")
+            if name.endswith(".sh"):
+                path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+            written.append(path)
+        return written
+    except OSError as exc:  # not a directory, permission, read-only, name too long, disk full ...
+        where = f" ({file_label(exc.filename)})" if exc.filename and os.fspath(exc.filename) != os.fspath(directory) else ""
+        reason = "the file name is too long" if exc.errno == errno.ENAMETOOLONG else (exc.strerror or str(exc))
+        raise InvalidRequestError.for_field(OUTPUT_DIR_FIELD, f"cannot write into {label}{where}: {reason}") from None
+    except ValueError:  # a NUL byte in the name
+        raise InvalidRequestError.for_field(OUTPUT_DIR_FIELD, "the directory name contains a NUL byte") from None
 
 
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when the plan starts; 1 when it would not (files are still written, for inspection)."""
     if not profile_from_args(args).outputs.output_dir:  # checked before any GPU detection or planning
-        raise InvalidRequestError.for_field("outputs.output_dir", "pass --output-dir DIR (or outputs.output_dir)")
+        raise InvalidRequestError.for_field(OUTPUT_DIR_FIELD, "is required: pass --output-dir DIR (or outputs.output_dir)")
     request, response, outputs = plan_from_args(args)
     directory = Path(os.path.expanduser(outputs.output_dir))
     render_report(response, explain=outputs.explain)  # the plan the files carry out, as `plan` prints it

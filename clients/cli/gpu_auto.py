@@ -21,6 +21,7 @@ from planner_service.engine.errors import InvalidRequestError
 from planner_service.engine.gpus import find_gpu
 from planner_service.engine.models import GIB, Explanation, PlanResponse
 from planner_service.engine.profile_yaml import Profile
+from vllm_planner.bounded import InputError, file_label, read_token
 
 AUTO = "auto"
 DETECT_TIMEOUT_SECONDS = 10.0
@@ -76,10 +77,10 @@ def read_inventory(args: argparse.Namespace) -> tuple[HostInventory, str]:
 
         token = None
         if args.agent_token_file is not None:
-            try:
-                token = args.agent_token_file.read_text().strip() or None
-            except OSError as exc:
-                raise InvalidRequestError(f"cannot read --agent-token-file {args.agent_token_file}: {exc.strerror}") from None
+            try:  # bounded, a regular file, not empty (an empty file is not "no token")
+                token = read_token(args.agent_token_file, what=f"--agent-token-file {file_label(args.agent_token_file)}")
+            except InputError as exc:
+                raise InvalidRequestError(str(exc)) from None
         tls = args.agent_tls_ca_file is not None
         with AgentClient(args.agent, timeout_seconds=DETECT_TIMEOUT_SECONDS, token=token, tls=tls,
                          tls_ca_file=args.agent_tls_ca_file) as client:

@@ -12,8 +12,10 @@ import math
 from typing import Any
 
 from clients.cli.options import parse_positive_int
+from pydantic import ValidationError
+
 from planner_service.engine.bench_models import LoadOptions, SloTarget
-from planner_service.engine.errors import InvalidRequestError
+from planner_service.engine.errors import FieldViolation, InvalidRequestError
 
 SLO_METRICS = ("ttft", "tpot", "e2el")
 _ENDPOINTS = {"completions": "completions", "openai": "completions", "chat": "chat", "openai-chat": "chat"}
@@ -147,24 +149,30 @@ def load_from_args(args: argparse.Namespace) -> LoadOptions:
             goodput = {}
             for name, ms in args.goodput:
                 if name in goodput:
-                    raise InvalidRequestError.for_field("load.goodput", f"--goodput names {name} twice")
+                    raise InvalidRequestError(f"--goodput: names {name} twice",
+                                              [FieldViolation("--goodput", f"names {name} twice")])
                 goodput[name] = ms
         values.update(
             num_prompts=args.num_prompts, request_rate=args.request_rate, burstiness=args.burstiness,
             max_concurrency=args.max_concurrency, arrival_process=args.arrival_process, goodput=goodput,
             metric_percentiles=args.metric_percentiles,
         )
-    return LoadOptions(**values)
+    try:
+        return LoadOptions(**values)
+    except ValidationError as exc:  # a value the flag parsers let through but the model bounds: name the flag
+        violations = [FieldViolation("--" + str(err["loc"][0]).replace("_", "-"), err["msg"]) for err in exc.errors()]
+        raise InvalidRequestError("; ".join(f"{v.field}: {v.description}" for v in violations), violations) from None
 
 
 def slos_from_args(pairs: list[tuple[str, float]] | None) -> list[SloTarget]:
     if not pairs:
-        raise InvalidRequestError.for_field("slos", "--slo is required: at least one of ttft:MS, tpot:MS, e2el:MS")
+        raise InvalidRequestError("--slo: required; give at least one of ttft:MS, tpot:MS, e2el:MS",
+                                  [FieldViolation("--slo", "required; give at least one of ttft:MS, tpot:MS, e2el:MS")])
     seen: set[str] = set()
     slos = []
     for name, ms in pairs:
         if name in seen:
-            raise InvalidRequestError.for_field("slos", f"--slo names {name} twice")
+            raise InvalidRequestError(f"--slo: names {name} twice", [FieldViolation("--slo", f"names {name} twice")])
         seen.add(name)
         slos.append(SloTarget(metric=name, milliseconds=ms))
     return slos

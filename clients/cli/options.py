@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from planner_service.engine.errors import InvalidRequestError
-from planner_service.engine.models import GIB, BatchingMode, Interconnect
+from planner_service.engine.models import GIB, MAX_MEMORY_BYTES_PER_GPU, BatchingMode, Interconnect
 from planner_service.engine.profile_yaml import Profile, load_profile
+from vllm_planner.bounded import MAX_PROFILE_BYTES, InputError, read_text
 
 _DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _BINARY = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -54,6 +55,44 @@ _DIRECT_FLAGS: list[tuple[str, str, str]] = [
     ("engine", "kv_cache_memory_bytes", "kv_cache_memory_bytes"),
     ("engine", "block_size", "block_size"),
 ]
+
+
+# Request fields set by other flags than the _DIRECT_FLAGS (and the profile's ``outputs:`` section).
+_OTHER_FIELD_FLAGS = {
+    "hardware.free_memory_bytes": "--free-memory-gb",
+    "outputs.json": "--json",
+    "outputs.explain": "--explain",
+    "outputs.emit": "--emit",
+    "outputs.output_dir": "--output-dir",
+}
+# Dotted request field -> the flag that sets it: how errors name a field to a command-line user.
+FIELD_FLAGS: dict[str, str] = {
+    **{f"{section}.{field}": "--" + dest.replace("_", "-") for section, field, dest in _DIRECT_FLAGS},
+    **_OTHER_FIELD_FLAGS,
+}
+_FLAG_DESTS = {**{f"{section}.{field}": dest for section, field, dest in _DIRECT_FLAGS},
+               "hardware.free_memory_bytes": "free_memory_gb", "outputs.json": "json", "outputs.explain": "explain",
+               "outputs.emit": "emit", "outputs.output_dir": "output_dir"}
+MAX_GIB = MAX_MEMORY_BYTES_PER_GPU / GIB
+
+
+def request_field_namer(args: argparse.Namespace) -> Callable[[str], str]:
+    """How errors name a request field for this command line: the flag when the user passed it (or
+    when no profile could have set it), else ``PROFILE: section.field``."""
+    profile = getattr(args, "profile", None)
+
+    def name(field: str) -> str:
+        if field.startswith("-"):  # already a flag
+            return field
+        key = "model.model" if field == "model" else field  # the whole model section missing: no --model
+        flag = FIELD_FLAGS.get(key)
+        passed = flag is not None and getattr(args, _FLAG_DESTS[key], None) is not None
+        if flag is not None and (passed or not profile):
+            return flag
+        return f"{profile}: {field}" if profile else field
+
+    name.flags = FIELD_FLAGS  # type: ignore[attr-defined]  (for field paths a message mentions in passing)
+    return name
 
 
 def parse_human_int(text: str) -> int:
@@ -133,6 +172,25 @@ def parse_non_negative_float(text: str) -> float:
     return value
 
 
+MAX_SECONDS = 86_400.0
+
+
+def parse_seconds(text: str) -> float:
+    """A duration: finite, > 0 and at most a day (thread and socket timeouts overflow on huge values)."""
+    value = parse_positive_float(text)
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_SECONDS:g} seconds")
+    return value
+
+
+def parse_memory_gib(text: str) -> float:
+    """GiB of GPU memory: finite, >= 0 and no more than any GPU has (the request models' bound)."""
+    value = parse_non_negative_float(text)
+    if value > MAX_GIB:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_GIB:g} GiB, more than any GPU has")
+    return value
+
+
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     """Every request flag, grouped like the request and the YAML profile."""
     model = parser.add_argument_group("model")
@@ -169,7 +227,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     hw.add_argument("--data-parallel-size", "--dp", type=parse_positive_int, default=None, dest="data_parallel_size",
                     help="vLLM --data-parallel-size: replicas of the TP x PP engine (TP x PP x DP GPUs).")
     hw.add_argument("--enable-expert-parallel", action="store_true", default=None)
-    hw.add_argument("--free-memory-gb", type=parse_non_negative_float, default=None,
+    hw.add_argument("--free-memory-gb", type=parse_memory_gib, default=None,
                     help="Free memory per GPU at startup (GiB), when other processes hold memory.")
 
     wl = parser.add_argument_group("workload")
@@ -213,6 +271,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                      help="Plan against a recorded capture folder (as `detect --replay`), through the same "
                           "code path as live NVML / nvidia-smi.")
     det.add_argument("--replay-variant", choices=("idle", "busy"), default="idle", help="Capture variant.")
+    parser.set_defaults(field_namer=request_field_namer)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -224,8 +283,6 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             sections.setdefault(section, {})[field] = value
     free_gb = getattr(args, "free_memory_gb", None)
     if free_gb is not None:
-        if free_gb < 0:
-            raise InvalidRequestError.for_field("hardware.free_memory_bytes", "--free-memory-gb must be >= 0")
         sections.setdefault("hardware", {})["free_memory_bytes"] = int(free_gb * GIB)
     return sections
 
@@ -241,13 +298,13 @@ def output_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def read_profile_text(path: str | None) -> str:
-    """The profile file's text ('' when no profile is given); a missing file is a user error."""
-    if not path:
+    """The profile file's text ('' when no profile is given): bounded, a regular file, UTF-8."""
+    if path is None:
         return ""
     try:
-        return Path(path).expanduser().read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidRequestError(f"profile {path}: {exc.strerror or exc}") from None
+        return read_text(path, max_bytes=MAX_PROFILE_BYTES, what=f"--profile {path}")
+    except InputError as exc:
+        raise InvalidRequestError(str(exc)) from None
 
 
 def profile_from_args(args: argparse.Namespace) -> Profile:
@@ -256,6 +313,6 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
     outputs = output_overrides(args)
     if outputs:
         overrides["outputs"] = outputs
-    profile_text = read_profile_text(getattr(args, "profile", None))
-    return load_profile(profile_text, overrides)
+    path = getattr(args, "profile", None)
+    return load_profile(read_profile_text(path), overrides, what=f"--profile {path}" if path else "profile")
 

@@ -30,6 +30,7 @@ def _path(value: str | Path | None) -> Path | None:
 
 class _ClientBase:
     stub_class: ClassVar[Callable[[Any], Any]]
+    service_name: ClassVar[str] = ""  # full name of the service, for errors naming what was expected
     retry_methods: ClassVar[tuple[str, ...]] = ()
     default_timeouts_seconds: ClassVar[Mapping[str, float]] = {}
 
@@ -62,6 +63,9 @@ class _ClientBase:
         self._channel = self._create_channel(self._options)
         self._stub = self.stub_class(self._channel)
 
+    def _error(self, exc: grpc.RpcError):  # noqa: ANN202  (SdkError)
+        return from_rpc_error(exc, target=self._options.target, service=self.service_name)
+
     @staticmethod
     def _create_channel(options: ChannelOptions) -> Any:
         raise NotImplementedError
@@ -90,7 +94,7 @@ class SyncClient(_ClientBase):
         try:
             return getattr(stub or self._stub, method)(request, **self._call_kwargs(method, timeout_seconds))
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            raise self._error(exc) from None
 
     def _stream(self, method: str, request: Any, timeout_seconds: float | None, convert: Callable[[Any], T]) -> Iterator[T]:
         """Server stream ``method``, each message converted; ends quietly when cancelled."""
@@ -100,7 +104,7 @@ class SyncClient(_ClientBase):
                 yield convert(message)
         except grpc.RpcError as exc:
             if not _cancelled(exc):
-                raise from_rpc_error(exc) from None
+                raise self._error(exc) from None
         finally:
             call.cancel()
 
@@ -123,7 +127,7 @@ class AsyncClient(_ClientBase):
         try:
             return await getattr(stub or self._stub, method)(request, **self._call_kwargs(method, timeout_seconds))
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            raise self._error(exc) from None
 
     async def _stream(
         self, method: str, request: Any, timeout_seconds: float | None, convert: Callable[[Any], T]
@@ -134,7 +138,7 @@ class AsyncClient(_ClientBase):
                 yield convert(message)
         except grpc.RpcError as exc:
             if not _cancelled(exc):
-                raise from_rpc_error(exc) from None
+                raise self._error(exc) from None
         finally:
             call.cancel()
 

@@ -30,6 +30,7 @@ InventoryEvent = HostInventory | InventoryHeartbeat
 
 class _Agent:
     stub_class = agent_pb2_grpc.GpuAgentServiceStub
+    service_name = SERVICE_FULL_NAME
     # Only the read is retried; WatchInventory is a long-lived stream the caller restarts.
     retry_methods = (f"{SERVICE_FULL_NAME}/GetInventory",)
     default_timeouts_seconds = {"GetInventory": DEFAULT_TIMEOUT_SECONDS, "Check": DEFAULT_TIMEOUT_SECONDS}

@@ -34,6 +34,10 @@ class Unauthenticated(SdkError):
     pass
 
 
+class Unimplemented(SdkError):
+    """The address answers gRPC but not the service asked for (a planner where an agent was meant)."""
+
+
 class Unavailable(SdkError):
     unavailable = True
 
@@ -51,16 +55,23 @@ _BY_CODE: dict[grpc.StatusCode, type[SdkError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
 }
 
 
-def from_rpc_error(error: grpc.RpcError) -> SdkError:
-    """Turn a grpc.RpcError (sync or aio) into the matching SdkError, keeping BadRequest violations."""
+def from_rpc_error(error: grpc.RpcError, *, target: str | None = None, service: str | None = None) -> SdkError:
+    """Turn a grpc.RpcError (sync or aio) into the matching SdkError, keeping BadRequest violations.
+
+    ``target`` and ``service`` (the address and the service the client meant to call) turn gRPC's
+    "Method not found!" into something a user can act on: that address serves something else.
+    """
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else str(error)
+    if code == grpc.StatusCode.UNIMPLEMENTED and target and service:
+        details = f"{target} answers gRPC but does not serve {service}: is that the right address?"
     violations: list[FieldViolation] = []
     try:
         from grpc_status import rpc_status

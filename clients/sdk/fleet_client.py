@@ -110,6 +110,7 @@ def _events(msg: pb.WatchFleetResponse) -> list[FleetEvent]:
 
 class _Fleet:
     stub_class = fleet_pb2_grpc.FleetServiceStub
+    service_name = SERVICE_FULL_NAME
     retry_methods = (SERVICE_FULL_NAME,)
     default_timeouts_seconds = DEFAULT_TIMEOUTS_SECONDS
 

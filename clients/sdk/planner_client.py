@@ -43,6 +43,7 @@ def _model_options(model: str | ModelOptions) -> ModelOptions:
 
 class _Planner:
     stub_class = planner_pb2_grpc.PlannerServiceStub
+    service_name = SERVICE_FULL_NAME
     retry_methods = (SERVICE_FULL_NAME,)
     default_timeouts_seconds = DEFAULT_TIMEOUTS_SECONDS
 

@@ -68,3 +68,35 @@ class ErrorDetail:
     kind: str
     message: str
     violations: list[FieldViolation] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# pydantic ValidationError -> field violations, the same way at every boundary
+# --------------------------------------------------------------------------------------------------
+
+MAX_VIOLATIONS = 20  # a file with 100k unknown keys is one mistake, not 100k lines of error
+MAX_DESCRIPTION_CHARS = 300
+_PYDANTIC_WORDING = {"Field required": "is required", "Extra inputs are not permitted": "unknown key"}
+
+
+def violations_from(exc, prefix: str = "") -> tuple[list[FieldViolation], int]:  # noqa: ANN001  (ValidationError)
+    """(at most ``MAX_VIOLATIONS`` violations with dotted paths, how many more there were).
+
+    No documentation URLs, no echo of the input, pydantic's wording made readable.
+    """
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    out = []
+    for error in errors[:MAX_VIOLATIONS]:
+        path = ".".join(str(part) for part in error["loc"])[:200]
+        if prefix:
+            path = f"{prefix}.{path}" if path else prefix
+        message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        out.append(FieldViolation(path or "<root>", _PYDANTIC_WORDING.get(message, message)[:MAX_DESCRIPTION_CHARS]))
+    return out, len(errors) - len(out)
+
+
+def invalid_request_from(exc, prefix: str = "") -> InvalidRequestError:  # noqa: ANN001  (ValidationError)
+    """One InvalidRequestError naming each bad field of a pydantic ValidationError (bounded)."""
+    violations, more = violations_from(exc, prefix)
+    message = "; ".join(f"{v.field}: {v.description}" for v in violations) + (f" (+{more} more)" if more else "")
+    return InvalidRequestError(message, violations)

@@ -21,6 +21,7 @@ from importlib import resources
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from planner_service.engine.errors import GpuNotFoundError
+from vllm_planner.bounded import shown
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -127,7 +128,7 @@ def lookup_gpu(name: str) -> GpuSpec:
     close = difflib.get_close_matches(key, list(index), n=5, cutoff=0.5)
     names = sorted({index[k].name for k in close})
     hint = f"; close matches: {', '.join(names)}" if names else ""
-    raise GpuNotFoundError(f"unknown GPU {name!r}{hint}. Pass hardware.vram_gb for GPUs not in the catalog.")
+    raise GpuNotFoundError(f"unknown GPU {shown(name)}{hint}. Pass hardware.vram_gb for GPUs not in the catalog.")
 
 
 def custom_gpu(vram_gb: float, base: GpuSpec | None = None) -> GpuSpec:

@@ -21,6 +21,7 @@ from planner_service.engine.errors import InvalidRequestError
 from planner_service.engine.gpus import GpuSpec
 from planner_service.engine.profiles import Runner, VersionProfile
 from planner_service.engine.weights import mxfp4_kernel, pp_layer_ranges, weights_per_rank
+from vllm_planner.bounded import shown
 
 GIB = 1 << 30
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -98,7 +99,7 @@ def kv_dtype_bytes(kv_cache_dtype: str, model_dtype: str) -> int:
         return 1
     if kv_cache_dtype in ("bfloat16", "float16"):
         return 2
-    raise InvalidRequestError.for_field("model.kv_cache_dtype", f"{kv_cache_dtype!r} is not supported by the twin")
+    raise InvalidRequestError.for_field("model.kv_cache_dtype", f"{shown(kv_cache_dtype)} is not supported by the twin")
 
 
 def validate_parallelism(arch: ModelArchitecture, tp: int, pp: int) -> None:

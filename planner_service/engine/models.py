@@ -7,10 +7,12 @@ says so in the response. Memory in the response is in bytes; GiB figures are der
 
 from __future__ import annotations
 
+import types
+import typing
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 GIB = 1 << 30
 
@@ -25,7 +27,7 @@ MAX_FRAGMENTATION_MULTIPLIER = 100.0  # a seed-style multiplier past this leaves
 # vllm-wizard (the seed CLI) spellings -> vLLM's, so its users' flags and profiles work as they are.
 DTYPE_ALIASES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 KV_CACHE_DTYPE_ALIASES = {"fp16": "float16", "bf16": "bfloat16", "fp8_e4m3fn": "fp8_e4m3", "half": "float16"}
-NO_QUANTIZATION = {"none", "no", "off", ""}
+NO_QUANTIZATION = {"none", "no", "off"}  # never "": an empty string is an error, not "not set"
 
 
 def _lower_alias(value: object, aliases: dict[str, str]) -> object:
@@ -35,7 +37,43 @@ def _lower_alias(value: object, aliases: dict[str, str]) -> object:
     return value
 
 
-class _Model(BaseModel):
+def _not_blank(value: str) -> str:
+    # An empty string is never "not set" (None is): '' or '   ' would otherwise plan a default silently.
+    if not value.strip():
+        raise ValueError("must not be empty (leave the field out to use the default)")
+    return value
+
+
+def Text(max_length: int):  # noqa: N802  (a type factory)
+    """A string that is not blank and not longer than ``max_length`` characters."""
+    return Annotated[str, Field(max_length=max_length), AfterValidator(_not_blank)]
+
+
+ModelId = Text(4096)  # a repo id, catalog name or path (PATH_MAX)
+Name = Text(256)  # GPU names, revisions
+Token = Text(64)  # dtype, quantization and version names
+
+
+def _leaves(annotation: Any) -> list[Any]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, typing.Annotated):
+        return [leaf for arg in typing.get_args(annotation) for leaf in _leaves(arg)]
+    return [annotation]
+
+
+class StrictNumbers(BaseModel):
+    """No ``true``/``false`` where a number is expected: pydantic's lax mode reads ``true`` as 1, so a
+    YAML ``num_gpus: true`` would silently plan one GPU."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            if bool not in _leaves(cls.model_fields[info.field_name].annotation):
+                raise ValueError("must be a number or a name, not true/false")
+        return value
+
+
+class _Model(StrictNumbers):
     # allow_inf_nan=False: NaN slips through every gt/le bound (all comparisons are False) and inf
     # overflows int() in the engine, so no float anywhere may be non-finite.
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
@@ -60,12 +98,12 @@ class Interconnect(str, Enum):
 class ModelOptions(_Model):
     """Which model, and how vLLM should load it."""
 
-    model: str = Field(description="HF repo id, local folder, or bundled catalog name.")
-    revision: str | None = None
+    model: ModelId = Field(description="HF repo id, local folder, or bundled catalog name.")
+    revision: Name | None = None
     trust_remote_code: bool = False
     dtype: Literal["auto", "bfloat16", "float16", "float32", "half", "float"] = "auto"
-    quantization: str | None = Field(default=None, description="vLLM --quantization; None = from checkpoint.")
-    kv_cache_dtype: str | None = Field(default=None, description="vLLM --kv-cache-dtype; None = recommend.")
+    quantization: Token | None = Field(default=None, description="vLLM --quantization; None = from checkpoint.")
+    kv_cache_dtype: Token | None = Field(default=None, description="vLLM --kv-cache-dtype; None = recommend.")
     max_model_len: int | Literal["auto"] | None = Field(
         default=None, description="None = recommend; 'auto' = vLLM's auto-fit (-1)."
     )
@@ -94,14 +132,6 @@ class ModelOptions(_Model):
             return None
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("max_model_len", mode="before")
-    @classmethod
-    def _no_bool_length(cls, value: object) -> object:
-        # bool is an int subclass: ``true`` would silently become a 1-token context.
-        if isinstance(value, bool):
-            raise ValueError("must be a whole number of tokens or 'auto'")
-        return value
-
     @field_validator("max_model_len")
     @classmethod
     def _length_in_range(cls, value: int | str | None) -> int | str | None:
@@ -115,7 +145,7 @@ class ModelOptions(_Model):
 class HardwareOptions(_Model):
     """Which GPUs, how many, and how they are connected."""
 
-    gpu: str | None = Field(
+    gpu: Name | None = Field(
         default=None,
         description="Catalog name, nvidia-smi name or alias. The engine needs a GPU (or vram_gb); 'auto' is "
         "resolved by the CLI from the local GPUs or an agent's live inventory before the request is made.",
@@ -181,7 +211,7 @@ class PolicyOptions(_Model):
 class EngineOptions(_Model):
     """vLLM engine settings that are evaluated as given when set."""
 
-    vllm_version: str | None = Field(default=None, description="X.Y[.Z]; None = the current profile.")
+    vllm_version: Token | None = Field(default=None, description="X.Y[.Z]; None = the current profile.")
     max_num_seqs: int | None = Field(default=None, ge=1, le=1_000_000)
     max_num_batched_tokens: int | None = Field(default=None, ge=1, le=100_000_000)
     enable_prefix_caching: bool | None = None

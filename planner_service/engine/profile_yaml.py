@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from planner_service.engine.errors import FieldViolation, InvalidRequestError
+from planner_service.engine.errors import InvalidRequestError, invalid_request_from
 from planner_service.engine.seed_profile import from_seed_profile, is_seed_profile
 from planner_service.engine.models import (
     EngineOptions,
@@ -25,6 +25,7 @@ from planner_service.engine.models import (
     PolicyOptions,
     WorkloadOptions,
 )
+from vllm_planner.bounded import InputError, load_yaml
 
 ARTIFACT_KINDS = ("command", "profile", "compose", "k8s", "helm")
 REQUEST_SECTIONS = ("model", "hardware", "workload", "policy", "engine")
@@ -52,8 +53,17 @@ class OutputOptions(BaseModel):
     def _known_kinds(cls, value: list[str]) -> list[str]:
         unknown = [kind for kind in value if kind not in ARTIFACT_KINDS]
         if unknown:
-            raise ValueError(f"unknown artifact kind(s) {', '.join(unknown)}; choose from {', '.join(ARTIFACT_KINDS)}")
+            raise ValueError(f"unknown artifact kind(s) {', '.join(unknown)[:200]}; choose from {', '.join(ARTIFACT_KINDS)}")
+        if not value:  # an empty list would write nothing and still "succeed"
+            raise ValueError(f"names no artifact kind; choose from {', '.join(ARTIFACT_KINDS)} (or leave it out for all)")
         return list(dict.fromkeys(value))
+
+    @field_validator("output_dir")
+    @classmethod
+    def _usable_dir(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "\x00" in value):
+            raise ValueError("must be a directory name (not empty, no NUL byte)")
+        return value
 
 
 class Profile(BaseModel):
@@ -73,35 +83,23 @@ class Profile(BaseModel):
         return PlanRequest.model_validate(data)
 
 
-def invalid_request_from(exc: ValidationError, prefix: str = "") -> InvalidRequestError:
-    """Turn a pydantic error into one InvalidRequestError whose message names each dotted field path."""
-    violations = []
-    for error in exc.errors():
-        path = ".".join(str(part) for part in error["loc"])
-        if prefix:
-            path = f"{prefix}.{path}" if path else prefix
-        violations.append(FieldViolation(path or "<root>", error["msg"]))
-    message = "; ".join(f"{v.field}: {v.description}" for v in violations)
-    return InvalidRequestError(message, violations)
+def parse_profile_mapping(text: str, what: str = "profile") -> dict[str, Any]:
+    """YAML text -> a plain mapping (not yet validated). Empty text is an empty profile.
 
-
-def parse_profile_mapping(text: str) -> dict[str, Any]:
-    """YAML text -> a plain mapping (not yet validated). Empty text is an empty profile."""
+    Parsed by the bounded loader: no aliases, no duplicate keys, a node and depth cap.
+    """
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise InvalidRequestError(f"profile: {problem}{where}") from exc
+        data = load_yaml(text, what=what)
+    except InputError as exc:
+        raise InvalidRequestError(str(exc)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise InvalidRequestError("profile: the top level must be a mapping of sections (model:, hardware:, ...)")
+        raise InvalidRequestError(f"{what}: the top level must be a mapping of sections (model:, hardware:, ...)")
     version = data.pop("profile_version", None)  # vllm-wizard profiles carry a version number
     for section, body in data.items():
         if body is not None and not isinstance(body, dict):
-            raise InvalidRequestError.for_field(str(section), "a section must be a mapping")
+            raise InvalidRequestError.for_field(str(section)[:64], "a section must be a mapping")
     sections = {key: dict(body or {}) for key, body in data.items()}
     if version is not None:
         sections["profile_version"] = version
@@ -125,9 +123,9 @@ def validate_profile(data: dict[str, Any]) -> Profile:
         raise invalid_request_from(exc) from None
 
 
-def load_profile(text: str, overrides: dict[str, dict[str, Any]] | None = None) -> Profile:
+def load_profile(text: str, overrides: dict[str, dict[str, Any]] | None = None, what: str = "profile") -> Profile:
     """A profile (this planner's, or one ``vllm-wizard generate`` wrote) with flag overrides merged in."""
-    data = parse_profile_mapping(text)
+    data = parse_profile_mapping(text, what)
     if is_seed_profile(data):
         data = from_seed_profile(data)
     return validate_profile(merge_overrides(data, overrides or {}))

@@ -34,6 +34,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from planner_service.engine.errors import UnsupportedVersionError
+from vllm_planner.bounded import shown
 
 GIB = 1 << 30
 
@@ -291,7 +292,7 @@ _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
 def parse_version(version: str) -> tuple[int, int, int]:
     match = _VERSION.match(version.strip())
     if not match:
-        raise UnsupportedVersionError.for_field("engine.vllm_version", f"{version!r} is not X.Y[.Z]")
+        raise UnsupportedVersionError.for_field("engine.vllm_version", f"{shown(version)} is not X.Y[.Z]")
     return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
 
 

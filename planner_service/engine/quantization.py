@@ -11,9 +11,9 @@ import re
 from collections import Counter
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from planner_service.engine.errors import FieldViolation, InvalidRequestError, UnsupportedArchitectureError
+from planner_service.engine.errors import InvalidRequestError, UnsupportedArchitectureError, invalid_request_from
 
 QuantKind = Literal["fp8", "int8", "awq", "gptq", "wna16", "mxfp4", "nvfp4", "mxfp8"]
 # Parts of a decoder a checkpoint may leave unquantized.
@@ -81,6 +81,21 @@ class QuantConfig(BaseModel):
     kv_cache_fp8: bool = False  # checkpoint carries fp8 KV scales (kv_cache_scheme / kv_cache_quant_algo)
     what_if: bool = False  # sized as a quantized checkpoint the user does not have (see WHAT_IF_METHODS)
 
+    @model_validator(mode="after")
+    def _physical_sizes(self) -> "QuantConfig":
+        # Every parser below ends here: a group of 0 (vLLM divides by it), a negative group other than
+        # -1 (per channel) or a zero-sized block is refused whichever checkpoint format declared it.
+        path = "model.config_json.quantization_config"
+        if self.group_size is not None and not (self.group_size == -1 or 1 <= self.group_size <= 1_000_000):
+            raise InvalidRequestError.for_field(
+                f"{path}.group_size", f"{self.group_size} is not a group size: use -1 (per output channel) or a "
+                "positive size")
+        if self.block_size is not None and not all(1 <= b <= 1_000_000 for b in self.block_size):
+            raise InvalidRequestError.for_field(f"{path}.weight_block_size", f"{self.block_size} is not a block size")
+        if not 1 <= self.bits <= 16:
+            raise InvalidRequestError.for_field(f"{path}.bits", f"{self.bits} bits per weight is not a quantization")
+        return self
+
     def linear_bytes(self, k: int, n: int, dtype_bytes: int) -> float:
         """Bytes of one ``k`` (inputs) x ``n`` (outputs) linear weight on one rank, scales included."""
         elems = k * n
@@ -142,9 +157,7 @@ def _validated(qc: object, path: str) -> dict:
     try:
         _RawQuant.model_validate(qc)
     except ValidationError as exc:
-        violations = [FieldViolation(".".join([path, *map(str, e["loc"])]), e["msg"].lower())
-                      for e in exc.errors(include_url=False)]
-        raise InvalidRequestError(f"{violations[0].field}: {violations[0].description}", violations) from None
+        raise invalid_request_from(exc, path) from None
     return qc
 
 
@@ -189,15 +202,29 @@ def _ignored_in_layers(patterns: list[str] | None) -> frozenset[tuple[int, str]]
     return frozenset(out)
 
 
-def _from_compressed_tensors(qc: dict) -> QuantConfig:
+class _RawCompressedWeights(BaseModel):
+    """Typed view of a compressed-tensors ``config_groups.*.weights`` entry."""
+
+    model_config = ConfigDict(extra="allow")
+    num_bits: Annotated[int, Field(strict=True, ge=1, le=16)] = 8
+    type: Annotated[str, Field(strict=True)] = "int"
+    strategy: Annotated[str, Field(strict=True)] = "tensor"
+    group_size: Annotated[int | None, Field(strict=True, ge=-1, le=1_000_000)] = None
+    symmetric: Annotated[bool, Field(strict=True)] = True
+    block_structure: list[Annotated[int, Field(strict=True, ge=1, le=1_000_000)]] | None = Field(
+        default=None, min_length=2, max_length=2)
+
+
+def _from_compressed_tensors(qc: dict, qc_path: str = "model.config_json.quantization_config") -> QuantConfig:
     groups = qc.get("config_groups") or {}
     if not groups:
         raise UnsupportedArchitectureError("compressed-tensors quantization_config has no config_groups")
-    first = next(iter(groups.values()))
-    w = first.get("weights") or {}
-    bits = int(w.get("num_bits", 8))
-    wtype = w.get("type", "int")
-    strategy = w.get("strategy", "tensor")
+    name, first = next(iter(groups.items()))
+    try:  # a string num_bits was an INTERNAL (int()) before: typed like the rest of quantization_config
+        raw = _RawCompressedWeights.model_validate(first.get("weights") or {})
+    except ValidationError as exc:
+        raise invalid_request_from(exc, f"{qc_path}.config_groups.{str(name)[:64]}.weights") from None
+    bits, wtype, strategy = raw.num_bits, raw.type, raw.strategy
     fmt = str(qc.get("format", ""))
     ignored = _ignored_parts(qc.get("ignore"))
     kv = bool(qc.get("kv_cache_scheme"))
@@ -205,7 +232,7 @@ def _from_compressed_tensors(qc: dict) -> QuantConfig:
         return QuantConfig(method="compressed-tensors", kind="nvfp4", bits=4, group_size=16, ignored=ignored,
                            kv_cache_fp8=kv)
     if bits == 8:
-        block = tuple(w["block_structure"]) if strategy == "block" and w.get("block_structure") else None
+        block = tuple(raw.block_structure) if strategy == "block" and raw.block_structure else None
         return QuantConfig(
             method="compressed-tensors", kind="fp8" if wtype == "float" else "int8", bits=8,
             block_size=block, channel_scales=strategy == "channel", ignored=ignored, kv_cache_fp8=kv,
@@ -213,8 +240,8 @@ def _from_compressed_tensors(qc: dict) -> QuantConfig:
     if bits in (2, 3, 4):
         return QuantConfig(
             method="compressed-tensors", kind="wna16", bits=bits,
-            group_size=w.get("group_size") if strategy == "group" else None,
-            zero_points=not w.get("symmetric", True), ignored=ignored, kv_cache_fp8=kv,
+            group_size=raw.group_size if strategy == "group" else None,
+            zero_points=not raw.symmetric, ignored=ignored, kv_cache_fp8=kv,
         )
     raise UnsupportedArchitectureError(f"compressed-tensors weights num_bits={bits} type={wtype} not supported")
 
@@ -236,7 +263,13 @@ def parse_quantization(config: dict, cli_method: str | None = None) -> QuantConf
         )
     if not qc:
         return _online_or_what_if(cli_method.lower()) if cli_method else None
-    quant = _from_checkpoint(qc, config)
+    try:
+        quant = _from_checkpoint(qc, config)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+        # The checkpoint's own format parsers read nested keys of a user's file: a shape they do not
+        # expect (a string where a mapping belongs) is the file's fault, answered as such.
+        raise InvalidRequestError.for_field(
+            path, f"cannot be read as a {normalized_method(qc)!r} quantization_config ({type(exc).__name__})") from None
     if cli_method and quant.method != cli_method.lower():
         declared = normalized_method(qc)
         selected = VLLM_QUANTIZATION_METHODS.get(cli_method.lower())
@@ -429,7 +462,7 @@ def _from_checkpoint(qc: dict, config: dict) -> QuantConfig:
         return QuantConfig(method="gptq", kind="gptq", bits=bits, group_size=group, zero_points=True,
                            ignored=ignored, ignored_in_layers=per_layer)
     if method == "compressed-tensors":
-        return _from_compressed_tensors(qc)
+        return _from_compressed_tensors(qc)  # (its errors name the config_groups entry)
     if method in ("mxfp4", "gpt_oss_mxfp4"):
         parts = set(ignored) | {"attention"}  # gpt-oss: only the experts are MXFP4
         return QuantConfig(method="mxfp4", kind="mxfp4", bits=4, group_size=32, ignored=frozenset(parts))

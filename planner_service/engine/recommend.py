@@ -26,6 +26,7 @@ from planner_service.engine.recommend_memory import (
     interconnect_of,
     kv_cache_memory_alternative,
     kv_dtype_warnings,
+    length_with_headroom,
     make_target,
     margin_bytes,
     quantization_explanation,
@@ -110,6 +111,20 @@ def check_gpu_count(request: PlanRequest) -> None:
     raise InvalidRequestError(f"{', '.join(fields)}: {message}", [FieldViolation(f, message) for f in fields])
 
 
+# GiB figures round-trip through floats (vram_gb): allow that much, never a physically impossible reading.
+_FREE_MEMORY_SLACK_BYTES = 1 << 20
+
+
+def check_free_memory(free_bytes: int | None, gpu: GpuSpec) -> None:
+    """Free memory above the GPU's CUDA total is impossible: refuse it rather than plan with it."""
+    if free_bytes is not None and free_bytes > gpu.memory_total_bytes + _FREE_MEMORY_SLACK_BYTES:
+        raise InvalidRequestError.for_field(
+            "hardware.free_memory_bytes",
+            f"{free_bytes / GIB:.2f} GiB free is more than the {gpu.memory_total_bytes / GIB:.2f} GiB "
+            f"{gpu.name} has (CUDA total)",
+        )
+
+
 def resolve_dtype(arch: ModelArchitecture, gpu: GpuSpec, requested: str) -> tuple[str, str]:
     """vLLM's ``_resolve_auto_dtype`` (internals §7.4)."""
     aliases = {"half": "float16", "float": "float32"}
@@ -143,6 +158,7 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
     profile = resolve_profile(eng.vllm_version)
     arch = parse_architecture(m.config_json or config, m.quantization, yarn_scales_max_len=profile.yarn_scales_max_len)
     gpu, gpu_note = resolve_gpu(request)
+    check_free_memory(hw.free_memory_bytes, gpu)
     interconnect = interconnect_of(gpu, hw.interconnect)
     dp = hw.data_parallel_size or 1
     dtype, dtype_src = resolve_dtype(arch, gpu, m.dtype)
@@ -215,9 +231,20 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
     batching = resolve_batching(wl.batching_mode, defaults, wl, eng.max_num_seqs, eng.max_num_batched_tokens,
                                 capacity)
     if (batching.max_num_seqs, batching.max_num_batched_tokens) != (first.max_num_seqs, first.max_num_batched_tokens):
-        again = run(tp, pp, kv_dtype, length_setting, max_num_seqs=batching.max_num_seqs,
-                    max_num_batched_tokens=batching.max_num_batched_tokens)
+        knobs = {"max_num_seqs": batching.max_num_seqs, "max_num_batched_tokens": batching.max_num_batched_tokens}
+        again = run(tp, pp, kv_dtype, length_setting, **knobs)
         evaluations += 1
+        if reduced and again.fits:
+            # The length was fitted to the first-pass activation peak; smaller MNS/MNBT leave more KV
+            # memory, so fit it again (vLLM's auto-fit, then the policy headroom, as in tier 2).
+            refit = run(tp, pp, kv_dtype, None, **knobs)
+            evaluations += 1
+            length = length_with_headroom(refit, target) if refit.fits else 0
+            if 1 <= length < refit.max_model_len:
+                refit = run(tp, pp, kv_dtype, length, **knobs)
+                evaluations += 1
+            if refit.fits and refit.max_model_len >= again.max_model_len:
+                again, length_setting = refit, (length if 1 <= length < refit.max_model_len else None)
         if again.fits or not result.fits:
             result = again
         else:  # cannot happen with smaller MNS/MNBT; keep the first-pass values rather than fail

@@ -6,6 +6,10 @@
   sequences, so decode steps stay short;
 * balanced: vLLM's own server defaults for the GPU (what ``vllm serve`` does when nothing is set).
 
+In every mode a recommended ``max_num_seqs`` stays consistent with the KV capacity the plan reports:
+far above it (``FAR_ABOVE_CAPACITY``x) it is lowered to the next power of two of that capacity; only a
+value the user set can be far above it, and then the plan warns.
+
 Both knobs move the profiled activation peak (the sampler's MNS x vocab logits, the MNBT-token forward),
 so the caller re-evaluates the twin after the final values are known.
 """
@@ -70,6 +74,15 @@ def resolve_batching(
     mns_src, mnbt_src = "recommended", "recommended"
     if mode == BatchingMode.BALANCED:
         mns_src = mnbt_src = "default"
+    if kv_capacity is not None and mns > FAR_ABOVE_CAPACITY * max(1, kv_capacity):
+        # Never recommend a value the plan would then warn against: the KV cache holds only
+        # ``kv_capacity`` requests, so more running sequences only queue while the sampler reserves
+        # activation memory for every one of them. Round up to a power of two (vLLM-style sizes).
+        fitted = 1 << (max(1, kv_capacity) - 1).bit_length()
+        mns_why = (f"{mns_why.split(':')[0]}: {mns} would be far above the {kv_capacity} requests of "
+                   f"{workload.prompt_tokens + workload.gen_tokens} tokens the KV cache holds at that setting; {fitted} "
+                   "runs them all")
+        mns, mns_src = fitted, "recommended"
     if user_mnbt is not None:
         mnbt, mnbt_src, mnbt_why = user_mnbt, "user", "set by the user"
     if user_mns is not None:
@@ -77,7 +90,7 @@ def resolve_batching(
     if mns > mnbt:  # vLLM requires max_num_batched_tokens >= max_num_seqs
         mns = mnbt
         mns_why += f"; capped at max_num_batched_tokens ({mnbt})"
-    if kv_capacity is not None and mns > FAR_ABOVE_CAPACITY * max(1, kv_capacity):
+    if user_mns is not None and kv_capacity is not None and mns > FAR_ABOVE_CAPACITY * max(1, kv_capacity):
         warnings.append(
             f"max_num_seqs {mns} is far above the {kv_capacity} requests of "
             f"{workload.prompt_tokens + workload.gen_tokens} tokens the KV cache holds: the extra sequences only "

@@ -97,6 +97,7 @@ def choose_parallel(
 ) -> ParallelChoice:
     budget = num_gpus or DEFAULT_GPU_BUDGET
     pp = user_pp or 1
+    validate_parallelism(arch, 1, pp)  # a stage count the layers cannot take is the PP's fault, not TP's
     if user_tp is not None:
         tps = [user_tp]
     else:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 from pydantic import BaseModel
 
+from planner_service.engine.errors import InvalidRequestError
 from planner_service.engine.models import PlanRequest
 from planner_service.fleet import models as m
 from vllm_planner.v1 import fleet_pb2 as pb
@@ -44,11 +45,22 @@ def enum_to_proto(value: Enum) -> int:
     return _ENUM_PB[type(value)].Value(_ENUM_PREFIX[type(value)] + value.name)
 
 
-def enum_from_proto(cls: type[Enum], number: int) -> Enum | None:
+_RAISE = object()
+
+
+def enum_from_proto(cls: type[Enum], number: int, field: str = "", unknown: Any = _RAISE) -> Enum | None:
+    """0 (UNSPECIFIED) -> None. A number this build does not know is the sender's mistake: an
+    InvalidRequestError naming ``field`` (a request), or ``unknown`` when given (a newer server's answer)."""
     if number == 0:
         return None
-    name = _ENUM_PB[cls].Name(number).removeprefix(_ENUM_PREFIX[cls])
-    return cls[name]
+    value = _ENUM_PB[cls].DESCRIPTOR.values_by_number.get(number)
+    member = cls.__members__.get(value.name.removeprefix(_ENUM_PREFIX[cls])) if value is not None else None
+    if member is None:
+        if unknown is not _RAISE:
+            return unknown
+        known = ", ".join(f"{v.number} ({v.name})" for v in _ENUM_PB[cls].DESCRIPTOR.values if v.number)
+        raise InvalidRequestError.for_field(field or cls.__name__, f"unknown enum value {number}; known: {known}")
+    return member
 
 
 def _labels_to_proto(labels: dict[str, str], target: Any) -> None:
@@ -115,8 +127,8 @@ def host_to_proto(host: m.FleetHost) -> pb.FleetHost:
 def host_from_proto(msg: pb.FleetHost) -> m.FleetHost:
     return m.FleetHost(
         **_read(msg, m.FleetHost, skip=("labels", "gpus", "state", "sources")),
-        state=enum_from_proto(m.HostState, msg.state) or m.HostState.CONNECTING,
-        sources=tuple(enum_from_proto(m.DiscoverySource, s) for s in msg.sources if s),
+        state=enum_from_proto(m.HostState, msg.state, unknown=None) or m.HostState.CONNECTING,
+        sources=tuple(s for s in (enum_from_proto(m.DiscoverySource, n, unknown=None) for n in msg.sources) if s),
         labels=_labels_from_proto(msg.labels),
         gpus=tuple(gpu_from_proto(g) for g in msg.gpus),
     )
@@ -132,7 +144,7 @@ def filter_from_proto(msg: pb.FleetHostFilter) -> m.HostFilter:
     return m.HostFilter(
         **_read(msg, m.HostFilter, skip=("labels", "states")),
         labels=_labels_from_proto(msg.labels),
-        states=tuple(enum_from_proto(m.HostState, s) for s in msg.states if s),
+        states=tuple(enum_from_proto(m.HostState, s, f"filter.states[{i}]") for i, s in enumerate(msg.states) if s),
     )
 
 
@@ -160,8 +172,8 @@ def deployment_from_proto(msg: pb.FleetDeployment) -> m.Deployment:
         replicas=msg.replicas or 1,
         plan=from_proto(msg.plan, PlanRequest),
         filter=filter_from_proto(msg.filter),
-        sizing=enum_from_proto(m.MemorySizing, msg.sizing),
-        gpu_pinning=enum_from_proto(m.GpuPinning, msg.gpu_pinning),
+        sizing=enum_from_proto(m.MemorySizing, msg.sizing, "deployment.sizing"),
+        gpu_pinning=enum_from_proto(m.GpuPinning, msg.gpu_pinning, "deployment.gpu_pinning"),
     )
 
 
@@ -180,7 +192,7 @@ def placement_from_proto(msg: pb.FleetPlacement) -> m.Placement:
         artifacts = m.PlacementArtifacts(
             **_read(msg.artifacts, m.PlacementArtifacts, skip=("kubernetes_node_selector", "kubernetes_gpu_pinning")),
             kubernetes_node_selector=_labels_from_proto(msg.artifacts.kubernetes_node_selector),
-            kubernetes_gpu_pinning=enum_from_proto(m.GpuPinning, msg.artifacts.kubernetes_gpu_pinning),
+            kubernetes_gpu_pinning=enum_from_proto(m.GpuPinning, msg.artifacts.kubernetes_gpu_pinning, unknown=None),
         )
     return m.Placement(**_read(msg, m.Placement, skip=("artifacts",)), artifacts=artifacts)
 
@@ -197,7 +209,7 @@ def reservation_from_proto(msg: pb.FleetReservation) -> m.Reservation:
     return m.Reservation(
         reservation_id=msg.reservation_id, deployment=msg.deployment,
         expire_time=msg.expire_time.ToDatetime(tzinfo=timezone.utc), expires_in_seconds=msg.expires_in_seconds,
-        state=enum_from_proto(m.ReservationState, msg.state) or m.ReservationState.ACTIVE,
+        state=enum_from_proto(m.ReservationState, msg.state, unknown=None) or m.ReservationState.ACTIVE,
         holds=tuple(m.Hold(**_read(h, m.Hold)) for h in msg.holds),
     )
 
@@ -207,7 +219,7 @@ def _rejection_to_proto(x: m.Rejection) -> pb.FleetRejection:
 
 
 def _rejection_from_proto(x: pb.FleetRejection) -> m.Rejection:
-    return m.Rejection(host=x.host, reason=enum_from_proto(m.RejectReason, x.reason) or m.RejectReason.INVALID, message=x.message)
+    return m.Rejection(host=x.host, reason=enum_from_proto(m.RejectReason, x.reason, unknown=None) or m.RejectReason.INVALID, message=x.message)
 
 
 def place_response_to_proto(r: m.PlaceResponse) -> pb.PlaceResponse:
@@ -236,7 +248,8 @@ def place_response_from_proto(msg: pb.PlaceResponse) -> m.PlaceResponse:
         placements=tuple(placement_from_proto(p) for p in msg.placements),
         selected=tuple(placement_from_proto(p) for p in msg.selected),
         rejections=tuple(_rejection_from_proto(x) for x in rejections),
-        rejection_counts={enum_from_proto(m.RejectReason, c.reason) or m.RejectReason.INVALID: c.hosts for c in msg.rejection_counts},
+        rejection_counts={enum_from_proto(m.RejectReason, c.reason, unknown=None) or m.RejectReason.INVALID: c.hosts
+                          for c in msg.rejection_counts},
         unplaced_replicas=msg.unplaced_replicas,
         hosts_considered=msg.hosts_considered,
         reservation=reservation_from_proto(msg.reservation) if msg.HasField("reservation") else None,

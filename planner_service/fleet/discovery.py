@@ -19,6 +19,7 @@ from planner_service.engine.errors import InvalidRequestError, ResourceExhausted
 from planner_service.fleet.models import DiscoverySource
 from planner_service.fleet.registry import FleetRegistry
 from vllm_planner.transport.address import AddressError, join_host_port, parse_address_list, parse_host_port
+from vllm_planner.bounded import MAX_LIST_FILE_BYTES, file_label, read_text, shown
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,9 @@ def parse_agent_list(values: Iterable[str], field: str = "agents") -> list[str]:
 
 def read_agent_file(path: Path) -> list[str]:
     """One address per line (or comma-separated); ``#`` starts a comment."""
-    lines = [line.split("#", 1)[0] for line in Path(path).read_text().splitlines()]
-    return parse_agent_list(lines, f"agents_file {path}")
+    text = read_text(path, max_bytes=MAX_LIST_FILE_BYTES, what=f"--agents-file {file_label(path)}")
+    lines = [line.split("#", 1)[0] for line in text.splitlines()]
+    return parse_agent_list(lines, f"agents_file {file_label(path)}")
 
 
 def system_resolver(host: str, port: int) -> list[str]:

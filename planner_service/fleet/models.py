@@ -14,10 +14,10 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from planner_service.engine.models import PlanRequest
+from planner_service.engine.models import MAX_MEMORY_BYTES_PER_GPU, PlanRequest, StrictNumbers
 
 
-class _Model(BaseModel):
+class _Model(StrictNumbers):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
 
@@ -105,7 +105,7 @@ class HostFilter(_Model):
     gpu_types: tuple[str, ...] = Field(default=(), description="Substring match on the GPU name, case-insensitive.")
     hosts: tuple[str, ...] = ()
     labels: dict[str, str] = {}
-    min_free_memory_bytes: int | None = Field(default=None, ge=0)
+    min_free_memory_bytes: int | None = Field(default=None, ge=0, le=MAX_MEMORY_BYTES_PER_GPU)
     states: tuple[HostState, ...] = ()
     gpu_uuids: tuple[str, ...] = ()
 
@@ -126,6 +126,7 @@ class Deployment(_Model):
     filter: HostFilter = HostFilter()
     sizing: MemorySizing | None = Field(default=None, description="None: MAX_FREE for Place, FIT_WORKLOAD for PlanFleet.")
     gpu_pinning: GpuPinning | None = Field(default=None, description="How Kubernetes manifests pin the GPUs (None: AUTO).")
+    strict: bool = Field(default=False, description="Refuse placements that change what was asked (fleet/changes.py).")
 
     @property
     def display_name(self) -> str:
@@ -145,6 +146,7 @@ class RejectReason(str, Enum):
     BUDGET_EXHAUSTED = "budget_exhausted"
     UNHEALTHY = "unhealthy"
     ALLOCATED = "allocated"
+    WOULD_CHANGE_REQUEST = "would_change_request"
 
 
 class Rejection(_Model):
@@ -191,6 +193,8 @@ class Placement(_Model):
     decode_tokens_per_second: float | None = None
     warnings: tuple[str, ...] = ()
     artifacts: PlacementArtifacts | None = None
+    kv_cache_dtype: str = Field(default="", description="The --kv-cache-dtype this placement runs.")
+    adjustments: tuple[str, ...] = Field(default=(), description="Changes to what the deployment asked (one sentence each).")
 
 
 class ReservationState(str, Enum):

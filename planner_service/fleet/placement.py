@@ -22,6 +22,7 @@ from typing import Callable, Mapping, Sequence
 from planner_service.engine.errors import PlannerError
 from planner_service.engine.models import HardwareOptions, Interconnect, PlanRequest, PlanResponse
 from planner_service.fleet import pinning, sizing
+from planner_service.fleet.changes import request_changes
 from planner_service.fleet.models import (
     Deployment,
     FleetGpu,
@@ -229,6 +230,8 @@ def _evaluate_group(
         itl_seconds=perf.itl_seconds.expected if perf else None,
         decode_tokens_per_second=perf.decode_tokens_per_second_aggregate.expected if perf else None,
         warnings=tuple(feas.warnings) + ((feas.error,) if feas.error else ()),
+        kv_cache_dtype=plan.config.kv_cache_dtype,
+        adjustments=request_changes(deployment.plan, plan, utilization),
     )
     return cache.remember(placement, key)
 
@@ -260,7 +263,8 @@ def _fit_workload(
     while lo <= hi:
         mid = (lo + hi) // 2
         candidate = _evaluate_group(deployment, host, group, steps[mid], cache, policy)
-        if candidate.fits and candidate.kv_cache_tokens >= need and _slo_violation(deployment, candidate) is None:
+        if (candidate.fits and candidate.kv_cache_tokens >= need and _slo_violation(deployment, candidate) is None
+                and not (deployment.strict and candidate.adjustments)):
             best, hi = candidate, mid - 1
         else:
             lo = mid + 1
@@ -341,6 +345,10 @@ def place_on_host(
         slo = _slo_violation(deployment, placement)
         if slo:
             last = Rejection(host=host.host, reason=RejectReason.SLO, message=f"TP={tp}: {slo}")
+            continue
+        if deployment.strict and placement.adjustments:
+            last = Rejection(host=host.host, reason=RejectReason.WOULD_CHANGE_REQUEST,
+                             message=f"TP={tp} (strict): would run {'; '.join(placement.adjustments)}")
             continue
         if sizing_mode is MemorySizing.FIT_WORKLOAD:
             placement = _fit_workload(deployment, host, group, placement, cache, policy)
@@ -443,7 +451,7 @@ def place(
 # Closest to fitting first: a host that fits but misses the SLO, then one whose model does not fit
 # the memory it has, then one without enough free memory, ... down to hosts that were never candidates.
 _CLOSENESS = (
-    RejectReason.SLO, RejectReason.DOES_NOT_FIT, RejectReason.MIG_TOO_SMALL, RejectReason.INSUFFICIENT_FREE_MEMORY,
+    RejectReason.WOULD_CHANGE_REQUEST, RejectReason.SLO, RejectReason.DOES_NOT_FIT, RejectReason.MIG_TOO_SMALL, RejectReason.INSUFFICIENT_FREE_MEMORY,
     RejectReason.BUDGET_EXHAUSTED, RejectReason.TP_IMPOSSIBLE, RejectReason.NO_FP8, RejectReason.INVALID,
     RejectReason.ALLOCATED, RejectReason.UNHEALTHY, RejectReason.FILTERED, RejectReason.STATE,
 )

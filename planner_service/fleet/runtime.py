@@ -34,6 +34,7 @@ from planner_service.fleet.registry import FleetRegistry, FleetTimings
 from planner_service.fleet.reservations import ReservationBook
 from planner_service.fleet.sizing import SizingPolicy
 from planner_service.fleet.watcher import StreamOpener, WatcherPool
+from vllm_planner.bounded import file_label, read_token
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ class FleetFlags(BaseModel):
         return parse_address_list(values, info.field_name)
 
     def fleet_settings(self) -> "FleetSettings":
-        token = Path(self.agent_auth_token_file).read_text().strip() if self.agent_auth_token_file else self.agent_auth_token
+        path = self.agent_auth_token_file
+        token = read_token(path, what=f"--agent-auth-token-file {file_label(path)}") if path else self.agent_auth_token
         timings = FleetTimings(
             heartbeat_interval_seconds=self.fleet_heartbeat_seconds,
             registration_lease_seconds=3 * self.fleet_heartbeat_seconds,

@@ -30,6 +30,7 @@ from planner_service.fleet.placement import place
 from planner_service.fleet.registration import validate_registration
 from planner_service.fleet.registry import FleetEvent, matches
 from planner_service.fleet.reservations import validate_reserve_seconds
+from vllm_planner.bounded import shown
 from vllm_planner.v1 import fleet_pb2 as pb
 from vllm_planner.v1 import fleet_pb2_grpc
 
@@ -113,7 +114,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     async def GetHost(self, request: pb.GetHostRequest, context: grpc.aio.ServicerContext) -> pb.GetHostResponse:
         host = self._rt.registry.get(request.host)
         if host is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no host {request.host[:256]!r} in the fleet")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no host {shown(request.host)} in the fleet")
         return pb.GetHostResponse(host=self._with_holds(host))
 
     async def WatchFleet(self, request: pb.WatchFleetRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchFleetResponse]:

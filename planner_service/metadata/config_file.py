@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from planner_service.engine.errors import InvalidRequestError
+from vllm_planner.bounded import InputError, read_bytes
 
 MAX_CONFIG_BYTES = 4 << 20  # 4 MiB; the largest real configs (multimodal) are well under 100 KiB
 MAX_INDEX_BYTES = 64 << 20  # model.safetensors.index.json lists every tensor: MiBs for huge MoEs
@@ -53,15 +54,12 @@ def parse_json_object(text: str | bytes, *, what: str, max_bytes: int = MAX_CONF
 
 
 def read_json_object(path: Path, *, what: str | None = None, max_bytes: int = MAX_CONFIG_BYTES) -> dict:
-    """Read ``path`` as a bounded JSON object without ever reading more than ``max_bytes + 1`` bytes."""
+    """Read ``path`` as a bounded JSON object (a regular file, never more than ``max_bytes + 1`` bytes)."""
     label = what or path.name
     try:
-        with path.open("rb") as handle:
-            data = handle.read(max_bytes + 1)
-    except IsADirectoryError:
-        raise InvalidRequestError(f"{label} is a directory, not a file") from None
-    except OSError as exc:
-        raise InvalidRequestError(f"{label} could not be read: {exc.strerror or exc}") from None
+        data = read_bytes(path, max_bytes=max_bytes, what=label)
+    except InputError as exc:
+        raise InvalidRequestError(str(exc)) from None
     return parse_json_object(data, what=label, max_bytes=max_bytes)
 
 

@@ -39,7 +39,8 @@ from planner_service.engine.errors import (
 )
 from planner_service.engine.source import ModelSource, SafetensorsSummary, TensorInfo
 from planner_service.metadata.config_file import MAX_CONFIG_BYTES, read_json_object
-from planner_service.metadata.safetensors import summarize_tensors
+from planner_service.metadata.safetensors import checked_tensor, summarize_tensors
+from vllm_planner.bounded import shown
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def hub_endpoint() -> str:
 
 def translate_hub_error(exc: BaseException, repo_id: str, revision: str | None) -> PlannerError:
     """Map a huggingface_hub failure onto the planner's domain errors (one place, one wording)."""
-    at = f" at revision {revision!r}" if revision else ""
+    at = f" at revision {shown(revision)}" if revision else ""
     if isinstance(exc, GatedRepoError):
         return PermissionDeniedError(
             f"{repo_id} is gated on the Hugging Face Hub: accept its license and set HF_TOKEN, or pass config_json"
@@ -98,11 +99,11 @@ def translate_hub_error(exc: BaseException, repo_id: str, revision: str | None) 
             f"{repo_id}: no such model on the Hugging Face Hub (or it is private; set HF_TOKEN)"
         )
     if isinstance(exc, RevisionNotFoundError):
-        return ModelNotFoundError(f"{repo_id}: revision {revision!r} not found on the Hugging Face Hub")
+        return ModelNotFoundError(f"{shown(repo_id)}: revision {shown(revision)} not found on the Hugging Face Hub")
     if isinstance(exc, RemoteEntryNotFoundError):
         return ModelNotFoundError(f"{repo_id}{at}: the repository has no {CONFIG_FILE}")
     if isinstance(exc, HFValidationError):
-        return ModelNotFoundError(f"{repo_id!r} is not a local folder, a catalog model or a valid Hub repo id")
+        return ModelNotFoundError(f"{shown(repo_id)} is not a local folder, a catalog model or a valid Hub repo id")
     if isinstance(exc, OfflineModeIsEnabled):
         return MetadataUnavailableError(f"{repo_id}: not in the catalog or the HF cache, and Hub access is offline")
     if isinstance(exc, HfHubHTTPError):
@@ -172,14 +173,13 @@ def _safetensors_summary(
     except (SafetensorsParsingError, HfHubHTTPError, *_TRANSPORT_ERRORS) as exc:
         logger.warning("safetensors headers of %s unavailable (%s); counts will be computed", repo_id, exc)
         return None
-    tensors = {
-        name: TensorInfo(dtype=info.dtype, shape=tuple(info.shape))
-        for file_meta in meta.files_metadata.values()
-        for name, info in file_meta.tensors.items()
-    }
-    data_bytes = sum(
-        info.data_offsets[1] - info.data_offsets[0]
-        for file_meta in meta.files_metadata.values()
-        for info in file_meta.tensors.values()
-    )
+    # The Hub's headers get the same checks as a local file's (shape vs data_offsets, int64 bounds).
+    tensors: dict[str, TensorInfo] = {}
+    data_bytes = 0
+    for file_name, file_meta in meta.files_metadata.items():
+        for name, info in file_meta.tensors.items():
+            tensor, start, end = checked_tensor(f"{shown(repo_id)}/{file_name}", name, info.dtype, list(info.shape),
+                                                list(info.data_offsets))
+            tensors[name] = tensor
+            data_bytes += end - start
     return summarize_tensors(tensors, total_size_bytes=data_bytes or None)

@@ -24,6 +24,7 @@ from planner_service.engine.mistral_format import (
 from planner_service.engine.source import ModelSource
 from planner_service.metadata.config_file import read_json_object
 from planner_service.metadata.safetensors import summarize_folder
+from vllm_planner.bounded import shown
 
 CONFIG_FILE = "config.json"
 HF_QUANT_CONFIG_FILE = "hf_quant_config.json"
@@ -57,7 +58,7 @@ class Confinement:
     def check(self, path: Path) -> None:
         """Raise PermissionDeniedError unless ``path``'s real location is inside a root."""
         if not self.allows(path):
-            raise PermissionDeniedError(f"model path {str(path)!r} is outside the server's allowed model roots")
+            raise PermissionDeniedError(f"model path {shown(str(path))} is outside the server's allowed model roots")
 
     def candidates(self, name: str) -> list[Path]:
         """Where ``name`` may live: itself when absolute, else under each root (or the working dir)."""
@@ -82,7 +83,7 @@ def find_local_folder(name: str, confinement: Confinement, *, allow_local_paths:
     path_like = looks_like_path(name)
     if not allow_local_paths:
         if path_like:
-            raise PermissionDeniedError(f"local model paths are disabled here; {name!r} cannot be read")
+            raise PermissionDeniedError(f"local model paths are disabled here; {shown(name)} cannot be read")
         return None
     try:
         return _probe_candidates(name, confinement, path_like=path_like)
@@ -99,13 +100,13 @@ def find_local_folder(name: str, confinement: Confinement, *, allow_local_paths:
 def _probe_candidates(name: str, confinement: Confinement, *, path_like: bool) -> Path | None:
     for candidate in confinement.candidates(name):
         if confinement.roots is not None and not confinement.allows(candidate):
-            raise PermissionDeniedError(f"model path {name!r} is outside the server's allowed model roots")
+            raise PermissionDeniedError(f"model path {shown(name)} is outside the server's allowed model roots")
         if candidate.is_dir():
             return candidate
         if path_like and candidate.exists():
-            raise InvalidRequestError.for_field("model.model", f"{name!r} is a file; name the model folder")
+            raise InvalidRequestError.for_field("model.model", f"{shown(name)} is a file; name the model folder")
     if path_like:
-        raise ModelNotFoundError(f"no model folder at {name!r}")
+        raise ModelNotFoundError(f"no model folder at {shown(name)}")
     return None
 
 

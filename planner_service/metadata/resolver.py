@@ -25,6 +25,7 @@ from planner_service.metadata.config_file import validate_inline_config
 from planner_service.metadata.hf_cache import hf_cache_dir, load_from_hf_cache
 from planner_service.metadata.hub import fetch_from_hub
 from planner_service.metadata.local import Confinement, find_local_folder, load_local_folder
+from vllm_planner.bounded import shown
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -39,7 +40,7 @@ def _check_revision(revision: str | None) -> None:
     if revision is not None and (
         not revision.strip() or ".." in revision or revision.startswith("/") or "\\" in revision or len(revision) > 256
     ):
-        raise InvalidRequestError.for_field("model.revision", f"{revision!r} is not a valid git revision")
+        raise InvalidRequestError.for_field("model.revision", f"{shown(revision)} is not a valid git revision")
 
 
 class ModelResolver:

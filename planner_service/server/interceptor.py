@@ -1,25 +1,25 @@
-"""The one place where exceptions become gRPC statuses, for every unary method of the server.
+"""The planner's mapping of exceptions to gRPC statuses, applied to every method (unary and streaming)
+by ``vllm_planner.transport.guard.GuardInterceptor``.
 
 Servicers just raise the domain errors of ``planner_service/engine/errors.py`` (or let pydantic raise
-``ValidationError`` while building a request); this interceptor aborts the call with the matching
-canonical code and a ``google.rpc.Status`` carrying ``ErrorInfo`` (the error kind) and, for bad
-input, ``BadRequest`` field violations. Anything unexpected is logged with its traceback and answered
-``INTERNAL`` with a generic message, so bad input never takes the server down.
+``ValidationError`` while building a request); the call is aborted with the matching canonical code
+and a ``google.rpc.Status`` carrying ``ErrorInfo`` (the error kind) and, for bad input, ``BadRequest``
+field violations, bounded by the guard. Undecodable request bytes are INVALID_ARGUMENT. Anything
+unexpected is logged with its traceback and answered ``INTERNAL`` with a generic message, so bad input
+never takes the server down.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import Awaitable, Callable
 
 import grpc
-from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 from pydantic import ValidationError
 
 from planner_service.engine import errors
+from vllm_planner.transport.guard import GuardInterceptor, pack
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,7 @@ def _reason(exc: BaseException) -> str:
 
 def _violations(exc: BaseException) -> list[errors.FieldViolation]:
     if isinstance(exc, ValidationError):
-        return [
-            errors.FieldViolation(".".join(str(part) for part in error["loc"]), error["msg"])
-            for error in exc.errors()
-        ]
+        return errors.violations_from(exc)[0]
     return list(getattr(exc, "violations", []))
 
 
@@ -74,7 +71,7 @@ def status_for(exc: BaseException) -> status_pb2.Status:
         message = " ".join(str(exc).split()) or type(exc).__name__
     if code is grpc.StatusCode.INTERNAL:
         message = "internal error (see the planner service log)"
-    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))]
+    details = [pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))]
     if violations:
         bad = error_details_pb2.BadRequest(
             field_violations=[
@@ -82,14 +79,8 @@ def status_for(exc: BaseException) -> status_pb2.Status:
                 for v in violations
             ]
         )
-        details.append(_pack(bad))
+        details.append(pack(bad))
     return status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
-
-
-def _pack(message) -> any_pb2.Any:  # noqa: ANN001
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
 
 
 def pushback_metadata(exc: BaseException, status: status_pb2.Status) -> tuple[tuple[str, str], ...]:
@@ -107,41 +98,8 @@ def pushback_metadata(exc: BaseException, status: status_pb2.Status) -> tuple[tu
     return ()
 
 
-async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
-    status = status_for(exc)
-    if status.code == code_pb2.INTERNAL:
-        log.error("%s failed", method, exc_info=exc)
-    else:
-        log.info("%s: %s %s", method, code_pb2.Code.Name(status.code), status.message)
-    converted = rpc_status.to_status(status)
-    trailing = tuple(converted.trailing_metadata) + pushback_metadata(exc, status)
-    await context.abort(converted.code, converted.details, trailing)
+class ErrorMappingInterceptor(GuardInterceptor):
+    """The guard with the planner's mapping (``status_for``) and retry pushback (``pushback_metadata``)."""
 
-
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every unary-unary handler so raised exceptions become statuses (see ``status_for``)."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming or handler.response_streaming:
-            return handler  # streaming methods (health Watch, reflection) handle their own errors
-        inner = handler.unary_unary
-        method = handler_call_details.method
-
-        async def unary(request, context: grpc.aio.ServicerContext):  # noqa: ANN001
-            try:
-                return await inner(request, context)
-            except grpc.aio.AbortError:
-                raise  # the handler already chose a status
-            except Exception as exc:  # the process boundary: everything else becomes a status
-                await abort_with(context, exc, method)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+    def __init__(self) -> None:
+        super().__init__(status_for=status_for, trailing=pushback_metadata)

@@ -6,12 +6,8 @@ started it with ``--listen 127.0.0.1:0`` learns the port; logs go to stderr.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import logging
 import sys
-
-from pydantic import ValidationError
 
 from planner_service.engine.errors import PlannerError
 from planner_service.fleet.discovery import read_agent_file
@@ -19,8 +15,11 @@ from planner_service.fleet.runtime import FLEET_SERVICE_NAME, FleetRuntime
 from planner_service.fleet.evaluator import TwinProvider
 from planner_service.server.app import ExtraService, PlannerServiceSettings, build_planner_server, build_resolver
 from vllm_planner import version_string
-from vllm_planner.transport.config import add_settings_arguments, load_settings
+from vllm_planner.argparsing import OneLineArgumentParser
+from vllm_planner.transport.config import add_settings_arguments, build_settings, load_settings, serve_or_fail
 from vllm_planner.transport.logs import configure_logging
+
+PROG = "vllm-planner-service"
 
 
 async def _serve(settings: PlannerServiceSettings) -> None:
@@ -48,9 +47,9 @@ async def _announce_and_wait(settings: PlannerServiceSettings, running) -> None:
     await running.serve_until_signal()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vllm-planner-service",
+def build_parser() -> OneLineArgumentParser:
+    parser = OneLineArgumentParser(
+        prog=PROG,
         description="Serve vLLM deployment plans over gRPC (vllm_planner.v1.PlannerService).",
     )
     add_settings_arguments(parser, PlannerServiceSettings)
@@ -59,23 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
+    """Bad flags, settings, files or addresses end the start-up with one line and exit 2."""
+    args = build_parser().parse_args(argv)
+
+    def build() -> PlannerServiceSettings:
         settings = load_settings(PlannerServiceSettings, args)
-        settings.server_options()  # reads the token file now, so a bad path fails before binding
+        settings.server_options()  # reads the token file and checks the TLS files now, before binding
         fleet_settings = settings.fleet_settings()  # the agent token file, too
         if fleet_settings.agents_file is not None:  # and every address in --agents-file
             read_agent_file(fleet_settings.agents_file)
-    except (ValidationError, ValueError, OSError, PlannerError) as exc:
-        parser.error(" ".join(str(exc).split()))
+        return settings
+
+    settings = build_settings(PROG, build, bad_input=(PlannerError,))
     configure_logging(settings)
-    try:
-        asyncio.run(_serve(settings))
-    except OSError as exc:  # e.g. the port is taken
-        logging.getLogger(__name__).error("cannot serve: %s", exc)
-        return 1
-    return 0
+    return serve_or_fail(PROG, _serve(settings), bad_input=(PlannerError,))
 
 
 if __name__ == "__main__":

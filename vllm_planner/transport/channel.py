@@ -5,19 +5,22 @@ credentials; in plaintext (gRPC refuses to send call credentials there) through 
 interceptor that adds the ``authorization`` header. ``auth_metadata()`` still works for callers
 that pass metadata themselves; the interceptor then leaves their header alone.
 
-Every file read here is the caller's own (CA, client certificate, key); reading fails fast with
-``FileNotFoundError`` naming the path.
+Every file read here is the caller's own (CA, client certificate, key); each is read bounded and
+checked by OpenSSL first (``pem``), so a bad file fails fast with one ``InputError`` naming it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import grpc
 
+from vllm_planner.bounded import InputError
+from vllm_planner.transport.pem import read_ca, read_cert_and_key
 from vllm_planner.transport.auth import aio_token_interceptors, sync_token_interceptor, token_call_credentials
 from vllm_planner.transport.settings import CLIENT_OPTIONS
 
@@ -85,14 +88,24 @@ def _service_config(retry_methods: Sequence[str]) -> str | None:
     )
 
 
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what an HTTP/2 header value (and RFC 6750) allows
+
+
+def check_token(token: str | None) -> None:
+    """A token gRPC cannot send would fail every call with C-core log lines: refuse it up front."""
+    if token is not None and not _TOKEN.fullmatch(token):
+        raise InputError("the bearer token must be visible ASCII characters without spaces or line breaks")
+
+
 def _credentials(options: ChannelOptions) -> grpc.ChannelCredentials | None:
+    check_token(options.auth_token)
     if not options.uses_tls:
         return None
     if (options.tls_cert_file is None) != (options.tls_key_file is None):
-        raise ValueError("a client certificate (mTLS) needs both tls_cert_file and tls_key_file")
-    root = Path(options.tls_ca_file).read_bytes() if options.tls_ca_file else None
-    cert = Path(options.tls_cert_file).read_bytes() if options.tls_cert_file else None
-    key = Path(options.tls_key_file).read_bytes() if options.tls_key_file else None
+        raise InputError("a client certificate (mTLS) needs both --tls-cert-file and --tls-key-file")
+    root = read_ca(options.tls_ca_file) if options.tls_ca_file else None
+    cert, key = (read_cert_and_key(options.tls_cert_file, options.tls_key_file, what="client TLS")
+                 if options.tls_cert_file else (None, None))
     creds = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=cert)
     if options.auth_token:
         creds = grpc.composite_channel_credentials(creds, token_call_credentials(options.auth_token))

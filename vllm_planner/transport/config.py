@@ -16,13 +16,14 @@ Environment variables are named ``<env_prefix><FIELD>`` in upper case, e.g. ``GP
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Awaitable, Callable, TypeVar, Union, get_args, get_origin
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,7 +31,11 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from vllm_planner.transport.server import ServerOptions
+from vllm_planner.argparsing import fail
+from vllm_planner.bounded import MAX_SETTINGS_BYTES, InputError, file_label, read_bytes, read_token, read_yaml
+from vllm_planner.transport.server import ServerOptions, server_credentials
+
+S = TypeVar("S", bound=BaseSettings)
 
 
 class ServerSettings(BaseSettings):
@@ -58,6 +63,16 @@ class ServerSettings(BaseSettings):
 
         return None if value is None else listen_address(value, info.field_name)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_empty_strings(cls, value: Any) -> Any:
+        # From a flag, the environment or the YAML file alike, '' never means "not set": an empty
+        # auth_token would otherwise switch token auth off without a word.
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, str) and not item.strip() for item in items):
+            raise ValueError("must not be empty (leave the setting out to use the default)")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> "ServerSettings":
         if self.log_format not in ("text", "json"):
@@ -70,13 +85,17 @@ class ServerSettings(BaseSettings):
 
     def resolved_auth_token(self) -> str | None:
         if self.auth_token_file:
-            token = Path(self.auth_token_file).read_text().strip()
-            if not token:
-                raise ValueError(f"auth token file {self.auth_token_file} is empty")
-            return token
+            return read_token(self.auth_token_file, what=f"--auth-token-file {file_label(self.auth_token_file)}")
         return self.auth_token or None
 
     def server_options(self) -> ServerOptions:
+        """The server's options; reads the token file and checks the TLS files (OpenSSL) now, so a bad
+        file fails at start-up in one line instead of as gRPC's "Failed to bind"."""
+        options = self._options()
+        server_credentials(options)
+        return options
+
+    def _options(self) -> ServerOptions:
         return ServerOptions(
             listen=self.listen,
             tls_cert_file=self.tls_cert_file,
@@ -121,6 +140,61 @@ def add_settings_arguments(parser: argparse.ArgumentParser, settings_cls: type[B
             parser.add_argument(_flag(name), default=None, metavar=name.upper(), help=help_text)
 
 
+class _BoundedYamlSource(YamlConfigSettingsSource):
+    """The YAML settings file, read like every other file users name (``vllm_planner.bounded``)."""
+
+    def _read_file(self, file_path: Path) -> dict[str, Any]:  # type: ignore[override]
+        label = f"--config {file_label(file_path)}"
+        data = read_yaml(file_path, max_bytes=MAX_SETTINGS_BYTES, what=label)
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise InputError(f"{label}: the top level must be a mapping of setting: value")
+        return data
+
+
+_SETTINGS_WORDING = {"Extra inputs are not permitted": "unknown setting", "Field required": "is required"}
+
+
+def startup_error_line(exc: BaseException) -> str:
+    """One line for a settings or start-up failure; validation errors name the flag of each field."""
+    if isinstance(exc, ValidationError):
+        parts = []
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        for error in errors[:5]:
+            message = error["msg"].removeprefix("Value error, ")
+            message = _SETTINGS_WORDING.get(message, message)
+            loc = [str(p) for p in error["loc"]]
+            if not loc:
+                parts.append(message)
+            elif error["type"] == "extra_forbidden":  # a key of the YAML file or an unknown field
+                parts.append(f"{'.'.join(loc)[:64]}: {message}")
+            else:
+                parts.append(f"{_flag(loc[0])}{''.join(f'[{p}]' for p in loc[1:])}: {message}")
+        more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+        return "; ".join(parts) + more
+    text = " ".join(str(exc).split())
+    return (text[:1000] or type(exc).__name__)
+
+
+def build_settings(prog: str, build: Callable[[], S], bad_input: tuple[type[BaseException], ...] = ()) -> S:
+    """``build()`` (settings, backends, files), or exit 2 with one line saying why not."""
+    try:
+        return build()
+    except (ValidationError, ValueError, OSError, *bad_input) as exc:
+        fail(prog, startup_error_line(exc))
+
+
+def serve_or_fail(prog: str, serve: Awaitable[None], bad_input: tuple[type[BaseException], ...] = ()) -> int:
+    """Run the service until it stops; a start-up failure (bad address, unusable port or file) is one
+    line and exit 2. Errors after start-up are logged by the service and never reach here."""
+    try:
+        asyncio.run(serve)
+    except (ValidationError, ValueError, OSError, *bad_input) as exc:
+        fail(prog, startup_error_line(exc))
+    return 0
+
+
 def load_settings(settings_cls: type[BaseSettings], args: argparse.Namespace | None = None, **overrides: Any):
     """Build settings with flags > environment > YAML (--config or <PREFIX>CONFIG) > defaults."""
     prefix = settings_cls.model_config.get("env_prefix", "")
@@ -135,8 +209,8 @@ def load_settings(settings_cls: type[BaseSettings], args: argparse.Namespace | N
     cli_values.update({k: v for k, v in overrides.items() if v is not None})
     if config_path is None and os.environ.get(f"{prefix}CONFIG"):
         config_path = Path(os.environ[f"{prefix}CONFIG"])
-    if config_path is not None and not Path(config_path).is_file():
-        raise ValueError(f"config file {config_path} does not exist")
+    if config_path is not None:  # missing, unreadable or not a regular file: say so (pydantic skips it)
+        read_bytes(config_path, max_bytes=MAX_SETTINGS_BYTES, what=f"--config {file_label(config_path)}")
 
     class _WithYaml(settings_cls):  # type: ignore[misc, valid-type]
         @classmethod
@@ -150,7 +224,7 @@ def load_settings(settings_cls: type[BaseSettings], args: argparse.Namespace | N
         ) -> tuple[PydanticBaseSettingsSource, ...]:
             sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
             if config_path is not None:
-                sources.append(YamlConfigSettingsSource(settings_cls_, yaml_file=config_path))
+                sources.append(_BoundedYamlSource(settings_cls_, yaml_file=config_path))
             return tuple(sources)
 
     _WithYaml.__name__ = settings_cls.__name__

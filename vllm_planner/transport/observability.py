@@ -43,7 +43,8 @@ def request_id_from(metadata: Any) -> str:
 
 
 def _status_of(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
-    if isinstance(error, asyncio.CancelledError):
+    # GeneratorExit: the client closed a stream it had read enough of (``fleet watch --count 1``).
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
         return grpc.StatusCode.CANCELLED
     code = context.code()
     if isinstance(code, grpc.StatusCode):

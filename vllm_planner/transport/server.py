@@ -31,6 +31,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vllm_planner.transport.metrics import MetricsServer
+from vllm_planner.bounded import InputError
+from vllm_planner.transport.pem import read_ca, read_cert_and_key
 from vllm_planner.transport.settings import SERVER_OPTIONS
 
 log = logging.getLogger(__name__)
@@ -64,13 +66,12 @@ class ServerOptions:
 def server_credentials(options: ServerOptions) -> grpc.ServerCredentials | None:
     if options.tls_cert_file is None and options.tls_key_file is None:
         if options.tls_client_ca_file is not None:
-            raise ValueError("a client CA (mTLS) needs a server certificate and key too")
+            raise InputError("a client CA (mTLS) needs a server certificate and key too")
         return None
     if options.tls_cert_file is None or options.tls_key_file is None:
-        raise ValueError("TLS needs both a certificate and a key")
-    cert = Path(options.tls_cert_file).read_bytes()
-    key = Path(options.tls_key_file).read_bytes()
-    client_ca = Path(options.tls_client_ca_file).read_bytes() if options.tls_client_ca_file else None
+        raise InputError("TLS needs both a certificate and a key")
+    cert, key = read_cert_and_key(options.tls_cert_file, options.tls_key_file, what="server TLS")
+    client_ca = read_ca(options.tls_client_ca_file, what="client CA file") if options.tls_client_ca_file else None
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
@@ -169,9 +170,11 @@ async def start_server(
     """Create the server with health + reflection + interceptors, bind, start, mark SERVING.
 
     Interceptor order: observability (request id, metrics, access log) first so it sees every call,
-    including rejected ones; then bearer-token auth; then ``options.interceptors``.
+    including rejected ones; then bearer-token auth; then ``options.interceptors``; last a
+    ``GuardInterceptor`` (statuses for undecodable requests and failures) unless one was given.
     """
     from vllm_planner.transport.auth import BearerTokenInterceptor
+    from vllm_planner.transport.guard import GuardInterceptor
     from vllm_planner.transport.logs import configure_logging
     from vllm_planner.transport.observability import ObservabilityInterceptor
 
@@ -183,6 +186,10 @@ async def start_server(
     if options.auth_token:
         interceptors.append(BearerTokenInterceptor(options.auth_token))
     interceptors += list(options.interceptors)
+    # Every server answers undecodable requests and its own failures with a status, never UNKNOWN,
+    # bounded: a service with domain errors brings its own GuardInterceptor (the planner's mapping).
+    if not any(isinstance(i, GuardInterceptor) for i in interceptors):
+        interceptors.append(GuardInterceptor())
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     register(server)
     health_servicer = health.aio.HealthServicer()
