@@ -42,7 +42,8 @@ from planner_service.fleet.models import (
 from vllm_planner.bounded import MAX_DEPLOYMENTS_BYTES, InputError, file_label, read_yaml, shown
 
 GIB = 1 << 30
-_DEPLOYMENT_KEYS = {"name", "replicas", "max_ttft_seconds", "max_itl_seconds", "filter", "sizing", "plan", "strict", "gpu_pinning"}
+_DEPLOYMENT_KEYS = {"name", "replicas", "max_ttft_seconds", "max_itl_seconds", "filter", "sizing", "plan", "strict", "gpu_pinning",
+                    "request_rate", "slos", "slo_percentile", "load"}
 _STRICT_HELP = ("Refuse placements that would change what was asked (a shorter context than asked or than the "
                 "model's default, another KV-cache dtype, a lower utilization than asked) instead of showing them.")
 _MODEL_KEYS = {"model", "revision", "quantization", "kv_cache_dtype", "max_model_len", "dtype", "trust_remote_code", "params_b"}
@@ -278,6 +279,7 @@ def deployment_from_dict(item: dict[str, Any], where: str) -> Deployment:
     """A deployment from the YAML shorthand (model keys at the top level) or the full ``plan:`` form."""
     if not isinstance(item, dict):
         raise InvalidRequestError.for_field(where, "each deployment must be a mapping")
+    item = _slo_shorthand(item, where)
     unknown = sorted(map(str, set(item) - _DEPLOYMENT_KEYS - _MODEL_KEYS - _HARDWARE_KEYS - _SECTIONS))
     if unknown:
         more = f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else ""
@@ -294,6 +296,25 @@ def deployment_from_dict(item: dict[str, Any], where: str) -> Deployment:
         return Deployment.model_validate(data)
     except ValidationError as exc:
         raise invalid_request_from(exc, prefix=where) from None
+
+
+def _slo_shorthand(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """``slo: {ttft: 500, tpot: 50}`` or ``slo: [ttft:500, tpot:50]`` (ms) -> ``slos: [{metric, milliseconds}]``."""
+    if "slo" not in item:
+        return item
+    if "slos" in item:
+        raise InvalidRequestError.for_field(f"{where}.slo", "give slo or slos, not both")
+    raw = item["slo"]
+    pairs: list[tuple[Any, Any]]
+    if isinstance(raw, dict):
+        pairs = list(raw.items())
+    elif isinstance(raw, list) and all(isinstance(x, str) and ":" in x for x in raw):
+        pairs = [tuple(x.split(":", 1)) for x in raw]
+    else:
+        raise InvalidRequestError.for_field(f"{where}.slo", "expected {ttft: MS, tpot: MS, e2el: MS} or [ttft:MS, ...]")
+    rest = {k: v for k, v in item.items() if k != "slo"}
+    rest["slos"] = [{"metric": str(k).strip().lower(), "milliseconds": v} for k, v in pairs]
+    return rest
 
 
 def load_deployments(path: Path) -> list[Deployment]:
@@ -425,6 +446,15 @@ def place_report(answer: PlaceResponse, show_artifacts: bool = False) -> None:
 
 def fleet_plan_report(answer: FleetPlanResponse) -> None:
     console = _console()
+    if answer.sizings:
+        sized = _table("sized for a request rate", "deployment", "req/s", "replicas", "GPU", "TP", "quant", "KV",
+                       "max_num_seqs", "req/s per replica", "predicted (ms)")
+        for z in answer.sizings:
+            predicted = ", ".join(f"{k.removesuffix('_ms')} {v:.0f}" for k, v in z.predicted.items()) or z.reason
+            sized.add_row(z.deployment, f"{z.request_rate:g}", str(z.replicas), z.gpu or "-",
+                          str(z.tensor_parallel_size or "-"), z.quantization or "-", z.kv_cache_dtype or "-",
+                          str(z.max_num_seqs or "-"), f"{z.max_rate_per_replica:.2f}", predicted)
+        console.print(sized)
     table = _table(f"{len(answer.assignments)} assignment(s)", "deployment", "replica", *_PLACEMENT_COLUMNS)
     for a in answer.assignments:
         table.add_row(a.deployment, str(a.replica), *_placement_row(a.placement))

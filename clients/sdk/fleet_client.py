@@ -30,7 +30,7 @@ DEFAULT_TIMEOUTS_SECONDS: dict[str, float] = {
     "ListHosts": 10.0,
     "GetHost": 10.0,
     "Place": 60.0,  # may resolve model metadata first
-    "PlanFleet": 120.0,
+    "PlanFleet": 600.0,  # deployments given as request_rate + SLOs run a capacity search first
     "ReleaseReservation": 10.0,
     "ListReservations": 10.0,
 }

@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from pydantic import BaseModel
 
 from planner_service.engine.errors import InvalidRequestError
+from planner_service.engine.bench_models import LoadOptions, SloTarget
 from planner_service.engine.models import PlanRequest
 from planner_service.fleet import models as m
 from vllm_planner.v1 import fleet_pb2 as pb
@@ -154,8 +155,12 @@ def filter_from_proto(msg: pb.FleetHostFilter) -> m.HostFilter:
 def deployment_to_proto(dep: m.Deployment) -> pb.FleetDeployment:
     from planner_service.server.convert import to_proto
 
-    msg = _fill(dep, pb.FleetDeployment(), skip=("plan", "filter", "sizing", "gpu_pinning"))
+    msg = _fill(dep, pb.FleetDeployment(), skip=("plan", "filter", "sizing", "gpu_pinning", "slos", "load"))
     msg.plan.CopyFrom(to_proto(dep.plan, planner_pb2.PlanRequest()))
+    for slo in dep.slos:
+        msg.slos.add(metric=slo.metric, milliseconds=slo.milliseconds)
+    if dep.load is not None:
+        msg.load.CopyFrom(to_proto(dep.load, planner_pb2.LoadOptions()))
     msg.filter.CopyFrom(filter_to_proto(dep.filter))
     if dep.sizing is not None:
         msg.sizing = enum_to_proto(dep.sizing)
@@ -168,9 +173,11 @@ def deployment_from_proto(msg: pb.FleetDeployment) -> m.Deployment:
     from planner_service.server.convert import from_proto
 
     return m.Deployment(
-        **_read(msg, m.Deployment, skip=("plan", "filter", "sizing", "replicas", "gpu_pinning")),
+        **_read(msg, m.Deployment, skip=("plan", "filter", "sizing", "replicas", "gpu_pinning", "slos", "load")),
         replicas=msg.replicas or 1,
         plan=from_proto(msg.plan, PlanRequest),
+        slos=tuple(SloTarget(metric=s.metric, milliseconds=s.milliseconds) for s in msg.slos),
+        load=from_proto(msg.load, LoadOptions) if msg.HasField("load") else None,
         filter=filter_from_proto(msg.filter),
         sizing=enum_from_proto(m.MemorySizing, msg.sizing, "deployment.sizing"),
         gpu_pinning=enum_from_proto(m.GpuPinning, msg.gpu_pinning, "deployment.gpu_pinning"),
@@ -264,6 +271,9 @@ def fleet_plan_to_proto(r: m.FleetPlanResponse) -> pb.PlanFleetResponse:
     msg.budgets.extend(_fill(b, pb.FleetGpuBudget()) for b in r.budgets)
     if r.reservation is not None:
         msg.reservation.CopyFrom(reservation_to_proto(r.reservation))
+    for sizing in r.sizings:
+        item = _fill(sizing, msg.sizings.add(), skip=("predicted",))
+        item.predicted.extend(planner_pb2.PredictedLatency(key=k, value=v) for k, v in sizing.predicted.items())
     return msg
 
 
@@ -276,4 +286,6 @@ def fleet_plan_from_proto(msg: pb.PlanFleetResponse) -> m.FleetPlanResponse:
         unplaced=tuple(m.Unplaced(deployment=u.deployment, replica=u.replica, reason=u.reason) for u in msg.unplaced),
         budgets=tuple(m.GpuBudget(**_read(b, m.GpuBudget)) for b in msg.budgets),
         reservation=reservation_from_proto(msg.reservation) if msg.HasField("reservation") else None,
+        sizings=tuple(m.DeploymentSizing(**_read(z, m.DeploymentSizing, skip=("predicted",)),
+                                         predicted={p.key: p.value for p in z.predicted}) for z in msg.sizings),
     )

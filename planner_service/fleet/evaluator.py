@@ -64,6 +64,12 @@ class TwinProvider:
         self._entries: OrderedDict[str, tuple[TwinCache, bool]] = OrderedDict()
         self._lock = threading.Lock()  # prepare() runs in worker threads (the servicer offloads planning)
 
+    def source(self, deployment: Deployment) -> ModelSource:
+        """The deployment's model metadata, resolved the way ``prepare`` resolves it (blocking I/O)."""
+        if self._resolve is None:
+            self._resolve = default_resolve()
+        return self._resolve(deployment.plan.model)
+
     def prepare(self, deployment: Deployment) -> tuple[TwinCache, bool]:
         # TP, GPU and memory are set per GPU group (and are part of the twin cache keys); every
         # other field, pipeline/expert parallelism included, selects the cache.

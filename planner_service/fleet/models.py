@@ -12,8 +12,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import Enum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from planner_service.engine.bench_models import LoadOptions, SloTarget
 from planner_service.engine.models import MAX_MEMORY_BYTES_PER_GPU, PlanRequest, StrictNumbers
 
 
@@ -127,6 +128,23 @@ class Deployment(_Model):
     sizing: MemorySizing | None = Field(default=None, description="None: MAX_FREE for Place, FIT_WORKLOAD for PlanFleet.")
     gpu_pinning: GpuPinning | None = Field(default=None, description="How Kubernetes manifests pin the GPUs (None: AUTO).")
     strict: bool = Field(default=False, description="Refuse placements that change what was asked (fleet/changes.py).")
+    # Instead of ``replicas``: the total rate to serve within latency objectives. PlanFleet then runs a
+    # capacity plan over the fleet's GPU types (engine/capacity.py) and places that many replicas of its
+    # best configuration (fleet/slo_sizing.py).
+    request_rate: float | None = Field(default=None, gt=0, le=1e6, description="req/s to serve; sizes the replicas.")
+    slos: tuple[SloTarget, ...] = Field(default=(), description="Latency objectives for request_rate.")
+    slo_percentile: float = Field(default=99.0, gt=0, lt=100)
+    load: LoadOptions | None = Field(default=None, description="Traffic shape for sizing; None = the plan's workload.")
+
+    @model_validator(mode="after")
+    def _rate_needs_slos(self) -> "Deployment":
+        if self.request_rate is not None and not self.slos:
+            raise ValueError("slos: request_rate needs at least one SLO (ttft, tpot or e2el in ms)")
+        if self.slos and self.request_rate is None:
+            raise ValueError("request_rate: SLOs size replicas for a request rate; give request_rate")
+        if len({s.metric for s in self.slos}) != len(self.slos):
+            raise ValueError("slos: each metric at most once")
+        return self
 
     @property
     def display_name(self) -> str:
@@ -259,8 +277,25 @@ class GpuBudget(_Model):
     remaining_bytes: int
 
 
+class DeploymentSizing(_Model):
+    """How PlanFleet sized a deployment given as request_rate + SLOs (the capacity plan's best option)."""
+
+    deployment: str
+    request_rate: float
+    replicas: int
+    gpu: str
+    tensor_parallel_size: int
+    quantization: str | None = None
+    kv_cache_dtype: str
+    max_num_seqs: int
+    max_rate_per_replica: float
+    predicted: dict[str, float] = {}
+    reason: str = Field(default="", description="Why no configuration was found (replicas 0), else empty.")
+
+
 class FleetPlanResponse(_Model):
     assignments: tuple[Assignment, ...]
     unplaced: tuple[Unplaced, ...] = ()
     budgets: tuple[GpuBudget, ...] = ()
+    sizings: tuple[DeploymentSizing, ...] = ()
     reservation: Reservation | None = None

@@ -30,6 +30,7 @@ from planner_service.fleet.placement import place
 from planner_service.fleet.registration import validate_registration
 from planner_service.fleet.registry import FleetEvent, matches
 from planner_service.fleet.reservations import validate_reserve_seconds
+from planner_service.fleet.slo_sizing import size_deployments
 from vllm_planner.bounded import shown
 from vllm_planner.v1 import fleet_pb2 as pb
 from vllm_planner.v1 import fleet_pb2_grpc
@@ -190,6 +191,9 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         if deployment.replicas > MAX_PLACE_REPLICAS:
             raise InvalidRequestError.for_field(
                 "deployment.replicas", f"Place chooses at most {MAX_PLACE_REPLICAS} replicas; PlanFleet packs more")
+        if deployment.request_rate is not None:
+            raise InvalidRequestError.for_field(
+                "deployment.request_rate", "sizing replicas for a rate is PlanFleet's; Place takes replicas")
         hosts = self._rt.registry.snapshot()
         result = await asyncio.to_thread(self._place, deployment, hosts, max_results, reserve)
         return fit_place_answer(conv.place_response_to_proto(result))
@@ -216,12 +220,15 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         return conv.fleet_plan_to_proto(result)
 
     def _plan_fleet(self, request: FleetPlanRequest, hosts: tuple[FleetHost, ...], reserve: float) -> FleetPlanResponse:
+        # Rate-given deployments are sized first (capacity searches take seconds: outside the lock).
+        request, sizings, not_sized = size_deployments(request, hosts, self._rt.provider.source)
         for deployment in request.deployments:  # resolve metadata outside the lock
             self._rt.provider.prepare(deployment)
         book = self._rt.reservations
         with book.lock:
             view = book.apply(hosts)
             result = plan_fleet(request, view, self._rt.provider.prepare, self._rt.settings.sizing)
+            result = result.model_copy(update={"sizings": sizings, "unplaced": result.unplaced + not_sized})
             if reserve <= 0:
                 return result
             names = ", ".join(dict.fromkeys(a.deployment for a in result.assignments))
