@@ -17,7 +17,7 @@ from planner_service.api import default_resolver
 from planner_service.engine.bench_models import SloTarget
 from planner_service.engine.models import ModelOptions, PlanRequest, WorkloadOptions
 from planner_service.fleet.evaluator import TwinProvider
-from planner_service.fleet.models import Deployment, FleetPlanRequest, HostState
+from planner_service.fleet.models import Deployment, FleetPlanRequest, HostState, MemorySizing
 from planner_service.fleet.registry import FleetTimings
 from planner_service.fleet.runtime import FleetSettings
 from planner_service.fleet.slo_sizing import size_deployments
@@ -54,6 +54,7 @@ def test_a_rate_is_sized_into_replicas_of_the_best_configuration_on_the_fleets_g
     assert sized.plan.hardware.tensor_parallel_size == sizing.tensor_parallel_size
     assert sized.plan.model.kv_cache_dtype == sizing.kv_cache_dtype
     assert sized.plan.engine.max_num_seqs == sizing.max_num_seqs
+    assert sized.sizing is MemorySizing.MAX_FREE  # the memory budget the search simulated, not a trimmed one
 
 
 def test_a_rate_no_fleet_gpu_can_serve_is_unplaced_with_the_reason():

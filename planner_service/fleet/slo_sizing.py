@@ -3,8 +3,9 @@
 A fleet deployment may say how much traffic it must serve instead of how many replicas to run. The
 capacity search (``engine/capacity.py``) then runs over the GPU types the fleet has (those of the hosts
 its filter admits), and the best option - fewest GPUs - becomes the deployment: that many replicas,
-pinned to that GPU type, with the option's TP size, quantization, KV-cache dtype and max_num_seqs. The
-packing that follows is PlanFleet's usual one. Pure given the model's metadata.
+pinned to that GPU type, with the option's TP size, quantization, KV-cache dtype and max_num_seqs, and
+each replica given the memory that is free (the search assumed vLLM's full budget). The packing that
+follows is PlanFleet's usual one. Pure given the model's metadata.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from planner_service.engine.capacity import plan_capacity
 from planner_service.engine.errors import GpuNotFoundError
 from planner_service.engine.gpus import lookup_gpu
 from planner_service.engine.source import ModelSource
-from planner_service.fleet.models import Deployment, DeploymentSizing, FleetHost, FleetPlanRequest, Unplaced
+from planner_service.fleet.models import (
+    Deployment, DeploymentSizing, FleetHost, FleetPlanRequest, MemorySizing, Unplaced,
+)
 
 
 def fleet_gpu_types(deployment: Deployment, hosts: tuple[FleetHost, ...] | list[FleetHost]) -> dict[str, str]:
@@ -63,8 +66,11 @@ def size_for_rate(deployment: Deployment, source: ModelSource,
         "hardware": plan.hardware.model_copy(update={"tensor_parallel_size": best.tensor_parallel_size}),
         "engine": plan.engine.model_copy(update={"max_num_seqs": best.max_num_seqs}),
     })
+    # The capacity search simulated replicas with vLLM's own memory budget (the default utilization):
+    # give each replica what is free (MAX_FREE), not the smallest budget for the plan's workload
+    # concurrency, or its KV cache would hold far fewer requests than the rate needs.
     sized = deployment.model_copy(update={
-        "plan": sized_plan, "replicas": best.replicas,
+        "plan": sized_plan, "replicas": best.replicas, "sizing": MemorySizing.MAX_FREE,
         "filter": deployment.filter.model_copy(update={"gpu_types": (gpu_types[best.gpu],)}),
     })
     return sized, DeploymentSizing(
