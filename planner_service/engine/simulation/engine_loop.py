@@ -210,7 +210,7 @@ class EngineSimulation:
             sched_idx, sched_tokens = idx[alloc > 0], alloc[alloc > 0]
             budget -= int(alloc.sum())
         else:
-            sched_idx, sched_tokens, budget, preempted = self._schedule_with_preemption(budget)
+            sched_idx, sched_tokens, budget, preempted = self._schedule_with_preemption(budget, alloc, need)
         if not preempted:
             admitted, admitted_tokens, budget = self._admit(budget)
             if admitted:
@@ -218,23 +218,27 @@ class EngineSimulation:
                 sched_tokens = np.concatenate([sched_tokens, np.array(admitted_tokens, np.int64)])
         return sched_idx, sched_tokens
 
-    def _schedule_with_preemption(self, budget: int) -> tuple[np.ndarray, np.ndarray, int, bool]:
-        rule = self.lim.blocks
-        running = list(self.running)
+    def _schedule_with_preemption(self, budget: int, alloc: np.ndarray,
+                                  need: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, bool]:
+        """The running loop when the pool is short: in order, preempting from the end to make room.
+
+        ``alloc``/``need`` were computed for the whole running list; preempting pops from its end, which
+        changes neither the budget nor the blocks of the requests before the victim.
+        """
+        running = self.running.tolist()
+        allocs, needs = alloc.tolist(), need.tolist()
         sched: list[int] = []
         tokens: list[int] = []
         preempted = False
-        pos = 0
-        while pos < len(running):
-            i = running[pos]
-            new = int(self.prompt[i] + self.out[i] - self.computed[i])
-            n = min(new, budget)
+        for pos, i in enumerate(running):
+            if pos >= len(running):
+                break
+            n = allocs[pos]
             if n <= 0:
-                pos += 1
                 continue
-            need = max(0, int(rule.blocks(int(self.computed[i]) + n, n)) - int(self.held[i]))
+            required = needs[pos]
             scheduled = True
-            while need > self.free:
+            while required > self.free:
                 victim = running.pop()
                 preempted = True
                 self._preempt(victim)
@@ -243,12 +247,11 @@ class EngineSimulation:
                     break
             if not scheduled:
                 break
-            self.held[i] += need
-            self._take(need)
+            self.held[i] += required
+            self._take(required)
             budget -= n
             sched.append(i)
             tokens.append(n)
-            pos += 1
         self.running = np.array(running, np.int64)
         return np.array(sched, np.int64), np.array(tokens, np.int64), budget, preempted
 
