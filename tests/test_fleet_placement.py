@@ -190,3 +190,51 @@ def test_repeated_place_replans_only_changed_hosts_and_never_mixes_deployments()
     tp4 = place(_deployment(tp=4), second, cache)  # same cache, other deployment: no stale memo
     assert [p.tensor_parallel_size for p in tp4.placements] == [4]
     assert place(_deployment(), second, cache) == tp1
+
+
+def test_incremental_ranking_equals_a_fresh_ranking_after_every_change(monkeypatch):
+    """Place keeps each host's result across snapshots and re-plans only hosts whose object changed;
+    after adds, removals, state changes and memory changes the answer equals a from-scratch one."""
+    import random
+
+    from planner_service.fleet import placement
+    from planner_service.fleet.registry import FleetRegistry
+
+    rng = random.Random(7)
+    shapes = (lambda n: h100_host(n), lambda n: h100_host(n, busy=True), lambda n: h100_nvlink_host(n),
+              lambda n: h100_nvlink_host(n, used_bytes={0: 60 * GIB, 3: 70 * GIB}), lambda n: a100_mig_host(n))
+    reg = FleetRegistry()
+    names = [f"node-{i:03d}" for i in range(40)]
+    for name in names:
+        host = rng.choice(shapes)(name)
+        reg.update(host.address, host)
+    planned: list[str] = []
+    real = placement.place_on_host
+
+    def counting(deployment, host, *args, **kwargs):  # noqa: ANN001, ANN202
+        if kwargs.get("free") is None:  # the untouched-budget ranking, not packing's re-plans
+            planned.append(host.host)
+        return real(deployment, host, *args, **kwargs)
+
+    monkeypatch.setattr(placement, "place_on_host", counting)
+    cache = TwinCache(StandInTwin())
+    deployment = _deployment(replicas=3)
+    assert place(deployment, reg.snapshot(), cache) == place(deployment, reg.snapshot(), TwinCache(StandInTwin()))
+    absent: set[str] = set()  # hosts left out of the previous view come back as new
+    for step in range(12):
+        changed = rng.sample(names, 5)
+        for name in changed:
+            host = rng.choice(shapes)(name)
+            reg.update(host.address, host)
+        if step % 3 == 1:
+            reg.mark_broken(f"{names[step]}:50052", "stream failed")
+            changed.append(names[step])
+        planned.clear()
+        hosts = reg.snapshot()
+        if step % 4 == 2:  # a host leaves the view
+            hosts = tuple(h for h in hosts if h.host != names[-1 - step])
+        incremental = place(deployment, hosts, cache)
+        assert planned and set(planned) <= set(changed) | absent  # the changed hosts, nothing else
+        absent = set(names) - {h.host for h in hosts}
+        assert incremental == place(deployment, hosts, TwinCache(StandInTwin()))
+        assert incremental.hosts_considered == len(hosts)

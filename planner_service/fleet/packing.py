@@ -12,7 +12,7 @@ spreading replicas over hosts, so the same input always yields the same plan.
 from __future__ import annotations
 
 import heapq
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from planner_service.fleet import pinning, sizing
 from planner_service.fleet.models import (
@@ -27,7 +27,7 @@ from planner_service.fleet.models import (
     Rejection,
     Unplaced,
 )
-from planner_service.fleet.placement import TwinCache, place_on_host, rank_key
+from planner_service.fleet.placement import Ranking, TwinCache, place_on_host, rank_key
 
 # For each deployment: the twin cache to use and whether it needs fp8 support.
 Prepare = Callable[[Deployment], tuple[TwinCache, bool]]
@@ -50,54 +50,73 @@ def assign_replicas(
     *,
     fp8: bool = False,
     sizing_mode: MemorySizing = MemorySizing.MAX_FREE,
-    initial: dict[str, Placement | Rejection] | None = None,
-    initial_keys: dict[str, tuple] | None = None,
+    ranking: Ranking | None = None,
 ) -> tuple[list[Placement], list[str]]:
     """Choose ``deployment.replicas`` placements one by one, charging ``budget`` (mutated) for each.
 
     ``budget`` is ``{agent address: {GPU/MIG UUID: bytes still free}}``, filled lazily: a host
     without an entry still has its live free memory. It is keyed by address first because a UUID is
-    only as unique as the planner can trust (replayed captures, cloned VM images). ``initial`` holds
-    per-address results already computed against the untouched budget (``place`` passes them, with
-    their ``rank_key``s as ``initial_keys``). Candidates sit in a heap keyed by (replicas already on
-    that host, rank): replicas spread across hosts first (a host failure takes fewer down), and each
-    pick costs O(log n) rather than a scan of the fleet.
+    only as unique as the planner can trust (replayed captures, cloned VM images). ``ranking`` holds
+    every host's result against the untouched budget, in rank order (``place`` passes it, read under
+    its lock); without it every host is planned here. Candidates are taken by (replicas already on
+    that host, rank): replicas spread across hosts first (a host failure takes fewer down). Hosts not
+    yet chosen all count zero replicas, so they are taken straight from the rank order, and only
+    hosts re-planned after a pick wait in a heap: a pick costs O(log n), not a pass over the fleet.
     """
-    by_address = {h.address: h for h in hosts}
-
-    def evaluate(host: FleetHost, mode: MemorySizing = MemorySizing.MAX_FREE) -> Placement | Rejection:
-        return place_on_host(deployment, host, cache, policy, fp8=fp8, free=budget.get(host.address), sizing_mode=mode)
-
-    current = dict(initial) if initial is not None else {a: evaluate(h) for a, h in sorted(by_address.items())}
-    keys = initial_keys if initial_keys is not None else {a: rank_key(p) for a, p in current.items() if isinstance(p, Placement)}
-    heap = [(0, key, address) for address, key in keys.items()]
-    heapq.heapify(heap)
+    if ranking is None:
+        by_address = {h.address: h for h in hosts}
+        untouched = {a: _evaluate(deployment, h, budget, cache, policy, fp8) for a, h in sorted(by_address.items())}
+        order = sorted((rank_key(p), a) for a, p in untouched.items() if isinstance(p, Placement))
+        host_of, result_of = by_address.__getitem__, untouched.__getitem__
+        all_addresses: Callable[[], Iterable[str]] = untouched.keys
+    else:
+        order = ranking.placed
+        host_of, result_of = ranking.host, ranking.result
+        all_addresses = ranking.entries.keys
+    current: dict[str, Placement | Rejection] = {}  # results re-planned after a pick (reduced budget)
+    heap: list[tuple[int, tuple, str]] = []  # (replicas on that host, rank, address) of re-planned hosts
+    picked: set[str] = set()
+    position = 0
     selected: list[Placement] = []
     unplaced: list[str] = []
     used_hosts: dict[str, int] = {}
     for _ in range(deployment.replicas):
-        if not heap:
-            unplaced.append(_summarise([r for r in current.values() if isinstance(r, Rejection)]))
+        while position < len(order) and order[position][1] in picked:
+            position += 1
+        if position < len(order):  # zero replicas on it: ahead of every re-planned host
+            address = order[position][1]
+            position += 1
+        elif heap:
+            address = heapq.heappop(heap)[2]
+        else:
+            results = [current.get(a) or result_of(a) for a in all_addresses()]
+            unplaced.append(_summarise([r for r in results if isinstance(r, Rejection)]))
             continue
-        _, _, address = heapq.heappop(heap)
-        best = current[address]
+        best = current.get(address) or result_of(address)
+        host = host_of(address)
         if sizing_mode is MemorySizing.FIT_WORKLOAD:
             # Hosts are ranked by what they could give; only the chosen one is shrunk to the workload
             # (a binary search over utilization), which keeps a fleet plan linear in the host count.
-            fitted = evaluate(by_address[address], MemorySizing.FIT_WORKLOAD)
+            fitted = _evaluate(deployment, host, budget, cache, policy, fp8, MemorySizing.FIT_WORKLOAD)
             best = fitted if isinstance(fitted, Placement) else best
         used_hosts[best.host] = used_hosts.get(best.host, 0) + 1
-        gpus = budget.setdefault(address, {g.uuid: g.memory_free_bytes for g in by_address[address].gpus})
+        gpus = budget.setdefault(address, {g.uuid: g.memory_free_bytes for g in host.gpus})
         for uuid in best.gpu_uuids:
             remaining = gpus[uuid] - best.reserved_bytes
             if remaining < 0:  # cannot happen by construction; guard the invariant anyway
                 raise AssertionError(f"over-commit of {uuid} on {best.host}: {remaining} bytes")
             gpus[uuid] = remaining
         selected.append(best)
-        current[address] = evaluate(by_address[address])
-        if isinstance(current[address], Placement):
-            heapq.heappush(heap, (used_hosts[best.host], rank_key(current[address]), address))
+        picked.add(address)
+        current[address] = again = _evaluate(deployment, host, budget, cache, policy, fp8)
+        if isinstance(again, Placement):
+            heapq.heappush(heap, (used_hosts[best.host], rank_key(again), address))
     return selected, unplaced
+
+
+def _evaluate(deployment: Deployment, host: FleetHost, budget: dict[str, dict[str, int]], cache: TwinCache,
+              policy: sizing.SizingPolicy, fp8: bool, mode: MemorySizing = MemorySizing.MAX_FREE) -> Placement | Rejection:
+    return place_on_host(deployment, host, cache, policy, fp8=fp8, free=budget.get(host.address), sizing_mode=mode)
 
 
 def plan_fleet(

@@ -15,8 +15,10 @@ indices, so equal inputs always give equal answers.
 
 from __future__ import annotations
 
-import heapq
-from dataclasses import dataclass
+import bisect
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 from planner_service.engine.errors import PlannerError
@@ -45,6 +47,8 @@ _TP_SIZES = (1, 2, 4, 8, 16, 32, 64)
 # How many rejected hosts an answer names (the rest are counted per reason): a Place answer must not
 # grow with the fleet.
 CLOSEST_REJECTIONS = 5
+# Deployment scopes whose per-host results a TwinCache keeps (each holds one small entry per host).
+MAX_RANKINGS = 16
 
 
 class TwinCache:
@@ -62,8 +66,9 @@ class TwinCache:
         self._requests: dict[tuple, PlanRequest] = {}
         self._placement_keys: dict[tuple, tuple] = {}
         self._rendered: dict[tuple, PlacementArtifacts] = {}
-        self._per_host: dict[tuple[int, str], tuple[FleetHost, Placement | Rejection, tuple]] = {}
-        self._ranked: dict[str, Ranked] = {}
+        self._changes: dict[tuple, tuple[str, ...]] = {}
+        self._rankings: OrderedDict[str, Ranking] = OrderedDict()
+        self._rankings_lock = threading.Lock()
         self.evaluations = 0
 
     def run(self, key: tuple, request: PlanRequest | Callable[[], PlanRequest]) -> PlanResponse:
@@ -83,30 +88,25 @@ class TwinCache:
             raise hit
         return hit
 
-    def host_result(self, host: FleetHost, scope: str, compute: Callable[[], Placement | Rejection]) -> tuple[Placement | Rejection, tuple]:
-        """A host's untouched-budget result for one deployment ``scope`` and its sort key (``rank_key``
-        of a placement, ``closeness`` of a rejection), memoised on the host object: the registry keeps
-        an unchanged host's object across snapshots, so a repeated Place only re-plans the hosts that
-        changed."""
-        hit = self._per_host.get((id(host), scope))
-        if hit is not None and hit[0] is host:
-            return hit[1], hit[2]
-        result = compute()
-        key = rank_key(result) if isinstance(result, Placement) else closeness(result, host)
-        if len(self._per_host) > 200_000:
-            self._per_host.clear()
-        self._per_host[(id(host), scope)] = (host, result, key)  # holding the host keeps its id from being reused
-        return result, key
+    def ranking(self, scope: str) -> "Ranking":
+        """The incremental ranking of one deployment ``scope`` (created on first use; the 16 most
+        recently used scopes are kept). Callers hold ``ranking.lock`` while they update or read it."""
+        with self._rankings_lock:
+            hit = self._rankings.get(scope)
+            if hit is None:
+                hit = self._rankings[scope] = Ranking()
+                while len(self._rankings) > MAX_RANKINGS:
+                    self._rankings.popitem(last=False)
+            else:
+                self._rankings.move_to_end(scope)
+            return hit
 
-    def ranked(self, scope: str, hosts: Sequence[FleetHost]) -> "Ranked | None":
-        """The ranking of exactly this ``hosts`` object for ``scope`` if it was computed last time."""
-        hit = self._ranked.get(scope)
-        return hit if hit is not None and hit.hosts is hosts else None
-
-    def remember_ranked(self, scope: str, ranked: "Ranked") -> None:
-        if len(self._ranked) > 64:
-            self._ranked.clear()
-        self._ranked[scope] = ranked
+    def changes(self, key: tuple, asked: PlanRequest, plan: PlanResponse, utilization: float) -> tuple[str, ...]:
+        """``request_changes`` memoised per twin key (it depends on nothing else for one cache)."""
+        hit = self._changes.get(key)
+        if hit is None:
+            hit = self._changes[key] = request_changes(asked, plan, utilization)
+        return hit
 
     def remember(self, placement: Placement, key: tuple) -> Placement:
         self._placement_keys[_identity(placement)] = key
@@ -205,7 +205,9 @@ def _evaluate_group(
     feas = plan.feasibility
     perf = plan.performance
     gpu = group.gpus[0]
-    placement = Placement(
+    # Every value below is computed here from validated inputs: skip pydantic's validation (this runs
+    # for every host whose inventory changed, thousands of times per Place on a busy fleet).
+    placement = Placement.model_construct(
         host=host.host,
         address=host.address,
         gpu_uuids=group.uuids,
@@ -231,7 +233,7 @@ def _evaluate_group(
         decode_tokens_per_second=perf.decode_tokens_per_second_aggregate.expected if perf else None,
         warnings=tuple(feas.warnings) + ((feas.error,) if feas.error else ()),
         kv_cache_dtype=plan.config.kv_cache_dtype,
-        adjustments=request_changes(deployment.plan, plan, utilization),
+        adjustments=cache.changes(key, deployment.plan, plan, utilization),
     )
     return cache.remember(placement, key)
 
@@ -361,49 +363,80 @@ def rank_key(p: Placement) -> tuple:
     return (p.tensor_parallel_size, link_rank, -p.max_concurrency, -p.kv_cache_tokens, p.host, p.gpu_indices, p.gpu_uuids)
 
 
-@dataclass(frozen=True)
-class Ranked:
-    """Every host's untouched-budget result for one deployment scope over one snapshot."""
-
-    hosts: Sequence[FleetHost]  # the very object ranked (identity: the registry's snapshot)
-    ordered: list[FleetHost]
-    first: dict[str, Placement | Rejection]
-    keys: dict[str, tuple]  # rank_key of each placement, by address
-    placements: list[Placement]  # sorted best first
-    closest: tuple[Rejection, ...]
-    counts: dict[RejectReason, int]
-    by_address: dict[str, FleetHost]
+Entry = tuple[FleetHost, "Placement | Rejection", tuple]
 
 
-def rank_hosts(deployment: Deployment, hosts: Sequence[FleetHost], cache: TwinCache, policy: sizing.SizingPolicy,
-               fp8: bool, mode: MemorySizing, scope: str) -> Ranked:
-    """One result per host (memoised per host object), sorted; reused whole while the snapshot is the same."""
-    hit = cache.ranked(scope, hosts)
-    if hit is not None:
-        return hit
-    ordered = list(hosts)
-    if any((a.host, a.address) > (b.host, b.address) for a, b in zip(ordered, ordered[1:])):
-        ordered.sort(key=lambda h: (h.host, h.address))  # registry snapshots arrive sorted already
-    first: dict[str, Placement | Rejection] = {}
-    keys: dict[str, tuple] = {}
-    placed: list[tuple[tuple, Placement]] = []
-    rejected: list[tuple[tuple, Rejection]] = []
-    counts: dict[RejectReason, int] = {}
-    for host in ordered:
-        result, key = cache.host_result(
-            host, scope, lambda h=host: place_on_host(deployment, h, cache, policy, fp8=fp8, sizing_mode=mode))
-        first[host.address] = result
+@dataclass
+class Ranking:
+    """One deployment scope's per-host results, kept across snapshots and updated incrementally.
+
+    ``entries`` maps an agent address to (the host object it was computed from, the result against the
+    untouched budget, its sort key); ``placed`` and ``rejected`` hold (sort key, address) in order,
+    and ``counts`` the rejections per reason. The registry keeps an unchanged host's object across
+    snapshots (and the reservation book an unchanged adjusted copy), so ``update`` re-plans exactly
+    the hosts whose object is new: after 5 % of 10,000 agents reported, 500 hosts are re-planned, each
+    moved in the sorted lists by bisection, and the rest costs one dictionary lookup. A host's result
+    does not depend on other hosts, so reusing it is exact. Read and update under ``lock``.
+    """
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    hosts: Sequence[FleetHost] | None = None  # the sequence last ranked (identity)
+    entries: dict[str, Entry] = field(default_factory=dict)
+    placed: list[tuple[tuple, str]] = field(default_factory=list)
+    rejected: list[tuple[tuple, str]] = field(default_factory=list)
+    counts: dict[RejectReason, int] = field(default_factory=dict)
+
+    def update(self, deployment: Deployment, hosts: Sequence[FleetHost], cache: TwinCache, policy: sizing.SizingPolicy,
+               fp8: bool, mode: MemorySizing) -> None:
+        if hosts is self.hosts:
+            return
+        entries = self.entries
+        for host in hosts:
+            hit = entries.get(host.address)
+            if hit is not None and hit[0] is host:
+                continue
+            result = place_on_host(deployment, host, cache, policy, fp8=fp8, sizing_mode=mode)
+            key = rank_key(result) if isinstance(result, Placement) else closeness(result, host)
+            if hit is not None:
+                self._drop(host.address, hit)
+            entries[host.address] = entry = (host, result, key)
+            self._add(host.address, entry)
+        if len(entries) > len(hosts):  # hosts left the fleet (or the view): forget them
+            present = {h.address for h in hosts}
+            for address in [a for a in entries if a not in present]:
+                self._drop(address, entries.pop(address))
+        self.hosts = hosts
+
+    def _add(self, address: str, entry: Entry) -> None:
+        _, result, key = entry
         if isinstance(result, Placement):
-            keys[host.address] = key
-            placed.append((key, result))
+            bisect.insort(self.placed, (key, address))
         else:
-            rejected.append((key, result))
-            counts[result.reason] = counts.get(result.reason, 0) + 1
-    placed.sort(key=lambda item: item[0])
-    closest = tuple(r for _, r in heapq.nsmallest(CLOSEST_REJECTIONS, rejected, key=lambda item: item[0]))
-    ranked = Ranked(hosts, ordered, first, keys, [p for _, p in placed], closest, counts, {h.address: h for h in ordered})
-    cache.remember_ranked(scope, ranked)
-    return ranked
+            bisect.insort(self.rejected, (key, address))
+            self.counts[result.reason] = self.counts.get(result.reason, 0) + 1
+
+    def _drop(self, address: str, entry: Entry) -> None:
+        _, result, key = entry
+        ordered = self.placed if isinstance(result, Placement) else self.rejected
+        i = bisect.bisect_left(ordered, (key, address))
+        if i < len(ordered) and ordered[i] == (key, address):
+            del ordered[i]
+        if not isinstance(result, Placement):
+            self.counts[result.reason] -= 1
+            if not self.counts[result.reason]:
+                del self.counts[result.reason]
+
+    def host(self, address: str) -> FleetHost:
+        return self.entries[address][0]
+
+    def result(self, address: str) -> "Placement | Rejection":
+        return self.entries[address][1]
+
+    def top(self, n: int) -> list[Placement]:
+        return [self.entries[address][1] for _, address in self.placed[:n]]  # type: ignore[misc]
+
+    def closest(self, n: int = CLOSEST_REJECTIONS) -> tuple[Rejection, ...]:
+        return tuple(self.entries[address][1] for _, address in self.rejected[:n])  # type: ignore[misc]
 
 
 def place(
@@ -422,30 +455,32 @@ def place(
     mode = deployment.sizing or MemorySizing.MAX_FREE
     # Everything that changes a host's answer besides the host itself (replicas/name/pinning do not).
     scope = deployment.model_dump_json(exclude={"name", "replicas", "gpu_pinning"}) + policy.model_dump_json() + f"{fp8}{mode.value}"
-    ranked = rank_hosts(deployment, hosts, cache, policy, fp8, mode, scope)
-    ordered, placements, by_address = ranked.ordered, ranked.placements, ranked.by_address
-    selected, unplaced = assign_replicas(deployment, ordered, {}, cache, policy, fp8=fp8, sizing_mode=mode,
-                                         initial=ranked.first, initial_keys=ranked.keys)
-    label = deployment.display_name
-    chosen = [
-        cache.with_artifacts(p, pinning.decide(by_address[p.address], p, label, i, deployment.gpu_pinning))
-        for i, p in enumerate(selected)
-    ]
-    full = {_identity(p): p for p in chosen}
-    ranked_out = tuple(
-        full.get(_identity(p))
-        or cache.with_artifacts(p, pinning.decide(by_address[p.address], p, label, None, deployment.gpu_pinning), full=False)
-        for p in placements[:max_results]
-    )
-    return PlaceResponse(
-        deployment=label,
-        placements=ranked_out,
-        selected=tuple(chosen),
-        rejections=ranked.closest,
-        rejection_counts=dict(ranked.counts),
-        unplaced_replicas=len(unplaced),
-        hosts_considered=len(ordered),
-    )
+    ranking = cache.ranking(scope)
+    # Held for the whole answer: Place is CPU-bound Python (one thread runs at a time anyway), and a
+    # concurrent Place of the same deployment then reuses this one's work instead of repeating it.
+    with ranking.lock:
+        ranking.update(deployment, hosts, cache, policy, fp8, mode)
+        selected, unplaced = assign_replicas(deployment, hosts, {}, cache, policy, fp8=fp8, sizing_mode=mode, ranking=ranking)
+        label = deployment.display_name
+        chosen = [
+            cache.with_artifacts(p, pinning.decide(ranking.host(p.address), p, label, i, deployment.gpu_pinning))
+            for i, p in enumerate(selected)
+        ]
+        full = {_identity(p): p for p in chosen}
+        ranked_out = tuple(
+            full.get(_identity(p))
+            or cache.with_artifacts(p, pinning.decide(ranking.host(p.address), p, label, None, deployment.gpu_pinning), full=False)
+            for p in ranking.top(max_results)
+        )
+        return PlaceResponse(
+            deployment=label,
+            placements=ranked_out,
+            selected=tuple(chosen),
+            rejections=ranking.closest(),
+            rejection_counts=dict(ranking.counts),
+            unplaced_replicas=len(unplaced),
+            hosts_considered=len(hosts),
+        )
 
 
 # Closest to fitting first: a host that fits but misses the SLO, then one whose model does not fit
