@@ -44,7 +44,8 @@ class GpuAgentSettings(ServerSettings):
     collect_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of one whole collection.")
     stale_after_intervals: float = Field(default=3.0, gt=0, description="Snapshot is stale (NOT_SERVING) after this many intervals.")
     hostname: str | None = Field(default=None, description="Host name to report (default: this machine's).")
-    register_with: str | None = Field(default=None, description="Planner HOST:PORT to self-register with (RegisterAgent heartbeat).")
+    register_with: str | None = Field(default=None, description="Planner HOST:PORT to report to (push mode) or self-register with (dial mode).")
+    register_mode: str = Field(default="push", description="push: send inventory and heartbeats to the planner (ReportInventory); dial: register, the planner dials this agent.")
     advertise_address: str | None = Field(default=None, description="HOST:PORT the planner should dial (default: the bound address; this host's name for 0.0.0.0).")
     register_token_file: Path | None = Field(default=None, description="File holding the planner's bearer token, for --register-with (default: this agent's own token).")
     pod_resources_socket: Path | None = Field(
@@ -70,6 +71,8 @@ class GpuAgentSettings(ServerSettings):
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
         if self.replay_variant not in ("idle", "busy"):
             raise ValueError("replay_variant must be idle or busy")
+        if self.register_mode not in ("push", "dial"):
+            raise ValueError("register_mode must be push or dial")
         if self.replay_source not in REPLAY_SOURCES:
             raise ValueError(f"replay_source must be one of {', '.join(REPLAY_SOURCES)}")
         return self
@@ -84,6 +87,7 @@ class GpuAgentSettings(ServerSettings):
 class AgentServer:
     running: RunningServer
     collector: Collector
+    changes: ChangeSignal
     _monitor: asyncio.Task | None = field(default=None, repr=False)
 
     @property
@@ -155,7 +159,7 @@ async def build_agent_server(settings: GpuAgentSettings, backend: InventoryBacke
     register_gpu_metrics(collector)
     period = min(settings.interval_seconds / 2, 1.0)
     monitor = asyncio.ensure_future(_track_freshness(running, collector, period))
-    return AgentServer(running, collector, monitor)
+    return AgentServer(running, collector, changes, monitor)
 
 
 class BackgroundAgent:

@@ -53,7 +53,8 @@ async def _serve(settings: GpuAgentSettings, backend: InventoryBackend) -> None:
         token = _register_token(settings)
         registration = start_registration(
             settings.register_with, advertise_address=settings.advertise_address or _dialable(agent.address),
-            host=settings.hostname, agent_instance_id=agent.instance_id, token=token,
+            host=settings.hostname, agent_instance_id=agent.instance_id, token=token, mode=settings.register_mode,
+            collector=agent.collector, changes=agent.changes,
         )
     # The address goes out last, once everything is started: a parent that reads it may signal at once.
     sys.stdout.write(f"{agent.address}\n")

@@ -1,16 +1,24 @@
-"""``gpu-agent --register-with PLANNER``: announce this agent to the planner(s), as a heartbeat.
+"""``gpu-agent --register-with PLANNER``: report to the planner(s), or announce this agent to be dialled.
 
-Each round resolves PLANNER (``HOST:PORT``) to every address it names and calls ``RegisterAgent``
-on each one, so when several planner replicas sit behind one DNS name (a Kubernetes headless
-Service) every replica holds this agent's lease and they all watch it (no replica-only state). The
-planner answers with the heartbeat interval it wants; a failed call is retried next round with
-jittered backoff. The planner then opens the agent's ``WatchInventory`` stream itself.
+Each round resolves PLANNER (``HOST:PORT``) to every address it names and reports to each one, so
+when several planner replicas sit behind one DNS name (a Kubernetes headless Service) every replica
+holds this agent's lease and state (no replica-only state). The planner answers with the heartbeat
+interval it wants; a failed call is retried next round with jittered backoff. Two modes:
+
+- ``push`` (the default, ``report_loop``): ``ReportInventory`` carries the registration and the
+  inventory (first, after each change, and when the planner asks) or a heartbeat (every interval, and
+  at once when the snapshot's freshness changes) over one long-lived connection per planner. The
+  planner dials nothing and holds no call open (planner_service/fleet/reports.py says why). A planner
+  without ReportInventory (UNIMPLEMENTED) is registered with instead, as in dial mode.
+- ``dial`` (``heartbeat_loop``): ``RegisterAgent`` only; the planner then opens the agent's
+  ``WatchInventory`` stream itself (as it does for --agents and --agents-dns discovery).
 
 Hook in ``gpu_agent/main.py`` (after the server is listening)::
 
     if settings.register_with:
         task = start_registration(settings.register_with, advertise_address=..., host=socket.gethostname(),
-                                  agent_instance_id=..., token=...)
+                                  agent_instance_id=..., token=..., mode=settings.register_mode,
+                                  collector=agent.collector, changes=agent.changes)
 """
 
 from __future__ import annotations
@@ -19,15 +27,24 @@ import asyncio
 import logging
 import random
 import socket
-from typing import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable
 
-from clients.sdk.errors import SdkError
+from clients.sdk.errors import SdkError, Unimplemented
 from clients.sdk.fleet_client import AsyncFleetClient
+
+if TYPE_CHECKING:
+    from gpu_agent.collector import Collector
+    from gpu_agent.servicer import ChangeSignal
 
 log = logging.getLogger(__name__)
 
 Resolver = Callable[[str, int], list[str]]
 MAX_BACKOFF_SECONDS = 60.0
+FIRST_INTERVAL_SECONDS = 10.0  # until a planner says which interval it wants
+# Each agent keeps its own connection to each planner (no subchannel shared with other channels of
+# the process: one process serving many agents, as benchmarks/fleet.py does, then behaves as many hosts).
+REPORT_CHANNEL_OPTIONS: tuple[tuple[str, object], ...] = (("grpc.use_local_subchannel_pool", 1), ("grpc.enable_channelz", 0))
 
 
 def resolve_planners(target: str, resolver: Resolver | None = None) -> list[str]:
@@ -82,11 +99,7 @@ async def heartbeat_loop(
     failures = 0
     try:
         while True:
-            loop = asyncio.get_running_loop()
-            try:
-                planners = await asyncio.wait_for(loop.run_in_executor(None, resolve_planners, planner, resolver), timeout_seconds)
-            except asyncio.TimeoutError:
-                planners = [planner]
+            planners = await _resolve(planner, resolver, timeout_seconds)
             interval = await register_once(planners, clients, advertise_address, host, agent_instance_id, token, timeout_seconds, labels)
             if interval is None:
                 failures += 1
@@ -100,13 +113,132 @@ async def heartbeat_loop(
             await client.close()
 
 
+async def _resolve(planner: str, resolver: Resolver | None, timeout_seconds: float) -> list[str]:
+    loop = asyncio.get_running_loop()
+    try:
+        return await asyncio.wait_for(loop.run_in_executor(None, resolve_planners, planner, resolver), timeout_seconds)
+    except asyncio.TimeoutError:
+        return [planner]
+
+
+class _Reporter:
+    """What one agent tells its planners: the inventory each one holds (by generation), and which
+    planners only know RegisterAgent."""
+
+    def __init__(self, collector: "Collector", address: str, host: str, agent_instance_id: str, token: str | None,
+                 labels: dict[str, str] | None, timeout_seconds: float) -> None:
+        self.collector = collector
+        self.address, self.host, self.instance, self.token = address, host, agent_instance_id, token
+        self.labels = labels
+        self.timeout_seconds = timeout_seconds
+        self.clients: dict[str, AsyncFleetClient] = {}
+        self.acknowledged: dict[str, int] = {}  # planner -> inventory generation it holds
+        self.dial_only: set[str] = set()
+        self._encoded: tuple[int, object] | None = None  # (generation, HostInventory proto), shared by planners
+
+    def _inventory(self, snapshot, generation: int):  # noqa: ANN001, ANN202
+        from gpu_agent.convert import inventory_to_proto
+
+        if self._encoded is None or self._encoded[0] != generation:
+            self._encoded = (generation, inventory_to_proto(snapshot))
+        return self._encoded[1]
+
+    async def report(self, planner: str) -> float:
+        """One report to ``planner`` (two when it asks for the inventory); its heartbeat interval."""
+        client = self.clients.get(planner)
+        if client is None:
+            client = self.clients[planner] = AsyncFleetClient(planner, token=self.token, channel_options=REPORT_CHANNEL_OPTIONS)
+        if planner in self.dial_only:
+            reply = await client.register_agent(self.address, self.host, self.instance, self.labels, timeout_seconds=self.timeout_seconds)
+            return reply.heartbeat_interval_seconds
+        common = dict(address=self.address, host=self.host, agent_instance_id=self.instance, labels=self.labels,
+                      timeout_seconds=self.timeout_seconds)
+        generation = self.collector.generation  # read before the snapshot: a newer snapshot is sent again later
+        snapshot = self.collector.snapshot()
+        try:
+            if snapshot is not None and self.acknowledged.get(planner) != generation:
+                answer = await client.report_inventory(inventory=self._inventory(snapshot, generation), inventory_generation=generation, **common)
+                self.acknowledged[planner] = generation
+                return answer.heartbeat_interval_seconds
+            from gpu_agent.convert import heartbeat_to_proto
+
+            reason = None if snapshot is not None else (self.collector.last_error or "first collection still running")
+            beat = heartbeat_to_proto(datetime.now(timezone.utc), snapshot, reason)
+            answer = await client.report_inventory(heartbeat=beat, inventory_generation=generation, **common)
+            if answer.inventory_wanted and snapshot is not None:
+                answer = await client.report_inventory(inventory=self._inventory(snapshot, generation), inventory_generation=generation, **common)
+                self.acknowledged[planner] = generation
+            return answer.heartbeat_interval_seconds
+        except Unimplemented:
+            log.warning("planner %s has no ReportInventory: registering to be dialled instead", planner)
+            self.dial_only.add(planner)
+            return await self.report(planner)
+
+    async def close(self, keep: set[str] | None = None) -> None:
+        for gone in sorted(set(self.clients) - (keep or set())):
+            self.acknowledged.pop(gone, None)
+            await self.clients.pop(gone).close()
+
+
+async def report_loop(
+    planner: str,
+    *,
+    collector: "Collector",
+    changes: "ChangeSignal",
+    advertise_address: str,
+    host: str,
+    agent_instance_id: str = "",
+    token: str | None = None,
+    labels: dict[str, str] | None = None,
+    resolver: Resolver | None = None,
+    timeout_seconds: float = 5.0,
+    rng: random.Random | None = None,
+) -> None:
+    """Push mode: report to every planner at each change of the snapshot (content or freshness) and at
+    least every heartbeat interval the planners ask for, until cancelled."""
+    rng = rng or random.Random()
+    reporter = _Reporter(collector, advertise_address, host, agent_instance_id, token, labels, timeout_seconds)
+    failures = 0
+    try:
+        while True:
+            changed = changes.current()  # taken before reading the snapshot, so no change is missed
+            planners = await _resolve(planner, resolver, timeout_seconds)
+            intervals: list[float] = []
+            for target in planners:
+                try:
+                    intervals.append(await reporter.report(target))
+                except SdkError as exc:
+                    reporter.acknowledged.pop(target, None)  # unknown what it holds: send the inventory again
+                    log.warning("report to planner %s failed: %s", target, exc)
+            await reporter.close(keep=set(planners))
+            if intervals:
+                failures = 0
+                delay = min(intervals) * rng.uniform(0.8, 1.0)  # a little early, jittered: never late
+            else:
+                failures += 1
+                delay = rng.uniform(0, min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(failures, 10)))
+            try:  # a change (new content, stale, recovered) is reported at once
+                await asyncio.wait_for(changed.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        await reporter.close()
+
+
 def start_registration(
     planner: str, *, advertise_address: str, host: str | None = None, agent_instance_id: str = "", token: str | None = None,
-    labels: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None, mode: str = "push", collector: "Collector | None" = None,
+    changes: "ChangeSignal | None" = None,
 ) -> asyncio.Task[None]:
-    """Start the heartbeat as a task of the running loop (cancel it on shutdown)."""
-    return asyncio.create_task(
-        heartbeat_loop(planner, advertise_address=advertise_address, host=host or socket.gethostname(),
-                       agent_instance_id=agent_instance_id, token=token, labels=labels),
-        name="register-with-planner",
-    )
+    """Start reporting (``push``, needs the collector and its change signal) or registering (``dial``)
+    as a task of the running loop (cancel it on shutdown)."""
+    host = host or socket.gethostname()
+    if mode == "push":
+        if collector is None or changes is None:
+            raise ValueError("push mode reports the collector's snapshots: pass collector and changes")
+        loop = report_loop(planner, collector=collector, changes=changes, advertise_address=advertise_address, host=host,
+                           agent_instance_id=agent_instance_id, token=token, labels=labels)
+    else:
+        loop = heartbeat_loop(planner, advertise_address=advertise_address, host=host,
+                              agent_instance_id=agent_instance_id, token=token, labels=labels)
+    return asyncio.create_task(loop, name="register-with-planner")

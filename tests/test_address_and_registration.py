@@ -13,11 +13,13 @@ from clients.sdk.errors import InvalidArgument, ResourceExhausted, Unauthenticat
 from clients.sdk.fleet_client import FleetClient
 from gpu_agent.app import GpuAgentSettings
 from helpers.fleet import FleetPlanner
+from planner_service.fleet.reports import MAX_REPORTED_GPUS
 from planner_service.fleet.runtime import FleetFlags, FleetSettings
 from planner_service.fleet.testing import BackgroundLoop
 from vllm_planner.transport.address import AddressError, parse_host_port
 from vllm_planner.transport.config import ServerSettings
 from vllm_planner.transport.server import ServerOptions
+from vllm_planner.v1 import agent_pb2
 from vllm_planner.v1 import fleet_pb2 as pb
 from vllm_planner.v1 import fleet_pb2_grpc
 
@@ -112,9 +114,18 @@ async def _never_connects(address: str):
     yield  # pragma: no cover
 
 
-def test_register_agent_validates_every_field_and_caps_registrations(planner):
+def _register(client: FleetClient, rpc: str):  # noqa: ANN202
+    """RegisterAgent, or ReportInventory with a heartbeat: both take (and check) the same registration."""
+    if rpc == "RegisterAgent":
+        return client.register_agent
+    return lambda *args, **kwargs: client.report_inventory(*args, heartbeat=agent_pb2.InventoryHeartbeat(), **kwargs)
+
+
+@pytest.mark.parametrize("rpc", ["RegisterAgent", "ReportInventory"])
+def test_register_agent_validates_every_field_and_caps_registrations(planner, rpc: str):
     with FleetClient(planner.address) as client:
-        reply = client.register_agent("127.0.0.1:50061", "gpu-1", "0123abcd", {"zone": "a", "example.com/team": "ml"})
+        register = _register(client, rpc)
+        reply = register("127.0.0.1:50061", "gpu-1", "0123abcd", {"zone": "a", "example.com/team": "ml"})
         assert reply.lease_seconds > 0
         cases = [
             (dict(address="gpu-1:70000"), "port 70000"),
@@ -129,15 +140,29 @@ def test_register_agent_validates_every_field_and_caps_registrations(planner):
         ]
         for kwargs, why in cases:
             with pytest.raises(InvalidArgument) as exc:
-                client.register_agent(**kwargs, timeout_seconds=30)
+                register(**kwargs, timeout_seconds=30)
             assert why in str(exc.value), (kwargs.get("address"), str(exc.value)[:200])
             assert len(str(exc.value)) < 2000
         assert [h.address for h in client.list_hosts()] == ["127.0.0.1:50061"]  # nothing else was kept
-        client.register_agent("127.0.0.1:50062")
-        client.register_agent("127.0.0.1:50063")
-        client.register_agent("127.0.0.1:50061")  # a renewal is always accepted
+        register("127.0.0.1:50062")
+        register("127.0.0.1:50063")
+        register("127.0.0.1:50061")  # a renewal is always accepted
         with pytest.raises(ResourceExhausted, match="3 agent registrations"):
-            client.register_agent("127.0.0.1:50064")
+            register("127.0.0.1:50064")
+
+
+def test_report_inventory_refuses_oversized_inventories(planner):
+    """A pushed inventory is bounded like every read: GPU count, string sizes, message size."""
+    with FleetClient(planner.address) as client:
+        many = agent_pb2.HostInventory(gpus=[agent_pb2.Gpu(index=i, uuid=f"GPU-{i}", name="g") for i in range(MAX_REPORTED_GPUS + 1)])
+        long_name = agent_pb2.HostInventory(gpus=[agent_pb2.Gpu(index=0, uuid="GPU-0", name="x" * 100_000)])
+        for inventory, why in ((many, "gpus"), (long_name, "gpus[0].name")):
+            with pytest.raises(InvalidArgument) as exc:
+                client.report_inventory("127.0.0.1:50061", inventory=inventory, inventory_generation=1, timeout_seconds=30)
+            assert why in str(exc.value) and len(str(exc.value)) < 2000
+        assert client.list_hosts() == []  # nothing was kept
+        ok = agent_pb2.HostInventory(gpus=[agent_pb2.Gpu(index=0, uuid="GPU-0", name="NVIDIA H100 80GB HBM3")])
+        assert not client.report_inventory("127.0.0.1:50061", inventory=ok, inventory_generation=1).inventory_wanted
 
 
 def test_registration_needs_the_token_when_the_planner_has_one():
@@ -149,6 +174,9 @@ def test_registration_needs_the_token_when_the_planner_has_one():
         stub = fleet_pb2_grpc.FleetServiceStub(channel)
         with pytest.raises(grpc.RpcError) as exc:
             stub.RegisterAgent(pb.RegisterAgentRequest(address="127.0.0.1:50061"), timeout=10)
+        assert exc.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as exc:
+            stub.ReportInventory(pb.ReportInventoryRequest(address="127.0.0.1:50061"), timeout=10)
         assert exc.value.code() is grpc.StatusCode.UNAUTHENTICATED
         channel.close()
         with FleetClient(planner.address, token="wrong") as client, pytest.raises(Unauthenticated):

@@ -206,8 +206,10 @@ def test_fleet_end_to_end(fleet):
         planner.stop()
 
 
-def test_agent_process_registers_itself_and_a_restarted_planner_gets_it_back(monkeypatch):
-    """``gpu-agent --register-with`` as a real subprocess; the planner restarts on the same port."""
+@pytest.mark.parametrize(("mode", "source"), [("push", "reported"), ("dial", "registered")])
+def test_agent_process_registers_itself_and_a_restarted_planner_gets_it_back(monkeypatch, mode: str, source: str):
+    """``gpu-agent --register-with`` as a real subprocess, pushing its reports (the default) or registering
+    to be dialled; the planner restarts on the same port and gets the host back from the agent alone."""
     import subprocess
     import sys
 
@@ -218,7 +220,7 @@ def test_agent_process_registers_itself_and_a_restarted_planner_gets_it_back(mon
     agent = subprocess.Popen(
         [sys.executable, "-m", "gpu_agent.main", "--listen", "127.0.0.1:0", "--replay", str(H100_CAPTURE), "--replay-variant", "busy",
          "--hostname", "h100-registered", "--interval-seconds", "0.2", "--heartbeat-seconds", "0.3", "--register-with", planner.address,
-         "--grace-seconds", "0.5"],
+         "--register-mode", mode, "--grace-seconds", "0.5"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
@@ -226,7 +228,7 @@ def test_agent_process_registers_itself_and_a_restarted_planner_gets_it_back(mon
         with FleetClient(planner.address) as client:
             host = wait_until(lambda: next((h for h in client.list_hosts() if h.state is HostState.READY), None), timeout_seconds=15)
             assert host.host == "h100-registered" and host.address == agent_address
-            assert [s.value for s in host.sources] == ["registered"]
+            assert [s.value for s in host.sources] == [source]
         planner.stop()
 
         started = time.monotonic()

@@ -42,9 +42,10 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _agent(capture) -> tuple[subprocess.Popen, str]:  # noqa: ANN001
+def _agent(capture, *extra: str) -> tuple[subprocess.Popen, str]:  # noqa: ANN001
     return _start(["gpu_agent.main", "--listen", "127.0.0.1:0", "--replay", str(capture), "--hostname", "h100-flaky",
-                   "--interval-seconds", "0.2", "--heartbeat-seconds", str(HEARTBEAT_SECONDS), "--pod-resources-socket", "off"])
+                   "--interval-seconds", "0.2", "--heartbeat-seconds", str(HEARTBEAT_SECONDS), "--pod-resources-socket", "off",
+                   *extra])
 
 
 def _state(client: FleetClient) -> HostState | None:
@@ -54,15 +55,20 @@ def _state(client: FleetClient) -> HostState | None:
         return None
 
 
-def test_stale_host_is_ready_again_within_one_heartbeat_of_the_agent_recovering(tmp_path):
+@pytest.mark.parametrize("mode", ["dial", "push"])
+def test_stale_host_is_ready_again_within_one_heartbeat_of_the_agent_recovering(tmp_path, mode: str):
+    """dial: the planner watches the agent (--agents); push: the agent reports (--register-with)."""
     capture = tmp_path / "capture"
     shutil.copytree(H100_CAPTURE, capture)
     xml = capture / "nvidia-smi-q-x.xml"
-    agent, agent_address = _agent(capture)
-    planner, planner_address = _start([
-        "planner_service.server.main", "--listen", "127.0.0.1:0", "--agents", agent_address,
-        "--fleet-heartbeat-seconds", str(HEARTBEAT_SECONDS), "--fleet-stale-after-seconds", "5",
-    ])
+    planner_args = ["planner_service.server.main", "--listen", "127.0.0.1:0",
+                    "--fleet-heartbeat-seconds", str(HEARTBEAT_SECONDS), "--fleet-stale-after-seconds", "5"]
+    if mode == "dial":
+        agent, agent_address = _agent(capture)
+        planner, planner_address = _start(planner_args + ["--agents", agent_address])
+    else:
+        planner, planner_address = _start(planner_args)
+        agent, agent_address = _agent(capture, "--register-with", planner_address)
     try:
         with FleetClient(planner_address) as client:
             wait_until(lambda: _state(client) is HostState.READY, timeout_seconds=20)

@@ -14,7 +14,7 @@ bearer token, ``timeout_seconds``) and raises only ``clients.sdk.errors`` except
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, ClassVar, Iterator, Mapping, Self, TypeVar
+from typing import Any, AsyncIterator, Callable, ClassVar, Iterator, Mapping, Self, Sequence, TypeVar
 
 import grpc
 
@@ -45,6 +45,7 @@ class _ClientBase:
         tls_server_name: str | None = None,
         token: str | None = None,
         timeout_seconds: float | None = None,
+        channel_options: Sequence[tuple[str, object]] = (),
     ) -> None:
         """Args:
         target: ``HOST:PORT`` of the service.
@@ -53,11 +54,12 @@ class _ClientBase:
         tls_server_name: name to check the server certificate against, when it differs from the host.
         token: bearer token the service was started with (``--auth-token``).
         timeout_seconds: deadline of every unary call; None = the per-method defaults.
+        channel_options: more gRPC channel arguments (e.g. ``grpc.use_local_subchannel_pool``).
         """
         self._options = ChannelOptions(
             target=target, tls=tls, tls_ca_file=_path(tls_ca_file), tls_cert_file=_path(tls_cert_file),
             tls_key_file=_path(tls_key_file), tls_server_name=tls_server_name, auth_token=token,
-            retry_methods=self.retry_methods,
+            retry_methods=self.retry_methods, extra_options=tuple(channel_options),
         )
         self._timeout_seconds = timeout_seconds
         self._channel = self._create_channel(self._options)

@@ -20,6 +20,7 @@ from typing import AsyncIterator, Iterator
 from clients.sdk._base import AsyncClient, SyncClient
 from planner_service.fleet import converters as conv
 from planner_service.fleet.models import Deployment, FleetHost, FleetPlanResponse, HostFilter, PlaceResponse, Reservation
+from vllm_planner.v1 import agent_pb2
 from vllm_planner.v1 import fleet_pb2 as pb
 from vllm_planner.v1 import fleet_pb2_grpc
 
@@ -65,6 +66,34 @@ class Registration:
     heartbeat_interval_seconds: float
     lease_seconds: float
     planner_instance_id: str
+
+
+@dataclass(frozen=True)
+class ReportAnswer:
+    """The planner's answer to one ``ReportInventory``."""
+
+    heartbeat_interval_seconds: float
+    lease_seconds: float
+    planner_instance_id: str
+    inventory_wanted: bool
+
+
+def _report_request(address: str, host: str, agent_instance_id: str, labels: dict[str, str] | None,
+                    inventory: agent_pb2.HostInventory | None, heartbeat: agent_pb2.InventoryHeartbeat | None,
+                    inventory_generation: int) -> pb.ReportInventoryRequest:
+    request = pb.ReportInventoryRequest(address=address, host=host, agent_instance_id=agent_instance_id,
+                                        inventory_generation=inventory_generation)
+    for key in sorted(labels or {}):
+        request.labels.add(key=key, value=labels[key])
+    if inventory is not None:
+        request.inventory.CopyFrom(inventory)
+    elif heartbeat is not None:
+        request.heartbeat.CopyFrom(heartbeat)
+    return request
+
+
+def _report_answer(msg: pb.ReportInventoryResponse) -> ReportAnswer:
+    return ReportAnswer(msg.heartbeat_interval_seconds, msg.lease_seconds, msg.planner_instance_id, msg.inventory_wanted)
 
 
 def _place_request(deployment: Deployment, max_results: int, reserve_seconds: float = 0.0) -> pb.PlaceRequest:
@@ -123,6 +152,13 @@ class FleetClient(_Fleet, SyncClient):
         msg = self._call("RegisterAgent", _register_request(address, host, agent_instance_id, labels), timeout_seconds)
         return Registration(msg.heartbeat_interval_seconds, msg.lease_seconds, msg.planner_instance_id)
 
+    def report_inventory(self, address: str, host: str = "", agent_instance_id: str = "", labels: dict[str, str] | None = None,
+                         *, inventory: agent_pb2.HostInventory | None = None, heartbeat: agent_pb2.InventoryHeartbeat | None = None,
+                         inventory_generation: int = 0, timeout_seconds: float | None = None) -> ReportAnswer:
+        """Push one inventory or heartbeat (what ``gpu-agent --register-with`` does)."""
+        request = _report_request(address, host, agent_instance_id, labels, inventory, heartbeat, inventory_generation)
+        return _report_answer(self._call("ReportInventory", request, timeout_seconds))
+
     def list_hosts(self, flt: HostFilter | None = None, *, page_size: int = 0, timeout_seconds: float | None = None) -> list[FleetHost]:
         """Every matching host, following the pages."""
         hosts: list[FleetHost] = []
@@ -179,6 +215,13 @@ class AsyncFleetClient(_Fleet, AsyncClient):
                              *, timeout_seconds: float | None = None) -> Registration:
         msg = await self._call("RegisterAgent", _register_request(address, host, agent_instance_id, labels), timeout_seconds)
         return Registration(msg.heartbeat_interval_seconds, msg.lease_seconds, msg.planner_instance_id)
+
+    async def report_inventory(self, address: str, host: str = "", agent_instance_id: str = "", labels: dict[str, str] | None = None,
+                               *, inventory: agent_pb2.HostInventory | None = None, heartbeat: agent_pb2.InventoryHeartbeat | None = None,
+                               inventory_generation: int = 0, timeout_seconds: float | None = None) -> ReportAnswer:
+        """Push one inventory or heartbeat (what ``gpu-agent --register-with`` does)."""
+        request = _report_request(address, host, agent_instance_id, labels, inventory, heartbeat, inventory_generation)
+        return _report_answer(await self._call("ReportInventory", request, timeout_seconds))
 
     async def list_hosts(self, flt: HostFilter | None = None, *, page_size: int = 0, timeout_seconds: float | None = None) -> list[FleetHost]:
         """Every matching host, following the pages."""

@@ -98,34 +98,39 @@ class DnsDiscovery:
 
 
 class Registrations:
-    """Agent self-registration leases, renewed by each RegisterAgent heartbeat; at most
-    ``max_registrations`` distinct addresses at once (a renewal is always accepted)."""
+    """Agent self-registration leases, renewed by each RegisterAgent or ReportInventory call; at most
+    ``max_registrations`` distinct addresses at once (a renewal is always accepted). A lease names how
+    the agent is heard: REGISTERED (the planner dials it) or REPORTED (it pushes its reports)."""
 
     def __init__(self, registry: FleetRegistry, clock: Callable[[], float], max_registrations: int = 20_000) -> None:
         self._registry = registry
         self._clock = clock
-        self._expiry: dict[str, float] = {}
+        self._expiry: dict[str, tuple[float, DiscoverySource]] = {}
         self.max_registrations = max_registrations
 
-    def register(self, address: str, labels: dict[str, str] | None = None) -> str:
+    def register(self, address: str, labels: dict[str, str] | None = None,
+                 source: DiscoverySource = DiscoverySource.REGISTERED) -> str:
         """Renew the lease of ``address`` (normalised and returned) with the labels the agent sent."""
         host, port = split_host_port(address)
         address = join_host_port(host, port)
-        if address not in self._expiry:
+        held = self._expiry.get(address)
+        if held is None:
             self.expire()
             if len(self._expiry) >= self.max_registrations:
                 raise ResourceExhaustedError(
                     f"this planner already holds {self.max_registrations} agent registrations (fleet_max_registrations)")
-        self._expiry[address] = self._clock() + self._registry.timings.registration_lease_seconds
-        self._registry.add_target(address, DiscoverySource.REGISTERED)
+        elif held[1] is not source:  # the agent switched between pushing and being dialled
+            self._registry.remove_target(address, held[1])
+        self._expiry[address] = (self._clock() + self._registry.timings.registration_lease_seconds, source)
+        self._registry.add_target(address, source)
         self._registry.set_labels(address, dict(labels or {}))
         return address
 
     def expire(self) -> None:
         now = self._clock()
-        for address in sorted(a for a, t in self._expiry.items() if t < now):
-            del self._expiry[address]
-            self._registry.remove_target(address, DiscoverySource.REGISTERED)
+        for address in sorted(a for a, (t, _) in self._expiry.items() if t < now):
+            _, source = self._expiry.pop(address)
+            self._registry.remove_target(address, source)
 
     def __len__(self) -> int:
         return len(self._expiry)

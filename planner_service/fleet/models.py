@@ -33,6 +33,7 @@ class DiscoverySource(str, Enum):
     STATIC = "static"
     DNS = "dns"
     REGISTERED = "registered"
+    REPORTED = "reported"  # the agent pushes (ReportInventory): never dialled
 
 
 class FleetGpu(_Model):

@@ -169,8 +169,14 @@ class FleetRegistry:
             self._publish(entry)
 
     def targets(self) -> list[str]:
-        """Addresses some discovery source still names (the ones to keep watching)."""
-        return sorted(a for a, e in self._entries.items() if e.sources)
+        """Addresses some discovery source still names, except agents that push their reports: the
+        ones to keep watching."""
+        return sorted(a for a, e in self._entries.items() if e.sources and DiscoverySource.REPORTED not in e.sources)
+
+    def last_input(self, address: str) -> FleetHost | None:
+        """The last inventory-built host the agent at ``address`` delivered (None before the first)."""
+        entry = self._entries.get(address)
+        return None if entry is None else entry.last_input
 
     # -- stream side ------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from planner_service.fleet.discovery import DnsDiscovery, Registrations, Resolver, StaticDiscovery, read_agent_file, system_resolver
 from planner_service.fleet.evaluator import TwinProvider
 from planner_service.fleet.registry import FleetRegistry, FleetTimings
+from planner_service.fleet.reports import Reports
 from planner_service.fleet.reservations import ReservationBook
 from planner_service.fleet.sizing import SizingPolicy
 from planner_service.fleet.watcher import StreamOpener, WatcherPool
@@ -161,6 +162,7 @@ class FleetRuntime:
         self.instance_id = uuid.uuid4().hex[:12]
         self.registry = FleetRegistry(self.settings.timings, clock)
         self.registrations = Registrations(self.registry, clock, self.settings.max_registrations)
+        self.reports = Reports(self.registry, self.registrations)
         self.reservations = ReservationBook(clock, startup_overhead_bytes=self.settings.sizing.startup_overhead_bytes)
         self.provider = provider or TwinProvider()
         if open_stream is None:

@@ -91,6 +91,20 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             planner_instance_id=self._rt.instance_id,
         )
 
+    async def ReportInventory(self, request: pb.ReportInventoryRequest, context: grpc.aio.ServicerContext) -> pb.ReportInventoryResponse:
+        registration = validate_registration(
+            request.address, request.host, request.agent_instance_id,
+            [(item.key, item.value) for item in request.labels], _peer_ip(context),
+        )
+        wanted = self._rt.reports.report(registration, request)
+        t = self._rt.timings
+        return pb.ReportInventoryResponse(
+            heartbeat_interval_seconds=t.heartbeat_interval_seconds,
+            lease_seconds=t.registration_lease_seconds,
+            planner_instance_id=self._rt.instance_id,
+            inventory_wanted=wanted,
+        )
+
     # -- hosts ------------------------------------------------------------------------------------
     def _with_holds(self, host: FleetHost) -> pb.FleetHost:
         msg = conv.host_to_proto(host)
