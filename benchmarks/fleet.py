@@ -91,9 +91,10 @@ def synthetic_inventory(i: int, rng: random.Random):  # noqa: ANN201 (gpu_agent.
                          gpus=gpus, links=links, source=CollectionSource.STATIC)
 
 
-def serve_agents(first: int, count: int, seed: int, heartbeat_seconds: float) -> None:
+def serve_agents(first: int, count: int, seed: int, heartbeat_seconds: float, report_to: str | None = None) -> None:
     """Serve agents ``first .. first+count-1``; print one address per line, then ``ready``; then obey
-    ``churn FRACTION`` lines on stdin (new free memory on that share of these agents)."""
+    ``churn FRACTION`` lines on stdin (new free memory on that share of these agents). With
+    ``report_to`` every agent also pushes to that planner (gpu-agent --register-with, push mode)."""
     import asyncio
     import uuid
 
@@ -101,6 +102,7 @@ def serve_agents(first: int, count: int, seed: int, heartbeat_seconds: float) ->
 
     from gpu_agent.backends import StaticBackend
     from gpu_agent.collector import Collector
+    from gpu_agent.register import report_loop
     from gpu_agent.servicer import ChangeSignal, GpuAgentServicer
     from vllm_planner.transport.settings import SERVER_OPTIONS
     from vllm_planner.v1 import agent_pb2_grpc
@@ -119,7 +121,12 @@ def serve_agents(first: int, count: int, seed: int, heartbeat_seconds: float) ->
             agent_pb2_grpc.add_GpuAgentServiceServicer_to_server(GpuAgentServicer(collector, changes, heartbeat_seconds), server)
             port = server.add_insecure_port("127.0.0.1:0")
             await server.start()
-            agents.append((i, backend, collector, server))  # the server must stay referenced: a dropped one stops
+            reporter = None
+            if report_to:  # its own connection to the planner, as on its own host
+                reporter = asyncio.create_task(report_loop(
+                    report_to, collector=collector, changes=changes, advertise_address=f"127.0.0.1:{port}",
+                    host=f"node-{i:05d}", agent_instance_id=collector.instance_id))
+            agents.append((i, backend, collector, server, reporter))  # referenced: a dropped server stops
             print(f"127.0.0.1:{port}", flush=True)
         print("ready", flush=True)
         churn_rng = random.Random(seed + 1)
@@ -130,7 +137,7 @@ def serve_agents(first: int, count: int, seed: int, heartbeat_seconds: float) ->
             line = (await lines.get()).strip()
             if line.startswith("churn"):
                 fraction = float(line.split()[1])
-                for i, backend, collector, _ in churn_rng.sample(agents, max(1, int(len(agents) * fraction))):
+                for i, backend, collector, *_ in churn_rng.sample(agents, max(1, int(len(agents) * fraction))):
                     backend.inventory = synthetic_inventory(i, churn_rng)
                     collector.collect_once()
                 print("churned", flush=True)
@@ -154,7 +161,7 @@ def _pct(samples: list[float], q: float) -> float:
 
 
 class Farm:
-    def __init__(self, hosts: int, processes: int, heartbeat_seconds: float) -> None:
+    def __init__(self, hosts: int, processes: int, heartbeat_seconds: float, report_to: str | None = None) -> None:
         per = -(-hosts // processes)
         self.procs = []
         self.addresses: list[str] = []
@@ -164,7 +171,7 @@ class Farm:
                 break
             proc = subprocess.Popen(
                 [sys.executable, __file__, "--serve-agents", str(first), str(count), "--seed", str(k),
-                 "--heartbeat-seconds", str(heartbeat_seconds)],
+                 "--heartbeat-seconds", str(heartbeat_seconds)] + (["--report-to", report_to] if report_to else []),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
             )
             self.procs.append(proc)
@@ -206,25 +213,30 @@ def run(hosts: int, args: argparse.Namespace) -> dict[str, float]:
     from vllm_planner.v1 import fleet_pb2 as pb
     from vllm_planner.v1 import fleet_pb2_grpc
 
-    started = time.perf_counter()
-    farm = Farm(hosts, args.agent_processes, args.heartbeat_seconds)
-    farm_seconds = time.perf_counter() - started
-    workdir = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
-    agents_file = workdir / "agents.txt"
-    agents_file.write_text("\n".join(farm.addresses) + "\n")
+    push = args.transport == "push"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    planner = subprocess.Popen(
-        [sys.executable, "-m", "planner_service.server.main", "--listen", "127.0.0.1:0", "--agents-file", str(agents_file),
-         "--fleet-heartbeat-seconds", str(args.heartbeat_seconds), "--fleet-stale-after-seconds", str(4 * args.heartbeat_seconds),
-         "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, stderr=None if args.verbose else subprocess.DEVNULL, text=True, cwd=ROOT, env=env,
-    )
+    command = [sys.executable, "-m", "planner_service.server.main", "--listen", "127.0.0.1:0",
+               "--fleet-heartbeat-seconds", str(args.heartbeat_seconds), "--fleet-stale-after-seconds", str(4 * args.heartbeat_seconds),
+               "--fleet-max-registrations", str(max(20_000, 2 * hosts)), "--log-level", "WARNING"]
+    farm = None
+    if not push:  # the planner dials every agent: start them first, list them in --agents-file
+        started = time.perf_counter()
+        farm = Farm(hosts, args.agent_processes, args.heartbeat_seconds)
+        farm_seconds = time.perf_counter() - started
+        agents_file = Path(tempfile.mkdtemp(prefix="fleet-bench-")) / "agents.txt"
+        agents_file.write_text("\n".join(farm.addresses) + "\n")
+        command += ["--agents-file", str(agents_file)]
+    planner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=None if args.verbose else subprocess.DEVNULL,
+                               text=True, cwd=ROOT, env=env)
     try:
         address = planner.stdout.readline().strip()
+        connect_started = time.perf_counter()
+        if push:  # every agent reports to the planner over its own connection
+            farm = Farm(hosts, args.agent_processes, args.heartbeat_seconds, report_to=address)
+            farm_seconds = time.perf_counter() - connect_started
         channel = create_channel(ChannelOptions(target=address))
         stub = fleet_pb2_grpc.FleetServiceStub(channel)
         ready_filter = pb.FleetHostFilter(states=[pb.FLEET_HOST_STATE_READY])
-        connect_started = time.perf_counter()
         while stub.ListHosts(pb.ListHostsRequest(filter=ready_filter, page_size=1), timeout=60).total_size < hosts:
             if time.perf_counter() - connect_started > args.connect_timeout:
                 raise SystemExit(f"only {stub.ListHosts(pb.ListHostsRequest(filter=ready_filter, page_size=1)).total_size} of {hosts} agents READY")
@@ -266,7 +278,7 @@ def run(hosts: int, args: argparse.Namespace) -> dict[str, float]:
             "churn_p50": _pct(churn, 0.5) * 1e3, "churn_p99": _pct(churn, 0.99) * 1e3,
             "reserve_p50": _pct(reserve, 0.5) * 1e3, "reserve_p99": _pct(reserve, 0.99) * 1e3,
             "answer_kib": max(sizes) / 1024, "rss_connected": rss_connected, "rss": rss, "rss_peak": peak,
-            "state": HostState.READY.value,
+            "state": HostState.READY.value, "transport": args.transport,
         }
     finally:
         planner.terminate()
@@ -275,7 +287,8 @@ def run(hosts: int, args: argparse.Namespace) -> dict[str, float]:
         except subprocess.TimeoutExpired:
             planner.kill()
             planner.wait()
-        farm.close()
+        if farm is not None:
+            farm.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,14 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--agent-processes", type=int, default=4)
     parser.add_argument("--heartbeat-seconds", type=float, default=10.0)
+    parser.add_argument("--transport", choices=("push", "dial"), default="push",
+                        help="push: agents report to the planner (gpu-agent --register-with); dial: the planner watches --agents-file.")
     parser.add_argument("--connect-timeout", type=float, default=600.0)
     parser.add_argument("--json", action="store_true", help="Print the results as JSON lines too.")
     parser.add_argument("--verbose", action="store_true", help="Show the planner's log.")
     parser.add_argument("--serve-agents", nargs=2, type=int, metavar=("FIRST", "COUNT"), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--report-to", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_agents:
-        serve_agents(*args.serve_agents, args.seed, args.heartbeat_seconds)
+        serve_agents(*args.serve_agents, args.seed, args.heartbeat_seconds, args.report_to)
         return 0
 
     from rich.console import Console
@@ -303,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
                   f"load average {os.getloadavg()[0]:.2f} at start")
     table = Table(title="Place over real gRPC: agent processes -> WatchInventory streams -> one planner process")
-    columns = ("agents", "READY", "connect s", "Place cold ms", "warm p50 ms", "warm p99 ms", "5% churn p50 ms",
+    columns = ("agents", "transport", "READY", "connect s", "Place cold ms", "warm p50 ms", "warm p99 ms", "5% churn p50 ms",
                "5% churn p99 ms", "reserve p50 ms", "reserve p99 ms", "max answer KiB", "planner RSS MiB", "RSS peak MiB")
     for column in columns:
         table.add_column(column, justify="right")
@@ -311,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         r = run(n, args)
         if args.json:
             print(json.dumps(r), flush=True)
-        table.add_row(f"{n:,}", f"{r['ready']:,}", f"{r['connect_s']:.1f}", f"{r['cold_ms']:.0f}", f"{r['warm_p50']:.1f}",
+        table.add_row(f"{n:,}", args.transport, f"{r['ready']:,}", f"{r['connect_s']:.1f}", f"{r['cold_ms']:.0f}", f"{r['warm_p50']:.1f}",
                       f"{r['warm_p99']:.1f}", f"{r['churn_p50']:.1f}", f"{r['churn_p99']:.1f}", f"{r['reserve_p50']:.1f}",
                       f"{r['reserve_p99']:.1f}", f"{r['answer_kib']:.1f}", f"{r['rss']:.0f}", f"{r['rss_peak']:.0f}")
     console.print(table)
