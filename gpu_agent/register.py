@@ -61,6 +61,15 @@ def resolve_planners(target: str, resolver: Resolver | None = None) -> list[str]
     return answer or [target]
 
 
+def next_delay(interval: float | None, failures: int, rng: random.Random) -> tuple[float, int]:
+    """Seconds until the next round and the failure count: a little before the planner's interval
+    (jittered: the lease never lapses), or jittered exponential backoff when no planner answered."""
+    if interval is None:
+        failures += 1
+        return rng.uniform(0, min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(failures, 10))), failures
+    return interval * rng.uniform(0.8, 1.0), 0
+
+
 async def register_once(
     planners: list[str], clients: dict[str, AsyncFleetClient], address: str, host: str, agent_instance_id: str,
     token: str | None, timeout_seconds: float, labels: dict[str, str] | None = None,
@@ -101,12 +110,7 @@ async def heartbeat_loop(
         while True:
             planners = await _resolve(planner, resolver, timeout_seconds)
             interval = await register_once(planners, clients, advertise_address, host, agent_instance_id, token, timeout_seconds, labels)
-            if interval is None:
-                failures += 1
-                delay = rng.uniform(0, min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(failures, 10)))
-            else:
-                failures = 0
-                delay = interval * rng.uniform(0.8, 1.0)  # a little early, jittered: the lease never lapses
+            delay, failures = next_delay(interval, failures, rng)
             await asyncio.sleep(delay)
     finally:
         for client in clients.values():
@@ -211,12 +215,7 @@ async def report_loop(
                     reporter.acknowledged.pop(target, None)  # unknown what it holds: send the inventory again
                     log.warning("report to planner %s failed: %s", target, exc)
             await reporter.close(keep=set(planners))
-            if intervals:
-                failures = 0
-                delay = min(intervals) * rng.uniform(0.8, 1.0)  # a little early, jittered: never late
-            else:
-                failures += 1
-                delay = rng.uniform(0, min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(failures, 10)))
+            delay, failures = next_delay(min(intervals) if intervals else None, failures, rng)
             try:  # a change (new content, stale, recovered) is reported at once
                 await asyncio.wait_for(changed.wait(), timeout=delay)
             except asyncio.TimeoutError:

@@ -31,7 +31,8 @@ from planner_service.fleet.testing import BackgroundLoop
 from vllm_planner.transport.server import ServerOptions
 
 TOKEN = "fleet-token"
-CONNECTION_KEYWORDS = ["tls", "tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name", "token", "timeout_seconds"]
+CONNECTION_KEYWORDS = ["tls", "tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name", "token", "timeout_seconds",
+                       "channel_options"]
 
 
 def test_every_client_takes_the_same_connection_keywords():

@@ -28,6 +28,7 @@ SERVICE_FULL_NAME = pb.DESCRIPTOR.services_by_name["FleetService"].full_name
 
 DEFAULT_TIMEOUTS_SECONDS: dict[str, float] = {
     "RegisterAgent": 5.0,
+    "ReportInventory": 5.0,
     "ListHosts": 10.0,
     "GetHost": 10.0,
     "Place": 60.0,  # may resolve model metadata first
