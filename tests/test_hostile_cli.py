@@ -12,6 +12,7 @@ from a temporary working directory, so nothing generated can touch the checkout.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from clients.cli.main import build_parser
 from clients.cli.main import main as cli_main
+from clients.sdk.fleet_client import FleetClient
 from reliability.helpers import (
     CAPTURES,
     H100_CAPTURE,
@@ -180,6 +182,10 @@ def test_a_closed_stdout_ends_the_command_quietly(world):
                              "--timeout-seconds", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = proc.stdout.readline()
     proc.stdout.close()  # what head does after one line
+    # The next line the watch writes must meet the closed pipe: a new (unreachable) host is such a line,
+    # whatever the two replayed agents did meanwhile.
+    with FleetClient(world["planner"]) as fleet:
+        fleet.register_agent(f"127.0.0.1:{_unused_port()}", host="closed-stdout-probe")
     try:
         code = proc.wait(timeout=30)
     finally:
@@ -187,6 +193,12 @@ def test_a_closed_stdout_ends_the_command_quietly(world):
     err = proc.stderr.read().decode()
     assert json.loads(first)["initial"] is True
     assert code == 141 and err == "", (code, err)
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def test_a_mig_enabled_gpu_is_one_gpu_in_the_hosts_table(world, capsys):

@@ -45,7 +45,7 @@ def test_every_client_takes_the_same_connection_keywords():
 def test_default_deadlines_apply_per_method_unless_the_client_or_call_sets_one():
     client = FleetClient("127.0.0.1:9")
     try:
-        assert client._call_kwargs("PlanFleet", None)["timeout"] == 120.0
+        assert client._call_kwargs("PlanFleet", None)["timeout"] == 600.0
         assert client._call_kwargs("PlanFleet", 3.0)["timeout"] == 3.0
     finally:
         client.close()

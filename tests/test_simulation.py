@@ -194,3 +194,16 @@ def test_bench_metrics_are_computed_as_vllm_bench_serve_computes_them():
     assert m["request_goodput"] == pytest.approx(1 / 2.5)  # the second request (TTFT 200 ms) is good
     assert m["output_throughput"] == pytest.approx(6 / 2.5)
     assert m["max_concurrent_requests"] == 2
+
+
+def test_data_parallel_ranks_share_the_traffic_and_add_up():
+    def run(dp: int):  # noqa: ANN202
+        plan = PlanRequest(model=ModelOptions(model=QWEN, max_model_len=8192),
+                           hardware=HardwareOptions(gpu="H100", tensor_parallel_size=1, data_parallel_size=dp, num_gpus=dp))
+        return run_bench(BenchRequest(plan=plan, load=LoadOptions(num_prompts=200, request_rate=40)))
+
+    one, two = run(1), run(2)
+    assert two.metrics["completed"] == 200 and two.metrics["total_output_tokens"] == one.metrics["total_output_tokens"]
+    # each rank sees half the rate: lighter batches, faster tokens
+    assert two.metrics["median_tpot_ms"] < one.metrics["median_tpot_ms"]
+    assert any("data parallel 2" in note for note in two.assumptions)

@@ -11,7 +11,7 @@ import argparse
 import math
 from typing import Any
 
-from clients.cli.options import parse_positive_int
+from clients.cli.options import parse_int_at_least, parse_positive_int
 from pydantic import ValidationError
 
 from planner_service.engine.bench_models import LoadOptions, SloTarget
@@ -64,13 +64,7 @@ def parse_range_ratio(text: str) -> float:
 
 
 def parse_non_negative_int(text: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return value
+    return parse_int_at_least(text, 0)
 
 
 def parse_endpoint(text: str) -> str:

@@ -134,15 +134,20 @@ def parse_max_model_len(text: str) -> int | str:
     return value
 
 
-def parse_positive_int(text: str) -> int:
-    """A plain int >= 1 (GPU counts, parallel sizes, token counts, block size)."""
+def parse_int_at_least(text: str, low: int) -> int:
+    """A plain int >= ``low``."""
     try:
         value = int(text.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= {low}")
     return value
+
+
+def parse_positive_int(text: str) -> int:
+    """A plain int >= 1 (GPU counts, parallel sizes, token counts, block size)."""
+    return parse_int_at_least(text, 1)
 
 
 def _finite_float(text: str) -> float:

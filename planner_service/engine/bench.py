@@ -8,6 +8,8 @@ not start is not simulated (the caller reports the plan's error, as ``plan`` doe
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from planner_service.engine.architecture import ModelArchitecture
@@ -78,12 +80,37 @@ def build_workload(load: LoadOptions) -> Workload:
     return Workload(releases, inputs, outputs, shared_prefix_tokens=prefix)
 
 
+# Metrics that add up over data-parallel ranks (each rank serves its share of the same traffic).
+_ADDITIVE = ("completed", "failed", "total_input_tokens", "total_output_tokens", "request_throughput",
+             "request_goodput", "output_throughput", "total_token_throughput", "max_output_tokens_per_s",
+             "max_concurrent_requests")
+
+
+def rank_share(load: LoadOptions, dp: int) -> LoadOptions:
+    """One data-parallel rank's share of ``load``: vLLM's DP coordinator balances requests over ranks."""
+    if dp <= 1:
+        return load
+    return load.model_copy(update={
+        "num_prompts": math.ceil(load.num_prompts / dp),
+        "request_rate": load.request_rate / dp if load.request_rate is not None else None,
+        "max_concurrency": math.ceil(load.max_concurrency / dp) if load.max_concurrency else None,
+    })
+
+
 def simulate(engine: PlannedEngine, load: LoadOptions) -> BenchResponse:
-    """Run ``load`` through ``engine`` and answer with bench's metrics."""
-    workload = build_workload(load)
+    """Run ``load`` through ``engine`` and answer with bench's metrics.
+
+    With data parallelism every rank is an engine of its own behind the same endpoint: one rank is
+    simulated with its share of the traffic and the additive results are scaled by the rank count.
+    """
+    dp = engine.response.config.data_parallel_size
+    share = rank_share(load, dp)
+    workload = build_workload(share)
     api = ApiServer(load.endpoint_type)
-    trace = EngineSimulation(workload, engine.cost, engine.limits, api, load.max_concurrency).run()
+    trace = EngineSimulation(workload, engine.cost, engine.limits, api, share.max_concurrency).run()
     metrics = bench_metrics(trace, percentiles=load.metric_percentiles, goodput_ms=load.goodput)
+    if dp > 1:
+        metrics = {k: (v * dp if k in _ADDITIVE and v is not None else v) for k, v in metrics.items()}
     return BenchResponse(
         metrics=metrics,
         preemptions=trace.preemptions,
@@ -121,6 +148,10 @@ def assumptions(engine: PlannedEngine, load: LoadOptions) -> list[str]:
         )
     if lim.enable_prefix_caching:
         notes.append("prefix caching on: random prompts share nothing beyond --random-prefix-len")
+    dp = engine.response.config.data_parallel_size
+    if dp > 1:
+        notes.append(f"data parallel {dp}: one rank simulated with 1/{dp} of the requests, rate and concurrency; "
+                     "counts and throughputs scaled by the ranks")
     if shape.tensor_parallel_size > 1:
         hw = shape.hardware
         notes.append(

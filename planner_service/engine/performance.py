@@ -102,8 +102,10 @@ def steady_state(cost: StepCostModel, *, batch: int, prompt_tokens: int, gen_tok
 
 def estimate_performance(shape: EngineShape, *, max_num_seqs: int, max_num_batched_tokens: int,
                          kv_cache_tokens: int, prompt_tokens: int, gen_tokens: int, concurrency: int,
-                         sliding_window: int = 0) -> Performance:
+                         sliding_window: int = 0, data_parallel_size: int = 1) -> Performance:
+    """Steady state of one engine at ``concurrency``; aggregate throughput over ``data_parallel_size`` ranks."""
     cost = StepCostModel(shape)
+    dp = data_parallel_size
     batch = decode_batch(concurrency, max_num_seqs, kv_cache_tokens, prompt_tokens + gen_tokens)
     decode_only, mean, prefill_alone, chunks = steady_state(
         cost, batch=batch, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
@@ -118,7 +120,7 @@ def estimate_performance(shape: EngineShape, *, max_num_seqs: int, max_num_batch
     return Performance(
         decode_tokens_per_second_per_request=Range(low=1 / (mean * band_itl), expected=1 / mean, high=1 / decode_only),
         decode_tokens_per_second_aggregate=Range(
-            low=batch / (mean * band_itl), expected=batch / mean, high=batch / decode_only
+            low=dp * batch / (mean * band_itl), expected=dp * batch / mean, high=dp * batch / decode_only
         ),
         prefill_tokens_per_second=Range(
             low=prompt_tokens / (prefill_alone * band_ttft), expected=prompt_tokens / prefill_alone,
@@ -127,8 +129,9 @@ def estimate_performance(shape: EngineShape, *, max_num_seqs: int, max_num_batch
         ttft_seconds=Range(low=ttft / band_ttft, expected=ttft, high=ttft * band_ttft),
         itl_seconds=Range(low=decode_only, expected=mean, high=mean * band_itl),
         memory_bound_until_concurrency=memory_bound_until(cost),
-        concurrency=batch,
-        assumptions=_assumptions(shape, batch, concurrency, prompt_tokens, gen_tokens, chunks),
+        concurrency=batch * dp,
+        assumptions=_assumptions(shape, batch, concurrency, prompt_tokens, gen_tokens, chunks)
+        + ([f"data parallel {dp}: each rank runs {batch} requests; aggregate throughput over the ranks"] if dp > 1 else []),
     )
 
 

@@ -53,10 +53,12 @@ def plan_performance(
         return None
     config, w = response.config, request.workload
     window = (architecture.sliding_window or 0) if "sliding" in architecture.layer_kinds else 0
+    dp = config.data_parallel_size
+    # kv_cache_tokens is per engine already (every DP rank has the same pool); the concurrency splits.
     return estimate_performance(
         shape, max_num_seqs=config.max_num_seqs, max_num_batched_tokens=config.max_num_batched_tokens,
         kv_cache_tokens=max(0, response.feasibility.kv_cache_tokens), prompt_tokens=w.prompt_tokens,
-        gen_tokens=w.gen_tokens, concurrency=w.concurrency, sliding_window=window,
+        gen_tokens=w.gen_tokens, concurrency=-(-w.concurrency // dp), sliding_window=window, data_parallel_size=dp,
     )
 
 
