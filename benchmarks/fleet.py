@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=220)
     console.print(f"machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
                   f"load average {os.getloadavg()[0]:.2f} at start")
-    table = Table(title="Place over real gRPC: agent processes -> WatchInventory streams -> one planner process")
+    how = ("agents push ReportInventory calls" if args.transport == "push" else "the planner watches WatchInventory streams")
+    table = Table(title=f"Place over real gRPC: agent processes, {how}, one planner process")
     columns = ("agents", "transport", "READY", "connect s", "Place cold ms", "warm p50 ms", "warm p99 ms", "5% churn p50 ms",
                "5% churn p99 ms", "reserve p50 ms", "reserve p99 ms", "max answer KiB", "planner RSS MiB", "RSS peak MiB")
     for column in columns:
@@ -333,8 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     console.print(
         f"How to read: {args.agent_processes} farm processes serve the agents (one gRPC server per agent, the real\n"
-        f"GpuAgentServicer, heartbeat {args.heartbeat_seconds:g} s); the planner is a vllm-planner-service process watching\n"
-        "every agent. 'connect s' = from the planner's start until every host is READY. Percentiles over --runs Place\n"
+        f"GpuAgentServicer, heartbeat {args.heartbeat_seconds:g} s{', stretched by the planner past 200 reports/s' if args.transport == 'push' else ''});\n"
+        f"the planner is a vllm-planner-service process {'the agents report to' if args.transport == 'push' else 'watching every agent'}.\n"
+        "'connect s' = from the planner's start until every host is READY. Percentiles over --runs Place\n"
         "calls of Qwen3-8B x 2 replicas (TP searched, the real memory twin). Targets: p99 <= 200 ms, answer <= 64 KiB,\n"
         "planner RSS <= 512 MiB at 10,000 agents. The farm, planner and client share this machine's cores."
     )

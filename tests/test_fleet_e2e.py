@@ -246,6 +246,37 @@ def test_agent_process_registers_itself_and_a_restarted_planner_gets_it_back(mon
         loop.close()
 
 
+def test_a_pushing_agent_registers_with_a_planner_that_predates_report_inventory(monkeypatch):
+    """A planner from before ReportInventory has no such method (gRPC answers UNIMPLEMENTED): the
+    pushing agent registers to be dialled instead, and the host comes up READY."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loop = BackgroundLoop()
+    planner = _planner(loop, [], without_methods=("ReportInventory",))
+    agent = None
+    try:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "gpu_agent.main", "--listen", "127.0.0.1:0", "--replay", str(H100_CAPTURE),
+             "--hostname", "h100-older-planner", "--interval-seconds", "0.2", "--register-with", planner.address,
+             "--register-mode", "push", "--grace-seconds", "0.5"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        agent_address = agent.stdout.readline().strip()
+        with FleetClient(planner.address) as client:
+            host = wait_until(lambda: next((h for h in client.list_hosts() if h.state is HostState.READY), None), timeout_seconds=15)
+            assert host.host == "h100-older-planner" and host.address == agent_address
+            assert [s.value for s in host.sources] == ["registered"]
+    finally:
+        if agent is not None:
+            agent.terminate()
+            agent.wait(10)
+        planner.stop()
+        loop.close()
+    assert "has no ReportInventory: registering to be dialled instead" in agent.stderr.read()
+
+
 def test_planner_server_hosts_the_fleet_service_next_to_planner_service(fleet):
     """The wiring the planner bootstrap needs: FleetFlags settings + ExtraService(fleet.register)."""
     from pydantic_settings import SettingsConfigDict

@@ -244,3 +244,30 @@ def test_fleet_flags_mix_into_server_settings(tmp_path, monkeypatch):
     assert parse_agent_list(fleet.agents) == ["a:1", "b:2", "c:3"] and fleet.agents_dns == ["gpu-agents.ns.svc:50061"]
     assert fleet.timings.heartbeat_interval_seconds == 2 and fleet.timings.registration_lease_seconds == 6
     assert fleet.timings.stale_after_seconds == 7 and fleet.agent_auth_token == "s3cret"
+
+
+def test_heartbeats_are_paced_to_the_planners_report_budget():
+    """Nomad's rule: past ``heartbeat x max_reports_per_second`` agents, the interval agents are told,
+    their leases and the staleness threshold all grow with the number of agents; back under, they shrink."""
+    clock = Clock()
+    timings = FleetTimings(heartbeat_interval_seconds=2, registration_lease_seconds=6, stale_after_seconds=6,
+                           gone_after_seconds=100, max_reports_per_second=5)
+    reg = FleetRegistry(timings, clock)
+    leases = Registrations(reg, clock)
+    for i in range(10):  # 10 agents every 2 s = 5 reports/s: within budget
+        leases.register(f"10.0.0.{i}:50052")
+    assert (leases.heartbeat_interval_seconds, leases.lease_seconds) == (2, 6)
+    for i in range(10, 40):  # 40 agents: told every 8 s, leases of 24 s
+        leases.register(f"10.0.0.{i}:50052")
+    assert (leases.heartbeat_interval_seconds, leases.lease_seconds) == (8, 24)
+    reg.update("10.0.0.39:50052", h100_host("gpu-39"))
+    clock.now += 20  # three configured intervals missed, but not three paced ones
+    reg.sweep()
+    assert reg.get("gpu-39").state is HostState.READY
+    leases.register("10.0.0.39:50052")  # only this agent renews (a lease of 24 s again)
+    clock.now += 5
+    reg.sweep()
+    assert reg.get("gpu-39").state is HostState.STALE  # 25 s without an inventory > 24
+    leases.expire()  # every other lease, 6 to 23.4 s long, has lapsed
+    assert reg.targets() == ["10.0.0.39:50052"]
+    assert (leases.heartbeat_interval_seconds, leases.lease_seconds) == (2, 6)

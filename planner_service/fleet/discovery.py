@@ -121,9 +121,10 @@ class Registrations:
                     f"this planner already holds {self.max_registrations} agent registrations (fleet_max_registrations)")
         elif held[1] is not source:  # the agent switched between pushing and being dialled
             self._registry.remove_target(address, held[1])
-        self._expiry[address] = (self._clock() + self._registry.timings.registration_lease_seconds, source)
+        self._expiry[address] = (self._clock() + self.lease_seconds, source)
         self._registry.add_target(address, source)
         self._registry.set_labels(address, dict(labels or {}))
+        self._pace()
         return address
 
     def expire(self) -> None:
@@ -131,6 +132,22 @@ class Registrations:
         for address in sorted(a for a, (t, _) in self._expiry.items() if t < now):
             _, source = self._expiry.pop(address)
             self._registry.remove_target(address, source)
+        self._pace()
+
+    @property
+    def heartbeat_interval_seconds(self) -> float:
+        """The interval agents are told now: the configured one, or longer when so many agents hold
+        leases that their heartbeats together would exceed ``max_reports_per_second``."""
+        return self._registry.timings.heartbeat_interval_seconds * self._registry.pacing
+
+    @property
+    def lease_seconds(self) -> float:
+        """The lease agents are told now (the configured one, stretched like the interval)."""
+        return self._registry.timings.registration_lease_seconds * self._registry.pacing
+
+    def _pace(self) -> None:
+        t = self._registry.timings
+        self._registry.pacing = max(1.0, len(self._expiry) / (t.max_reports_per_second * t.heartbeat_interval_seconds))
 
     def __len__(self) -> int:
         return len(self._expiry)

@@ -42,6 +42,11 @@ class FleetTimings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     heartbeat_interval_seconds: float = Field(default=10.0, gt=0, description="Agents re-register this often.")
+    max_reports_per_second: float = Field(
+        default=200.0, gt=0,
+        description="Heartbeats the planner paces its agents to, all together: past heartbeat_interval_seconds times "
+                    "this many agents, the interval, lease and staleness grow in proportion (Nomad's "
+                    "max_heartbeats_per_second). A report costs the planner ~1.3 ms of CPU (benchmarks/README.md).")
     registration_lease_seconds: float = Field(default=30.0, gt=0, description="A registration lapses after this.")
     stale_after_seconds: float = Field(default=30.0, gt=0, description="No inventory for this long: STALE.")
     gone_after_seconds: float = Field(default=120.0, gt=0, description="STALE for this long: GONE.")
@@ -136,6 +141,9 @@ class FleetRegistry:
         self._tombstone_floor = 0
         self._state_counts: dict[HostState, int] = {state: 0 for state in HostState}
         self._publish_counts()
+        # >= 1: how much longer than configured the heartbeat interval, leases and staleness are now, so
+        # that the agents' heartbeats together stay under ``max_reports_per_second`` (set by Registrations).
+        self.pacing = 1.0
 
     # -- discovery side ---------------------------------------------------------------------------
 
@@ -220,14 +228,15 @@ class FleetRegistry:
         """Apply the time-based transitions (call every ``sweep_interval_seconds``)."""
         now = self._clock()
         t = self.timings
+        stale_after = t.stale_after_seconds * self.pacing
         for address in sorted(self._entries):
             entry = self._entries[address]
             state = entry.host.state
             age = now - (entry.last_update if entry.last_update is not None else entry.state_since)
             in_state = now - entry.state_since
-            if state is HostState.READY and age > t.stale_after_seconds:
+            if state is HostState.READY and age > stale_after:
                 self._set_state(entry, HostState.STALE, f"no inventory for {age:.1f}s")
-            elif state is HostState.CONNECTING and in_state > t.stale_after_seconds:
+            elif state is HostState.CONNECTING and in_state > stale_after:
                 self._set_state(entry, HostState.STALE, "never connected")
             elif state is HostState.STALE and in_state > t.gone_after_seconds:
                 self._set_state(entry, HostState.GONE, entry.host.state_reason)

@@ -77,6 +77,7 @@ class FleetFlags(BaseModel):
     agent_tls_cert_file: Path | None = Field(default=None, description="Client certificate (PEM) for agents that require mutual TLS.")
     agent_tls_key_file: Path | None = Field(default=None, description="Client private key (PEM) for agents that require mutual TLS.")
     fleet_heartbeat_seconds: float = Field(default=10.0, gt=0, description="Interval agents re-register at (told to them).")
+    fleet_max_reports_per_second: float = Field(default=200.0, gt=0, description="Agent heartbeats per second the planner paces the fleet to (the interval grows past heartbeat x this many agents).")
     fleet_stale_after_seconds: float = Field(default=30.0, gt=0, description="No inventory for this long: host STALE.")
     fleet_gone_after_seconds: float = Field(default=120.0, gt=0, description="STALE for this long: host GONE.")
     fleet_dns_refresh_seconds: float = Field(default=30.0, gt=0, description="How often --agents-dns is re-resolved.")
@@ -95,6 +96,7 @@ class FleetFlags(BaseModel):
         timings = FleetTimings(
             heartbeat_interval_seconds=self.fleet_heartbeat_seconds,
             registration_lease_seconds=3 * self.fleet_heartbeat_seconds,
+            max_reports_per_second=self.fleet_max_reports_per_second,
             stale_after_seconds=self.fleet_stale_after_seconds,
             gone_after_seconds=self.fleet_gone_after_seconds,
             dns_refresh_seconds=self.fleet_dns_refresh_seconds,

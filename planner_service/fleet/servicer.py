@@ -84,10 +84,10 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         )
         self._rt.registrations.register(str(registration.address), registration.labels)
         self._rt.reconcile()
-        t = self._rt.timings
+        leases = self._rt.registrations
         return pb.RegisterAgentResponse(
-            heartbeat_interval_seconds=t.heartbeat_interval_seconds,
-            lease_seconds=t.registration_lease_seconds,
+            heartbeat_interval_seconds=leases.heartbeat_interval_seconds,
+            lease_seconds=leases.lease_seconds,
             planner_instance_id=self._rt.instance_id,
         )
 
@@ -97,10 +97,10 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             [(item.key, item.value) for item in request.labels], _peer_ip(context),
         )
         wanted = self._rt.reports.report(registration, request)
-        t = self._rt.timings
+        leases = self._rt.registrations
         return pb.ReportInventoryResponse(
-            heartbeat_interval_seconds=t.heartbeat_interval_seconds,
-            lease_seconds=t.registration_lease_seconds,
+            heartbeat_interval_seconds=leases.heartbeat_interval_seconds,
+            lease_seconds=leases.lease_seconds,
             planner_instance_id=self._rt.instance_id,
             inventory_wanted=wanted,
         )
