@@ -4,16 +4,21 @@ and the older popular models the bundled catalog gained."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from fixtures.metadata.builders import write_hf_cache_repo, write_safetensors
 from helpers.paths import MODEL_CONFIGS
+from planner_service.api import run_plan
 from planner_service.engine.architecture import parse_architecture
+from planner_service.engine.models import HardwareOptions, ModelOptions, PlanRequest
 from planner_service.engine.weights import total_params, weights_per_rank
 from planner_service.metadata.catalog import list_catalog, load_catalog_source
 from planner_service.metadata.hf_cache import load_from_hf_cache
 from planner_service.metadata.local import Confinement, load_local_folder
+
+CATALOG_DIR = Path(__file__).resolve().parents[1] / "planner_service" / "metadata" / "catalog"
 
 # params.json of mistralai/Mistral-7B-Instruct-v0.3 (the Mistral-format twin of the HF config in
 # shared/model-configs; written here from that repo's layout).
@@ -128,3 +133,38 @@ def test_added_catalog_models_have_provenance_and_plan(model_id):
                 "mistralai/Mixtral-8x7B-v0.1": 46.7e9, "meta-llama/Meta-Llama-3.1-8B": 8.03e9}.get(model_id)
     if expected:  # parameter counts the model cards state
         assert params == pytest.approx(expected, rel=0.01)
+
+
+def test_qwen_v1_config_is_read_like_vllms_qwen_py():
+    """QWenLMHeadModel (model_type qwen): config.json's intermediate_size is twice the gated MLP width
+    (vLLM's qwen.py: ``QWenMLP(hidden_size, config.intermediate_size // 2)``), c_attn carries a bias,
+    head_dim is hidden_size // num_attention_heads and the length comes from ``seq_length``."""
+    config = load_catalog_source("Qwen/Qwen-7B").config
+    arch = parse_architecture(config)
+    assert arch.architectures == ("QWenLMHeadModel",) and arch.model_type == "qwen"
+    assert arch.intermediate_size == config["intermediate_size"] // 2 == 11008
+    assert arch.attention_bias and arch.gated_mlp and not arch.tie_word_embeddings
+    assert (arch.num_kv_heads, arch.head_dim) == (32, 128)  # MHA: Qwen v1 has no num_key_value_heads key
+    assert arch.derived_max_model_len == 8192 and arch.max_len_source == "seq_length"
+    h, inter, vocab, layers = 4096, 11008, 151936, 32
+    by_hand = 2 * vocab * h + h + layers * (h * 3 * h + 3 * h + h * h + 3 * h * inter + 2 * h)
+    assert total_params(arch)[0] == by_hand
+    # another family with the same keys keeps its intermediate_size as stated
+    assert parse_architecture({**config, "model_type": "llama", "architectures": ["LlamaForCausalLM"]}
+                              ).intermediate_size == 22016
+
+
+def test_qwen_7b_plans_offline_from_the_catalog(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    entry = next(e for e in list_catalog() if e.id == "Qwen/Qwen-7B")
+    assert entry.architecture == "QWenLMHeadModel" and entry.verified == "partial" and not entry.verbatim
+    provenance = json.loads((CATALOG_DIR / "Qwen" / "Qwen-7B" / "provenance.json").read_text())
+    config = load_catalog_source("Qwen/Qwen-7B").config
+    assert provenance["source_kind"] == "package-registry" and len(provenance["sources"]) >= 2
+    assert set(provenance["verified_keys"]) | set(provenance["single_source_arch_keys"]) <= set(config)
+    response = run_plan(PlanRequest(model=ModelOptions(model="Qwen/Qwen-7B"), hardware=HardwareOptions(gpu="L4")))
+    assert response.model.source == "catalog" and response.model.architecture == "QWenLMHeadModel"
+    assert response.model.num_params == pytest.approx(7.72e9, rel=0.01)  # the model card's 7.72B
+    assert response.feasibility.fits and response.config.tensor_parallel_size == 1  # one 24 GB L4
+    assert response.config.max_model_len == 8192

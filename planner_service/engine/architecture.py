@@ -51,6 +51,11 @@ _UNGATED_MLP_TYPES = {"gpt2", "gpt_bigcode", "gptj", "gpt_neo", "gpt_neox", "opt
 # Learned absolute position embeddings (a max_positions x hidden table, in the weights).
 _ABSOLUTE_POSITION_TYPES = {"gpt2", "gpt_bigcode", "gpt_neo", "opt"}
 _QK_NORM_TYPES = {"qwen3", "qwen3_moe", "qwen3_next", "gemma3_text", "olmo2", "olmo3", "olmoe"}
+# Families whose QKV projection carries a bias whatever config.json says (vLLM's qwen2.py / qwen.py: bias=True).
+_QKV_BIAS_TYPES = {"qwen", "qwen2", "qwen2_moe", "qwen2_vl"}
+# Families whose config.json intermediate_size is twice the MLP width: Qwen (v1, QWenLMHeadModel) states 22016
+# for an 11008-wide gated MLP, and vLLM's qwen.py builds QWenMLP(hidden_size, config.intermediate_size // 2).
+_HALVED_INTERMEDIATE_TYPES = {"qwen"}
 
 class MlaConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -350,6 +355,8 @@ def parse_architecture(config: dict, quantization: str | None = None, yarn_scale
     inter = _first(text, "intermediate_size_mlp", "intermediate_size", "ffn_hidden_size")
     if inter is None and not moe:
         raise UnsupportedArchitectureError(f"model_type={model_type!r} config.json lacks intermediate_size")
+    if inter is not None and model_type in _HALVED_INTERMEDIATE_TYPES:
+        inter = int(inter) // 2
     dtype = str(_first(text, "torch_dtype", "dtype") or "float32").replace("torch.", "")
     if dtype not in _DTYPE_BYTES:
         dtype = "bfloat16"
@@ -372,7 +379,7 @@ def parse_architecture(config: dict, quantization: str | None = None, yarn_scale
         vocab_size=int(text["vocab_size"]),
         tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
         checkpoint_dtype={"half": "float16", "float": "float32"}.get(dtype, dtype),
-        attention_bias=bool(text.get("attention_bias") or model_type in ("qwen2", "qwen2_moe", "qwen2_vl")),
+        attention_bias=bool(text.get("attention_bias") or model_type in _QKV_BIAS_TYPES),
         qk_norm=bool(text.get("use_qk_norm")) or model_type in _QK_NORM_TYPES,
         layer_kinds=tuple(kinds),
         mlp_layers=tuple(c in "-E" for c in text["hybrid_override_pattern"]) if text.get("hybrid_override_pattern")
