@@ -77,6 +77,31 @@ def test_mig_parent_is_not_a_target_its_instances_are():
     assert [p.gpu_uuids for p in answer.placements] == [("MIG-a",)]
 
 
+def test_records_built_without_validation_are_what_validation_builds():
+    """host_from_inventory skips pydantic's validation (it runs for every report of every host): the
+    records must still be exactly the validated ones, types included, for whole GPUs, MIG instances,
+    unhealthy GPUs and stale snapshots; copies must not leak into the shared fields-set."""
+    mig = Gpu(index=0, uuid="GPU-p", name="NVIDIA A100-SXM4-80GB", memory_total_bytes=80 * GIB, memory_free_bytes=80 * GIB,
+              compute_capability="8.0", mig_mode=MigMode.ENABLED,
+              mig_devices=(MigDevice(uuid="MIG-a", parent_uuid="GPU-p", index=0, profile="3g.40gb", memory_total_bytes=40 * GIB,
+                                     memory_used_bytes=GIB),
+                           MigDevice(uuid="MIG-b", parent_uuid="GPU-p", index=1, profile="2g.20gb")))
+    lost = Gpu(index=1, uuid="GPU-x", name="NVIDIA A100-SXM4-80GB", error="GpuIsLost")
+    inventories = [_dgx(), _dgx().model_copy(update={"stale": True, "status_reason": "NVML call timed out"}),
+                   HostInventory(host=HostInfo(hostname="mig", agent_version="t", driver_version="580.1"), gpus=(mig, lost),
+                                 source=CollectionSource.STATIC)]
+    for inventory in inventories:
+        host = host_from_inventory(inventory_to_proto(inventory), "h:1", generation=7)
+        validated = type(host).model_validate(host.model_dump())
+        assert validated == host and validated.model_dump() == host.model_dump()
+        for fast, checked in zip(host.gpus, validated.gpus):
+            assert {k: type(v) for k, v in fast.__dict__.items()} == {k: type(v) for k, v in checked.__dict__.items()}
+        before = set(host.model_fields_set)
+        moved = host.model_copy(update={"state": HostState.STALE, "extra_field_name": 1})
+        assert moved.state is HostState.STALE and host.model_fields_set == before
+        assert host_from_inventory(inventory_to_proto(inventory), "h:1").model_fields_set == before
+
+
 def test_stale_agent_snapshot_is_reported_stale():
     inv = _dgx().model_copy(update={"stale": True, "status_reason": "NVML call timed out"})
     host = host_from_inventory(inventory_to_proto(inv), "dgx:1")

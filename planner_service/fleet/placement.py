@@ -195,6 +195,9 @@ def _twin_request(deployment: Deployment, group: Group, utilization: float, free
     return plan.model_copy(update={"hardware": hardware, "policy": policy})
 
 
+_PLACEMENT_FIELDS_SET = set(Placement.model_fields)  # pydantic copies it before any change (model_copy)
+
+
 def _evaluate_group(
     deployment: Deployment, host: FleetHost, group: Group, utilization: float, cache: TwinCache, policy: sizing.SizingPolicy
 ) -> Placement:
@@ -206,8 +209,10 @@ def _evaluate_group(
     perf = plan.performance
     gpu = group.gpus[0]
     # Every value below is computed here from validated inputs: skip pydantic's validation (this runs
-    # for every host whose inventory changed, thousands of times per Place on a busy fleet).
+    # for every host whose inventory changed, thousands of times per Place on a busy fleet). The
+    # rankings keep one per host and deployment, so they share one fields-set (~2 KiB each otherwise).
     placement = Placement.model_construct(
+        _PLACEMENT_FIELDS_SET,
         host=host.host,
         address=host.address,
         gpu_uuids=group.uuids,
