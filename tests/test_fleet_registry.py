@@ -145,6 +145,26 @@ def test_registration_leases_lapse_without_heartbeat():
     assert reg.targets() == []
 
 
+def test_at_the_registration_cap_lapsed_leases_make_room_and_live_ones_do_not():
+    from planner_service.engine.errors import ResourceExhaustedError
+
+    clock = Clock()
+    reg = FleetRegistry(TIMINGS, clock)
+    leases = Registrations(reg, clock, max_registrations=2)
+    leases.register("10.0.0.1:50052")
+    clock.now += 10
+    leases.register("10.0.0.2:50052")
+    with pytest.raises(ResourceExhaustedError):
+        leases.register("10.0.0.3:50052")  # both leases live (15 s)
+    leases.register("10.0.0.1:50052")  # a renewal is always accepted: both now lapse at 25 s
+    clock.now += 10
+    with pytest.raises(ResourceExhaustedError):
+        leases.register("10.0.0.3:50052")  # 20 s: still both live
+    clock.now += 6
+    leases.register("10.0.0.3:50052")  # 26 s: both lapsed; at the cap they are expired first, then it is admitted
+    assert reg.targets() == ["10.0.0.3:50052"] and len(leases) == 1
+
+
 def test_backoff_grows_exponentially_with_full_jitter():
     timings = FleetTimings(backoff_initial_seconds=0.5, backoff_max_seconds=8)
     rng = random.Random(1)

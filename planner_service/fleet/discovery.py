@@ -115,7 +115,10 @@ class Registrations:
         address = join_host_port(host, port)
         held = self._expiry.get(address)
         if held is None:
-            self.expire()
+            if len(self._expiry) >= self.max_registrations:
+                # Lapsed leases make room first. Only at the cap: the sweep expires them anyway, and a
+                # scan per new agent was quadratic when 10,000 agents registered at once.
+                self.expire()
             if len(self._expiry) >= self.max_registrations:
                 raise ResourceExhaustedError(
                     f"this planner already holds {self.max_registrations} agent registrations (fleet_max_registrations)")
