@@ -170,7 +170,7 @@ def host_from_inventory(inv: agent_pb2.HostInventory, address: str, generation: 
     gpus = [t for gpu in sorted(inv.gpus, key=lambda g: (g.index, g.uuid)) for t in _gpu_targets(gpu, peers, allocated)]
     stale = inv.stale
     driver = _opt(inv.host, "driver_version")
-    return FleetHost.model_construct(  # typed by the message; the host name is validated just below
+    return FleetHost.model_construct(  # values typed by the message; the host name checked by safe_hostname
         _HOST_FIELDS_SET,
         host=safe_hostname(inv.host.hostname, address),
         address=address,
