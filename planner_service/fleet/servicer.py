@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, Iterator
 
 import grpc
 
@@ -177,22 +177,28 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         return pb.WatchFleetResponse(host=self._with_holds(event.host), removed=event.removed,
                                      resume_token=self._token(event.host.revision), snapshot_complete=snapshot_complete)
 
-    def _snapshot(self, flt: HostFilter, size: int, reset: bool, marker: bool) -> list[pb.WatchFleetResponse]:
-        """The initial snapshot as messages: one host each (size 0) or pages of ``size`` hosts."""
+    def _snapshot(self, flt: HostFilter, size: int, reset: bool, marker: bool) -> Iterator[pb.WatchFleetResponse]:
+        """The initial snapshot as messages: one host each (size 0) or pages of ``size`` hosts.
+
+        The hosts are taken at one revision (the records are immutable), but converted a message at a
+        time as the stream sends them: at 10,000 hosts converting them all at once held the event loop
+        for ~0.7 s, and every RPC of the planner (agents' reports, ``Place``) waited behind it.
+        """
         registry = self._rt.registry
         token = self._token(registry.revision)
-        hosts = [self._with_holds(h) for h in registry.hosts(flt)]
-        if size:
-            messages = [pb.WatchFleetResponse(hosts=hosts[i : i + size], initial=True, resume_token=token)
-                        for i in range(0, len(hosts), size)]
-        else:
-            messages = [pb.WatchFleetResponse(host=h, initial=True, resume_token=token) for h in hosts]
-        if not messages and marker:
-            messages = [pb.WatchFleetResponse(initial=True, resume_token=token)]
-        if messages:
-            messages[-1].snapshot_complete = True
-            messages[0].reset = reset
-        return messages
+        hosts = [h for h in registry.snapshot() if matches(h, flt)]
+        if not hosts:
+            if marker:
+                yield pb.WatchFleetResponse(initial=True, resume_token=token, snapshot_complete=True, reset=reset)
+            return
+        step = size or 1
+        for i in range(0, len(hosts), step):
+            page = [self._with_holds(h) for h in registry.with_ages(hosts[i : i + step])]
+            message = (pb.WatchFleetResponse(hosts=page, initial=True, resume_token=token) if size
+                       else pb.WatchFleetResponse(host=page[0], initial=True, resume_token=token))
+            message.snapshot_complete = i + step >= len(hosts)
+            message.reset = reset and i == 0
+            yield message
 
     # -- placement --------------------------------------------------------------------------------
     async def Place(self, request: pb.PlaceRequest, context: grpc.aio.ServicerContext) -> pb.PlaceResponse:
