@@ -48,6 +48,11 @@ class GpuAgentSettings(ServerSettings):
     register_mode: str = Field(default="push", description="push: send inventory and heartbeats to the planner (ReportInventory); dial: register, the planner dials this agent.")
     advertise_address: str | None = Field(default=None, description="HOST:PORT the planner should dial (default: the bound address; this host's name for 0.0.0.0).")
     register_token_file: Path | None = Field(default=None, description="File holding the planner's bearer token, for --register-with (default: this agent's own token).")
+    register_tls: bool = Field(default=False, description="Call the planner over TLS (implied by any --register-tls-* file).")
+    register_tls_ca_file: Path | None = Field(default=None, description="CA (PEM) that signed the planner's certificate (default: the system roots).")
+    register_tls_cert_file: Path | None = Field(default=None, description="Client certificate (PEM) for a planner that requires mutual TLS.")
+    register_tls_key_file: Path | None = Field(default=None, description="Client private key (PEM) for a planner that requires mutual TLS.")
+    register_tls_server_name: str | None = Field(default=None, description="Name the planner's certificate must carry (default: the --register-with host name).")
     pod_resources_socket: Path | None = Field(
         default=Path(DEFAULT_SOCKET),
         description="The kubelet's PodResources socket: when it exists, GPUs allocated to pods are reported as taken ('off': never read it).",
@@ -73,6 +78,8 @@ class GpuAgentSettings(ServerSettings):
             raise ValueError("replay_variant must be idle or busy")
         if self.register_mode not in ("push", "dial"):
             raise ValueError("register_mode must be push or dial")
+        if (self.register_tls_cert_file is None) != (self.register_tls_key_file is None):
+            raise ValueError("--register-tls-cert-file and --register-tls-key-file go together (a client certificate and its key)")
         if self.replay_source not in REPLAY_SOURCES:
             raise ValueError(f"replay_source must be one of {', '.join(REPLAY_SOURCES)}")
         return self

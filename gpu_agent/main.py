@@ -43,18 +43,37 @@ def _register_token(settings: GpuAgentSettings) -> str | None:
     return read_token(path, what=f"--register-token-file {file_label(path)}") if path else settings.resolved_auth_token()
 
 
+def _register_tls(settings: GpuAgentSettings):  # noqa: ANN202 (gpu_agent.register.PlannerTls)
+    """The TLS settings for the planner, their files read once at start: a missing or malformed
+    certificate is a start-up error (one line naming the flag, exit 2), not a warning every heartbeat."""
+    from gpu_agent.register import PlannerTls
+    from vllm_planner.transport.pem import read_ca, read_cert_and_key
+
+    if settings.register_tls_ca_file is not None:
+        read_ca(settings.register_tls_ca_file, what="--register-tls-ca-file: CA certificate file")
+    if settings.register_tls_cert_file is not None and settings.register_tls_key_file is not None:
+        read_cert_and_key(settings.register_tls_cert_file, settings.register_tls_key_file,
+                          what="--register-tls-cert-file/--register-tls-key-file: client TLS")
+    return PlannerTls.for_target(
+        settings.register_with, enabled=settings.register_tls, ca_file=settings.register_tls_ca_file,
+        cert_file=settings.register_tls_cert_file, key_file=settings.register_tls_key_file,
+        server_name=settings.register_tls_server_name)
+
+
 async def _serve(settings: GpuAgentSettings, backend: InventoryBackend) -> None:
+    # The planner's token and TLS files are checked before anything starts (one line, exit 2).
+    tls = _register_tls(settings) if settings.register_with else None
+    # One fleet token is the common setup: without a planner token file, present the agent's own.
+    token = _register_token(settings) if settings.register_with else None
     agent = await build_agent_server(settings, backend)
     registration = None
     if settings.register_with:
         from gpu_agent.register import start_registration
 
-        # One fleet token is the common setup: without a planner token file, present the agent's own.
-        token = _register_token(settings)
         registration = start_registration(
             settings.register_with, advertise_address=settings.advertise_address or _dialable(agent.address),
             host=settings.hostname, agent_instance_id=agent.instance_id, token=token, mode=settings.register_mode,
-            collector=agent.collector, changes=agent.changes,
+            collector=agent.collector, changes=agent.changes, tls=tls,
         )
     # The address goes out last, once everything is started: a parent that reads it may signal at once.
     sys.stdout.write(f"{agent.address}\n")

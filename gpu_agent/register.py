@@ -13,6 +13,11 @@ interval it wants; a failed call is retried next round with jittered backoff. Tw
 - ``dial`` (``heartbeat_loop``): ``RegisterAgent`` only; the planner then opens the agent's
   ``WatchInventory`` stream itself (as it does for --agents and --agents-dns discovery).
 
+Calls to the planner carry the bearer token and, with ``--register-tls`` (or any
+``--register-tls-*`` file), go over TLS (``PlannerTls``): the planner's certificate is checked
+against the name given in ``--register-with`` even though each replica is dialled by its resolved IP,
+and a client certificate is presented to a planner that requires mutual TLS.
+
 Hook in ``gpu_agent/main.py`` (after the server is listening)::
 
     if settings.register_with:
@@ -24,10 +29,13 @@ Hook in ``gpu_agent/main.py`` (after the server is listening)::
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import socket
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from clients.sdk.errors import SdkError, Unimplemented
@@ -45,6 +53,42 @@ FIRST_INTERVAL_SECONDS = 10.0  # until a planner says which interval it wants
 # Each agent keeps its own connection to each planner (no subchannel shared with other channels of
 # the process: one process serving many agents, as benchmarks/fleet.py does, then behaves as many hosts).
 REPORT_CHANNEL_OPTIONS: tuple[tuple[str, object], ...] = (("grpc.use_local_subchannel_pool", 1), ("grpc.enable_channelz", 0))
+
+
+@dataclass(frozen=True)
+class PlannerTls:
+    """How the agent's calls to the planner are secured: TLS (``enabled``), the CA that signed the
+    planner's certificate (None: the system roots), a client certificate and key for mutual TLS, and
+    the name the planner's certificate must carry."""
+
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+
+    @classmethod
+    def for_target(cls, target: str, *, enabled: bool = False, ca_file: Path | None = None, cert_file: Path | None = None,
+                   key_file: Path | None = None, server_name: str | None = None) -> "PlannerTls":
+        """TLS settings for ``--register-with target``: on when asked or when any file is given; the
+        certificate is checked against the target's host name (replicas are dialled by IP)."""
+        on = enabled or any((ca_file, cert_file, key_file))
+        if on and server_name is None:
+            from planner_service.fleet.discovery import split_host_port
+
+            host = split_host_port(target)[0]
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                server_name = host  # a DNS name: what the certificate names, not the IP dialled
+        return cls(on, ca_file, cert_file, key_file, server_name if on else None)
+
+    def client_kwargs(self) -> dict[str, object]:
+        return dict(tls=self.enabled, tls_ca_file=self.ca_file, tls_cert_file=self.cert_file, tls_key_file=self.key_file,
+                    tls_server_name=self.server_name)
+
+
+NO_TLS = PlannerTls()
 
 
 def resolve_planners(target: str, resolver: Resolver | None = None) -> list[str]:
@@ -72,14 +116,14 @@ def next_delay(interval: float | None, failures: int, rng: random.Random) -> tup
 
 async def register_once(
     planners: list[str], clients: dict[str, AsyncFleetClient], address: str, host: str, agent_instance_id: str,
-    token: str | None, timeout_seconds: float, labels: dict[str, str] | None = None,
+    token: str | None, timeout_seconds: float, labels: dict[str, str] | None = None, tls: PlannerTls = NO_TLS,
 ) -> float | None:
     """Register with each planner; the smallest interval any of them asked for (None if all failed)."""
     intervals: list[float] = []
     for planner in planners:
         client = clients.get(planner)
         if client is None:
-            client = clients[planner] = AsyncFleetClient(planner, token=token)
+            client = clients[planner] = AsyncFleetClient(planner, token=token, **tls.client_kwargs())
         try:
             reply = await client.register_agent(address, host, agent_instance_id, labels, timeout_seconds=timeout_seconds)
             intervals.append(reply.heartbeat_interval_seconds)
@@ -101,6 +145,7 @@ async def heartbeat_loop(
     resolver: Resolver | None = None,
     timeout_seconds: float = 5.0,
     rng: random.Random | None = None,
+    tls: PlannerTls = NO_TLS,
 ) -> None:
     """Register every heartbeat interval until cancelled."""
     rng = rng or random.Random()
@@ -109,7 +154,8 @@ async def heartbeat_loop(
     try:
         while True:
             planners = await _resolve(planner, resolver, timeout_seconds)
-            interval = await register_once(planners, clients, advertise_address, host, agent_instance_id, token, timeout_seconds, labels)
+            interval = await register_once(planners, clients, advertise_address, host, agent_instance_id, token, timeout_seconds,
+                                           labels, tls)
             delay, failures = next_delay(interval, failures, rng)
             await asyncio.sleep(delay)
     finally:
@@ -130,8 +176,9 @@ class _Reporter:
     planners only know RegisterAgent."""
 
     def __init__(self, collector: "Collector", address: str, host: str, agent_instance_id: str, token: str | None,
-                 labels: dict[str, str] | None, timeout_seconds: float) -> None:
+                 labels: dict[str, str] | None, timeout_seconds: float, tls: PlannerTls = NO_TLS) -> None:
         self.collector = collector
+        self.tls = tls
         self.address, self.host, self.instance, self.token = address, host, agent_instance_id, token
         self.labels = labels
         self.timeout_seconds = timeout_seconds
@@ -151,7 +198,8 @@ class _Reporter:
         """One report to ``planner`` (two when it asks for the inventory); its heartbeat interval."""
         client = self.clients.get(planner)
         if client is None:
-            client = self.clients[planner] = AsyncFleetClient(planner, token=self.token, channel_options=REPORT_CHANNEL_OPTIONS)
+            client = self.clients[planner] = AsyncFleetClient(planner, token=self.token, channel_options=REPORT_CHANNEL_OPTIONS,
+                                                              **self.tls.client_kwargs())
         if planner in self.dial_only:
             reply = await client.register_agent(self.address, self.host, self.instance, self.labels, timeout_seconds=self.timeout_seconds)
             return reply.heartbeat_interval_seconds
@@ -197,11 +245,12 @@ async def report_loop(
     resolver: Resolver | None = None,
     timeout_seconds: float = 5.0,
     rng: random.Random | None = None,
+    tls: PlannerTls = NO_TLS,
 ) -> None:
     """Push mode: report to every planner at each change of the snapshot (content or freshness) and at
     least every heartbeat interval the planners ask for, until cancelled."""
     rng = rng or random.Random()
-    reporter = _Reporter(collector, advertise_address, host, agent_instance_id, token, labels, timeout_seconds)
+    reporter = _Reporter(collector, advertise_address, host, agent_instance_id, token, labels, timeout_seconds, tls)
     failures = 0
     try:
         while True:
@@ -227,7 +276,7 @@ async def report_loop(
 def start_registration(
     planner: str, *, advertise_address: str, host: str | None = None, agent_instance_id: str = "", token: str | None = None,
     labels: dict[str, str] | None = None, mode: str = "push", collector: "Collector | None" = None,
-    changes: "ChangeSignal | None" = None,
+    changes: "ChangeSignal | None" = None, tls: PlannerTls = NO_TLS,
 ) -> asyncio.Task[None]:
     """Start reporting (``push``, needs the collector and its change signal) or registering (``dial``)
     as a task of the running loop (cancel it on shutdown)."""
@@ -236,8 +285,8 @@ def start_registration(
         if collector is None or changes is None:
             raise ValueError("push mode reports the collector's snapshots: pass collector and changes")
         loop = report_loop(planner, collector=collector, changes=changes, advertise_address=advertise_address, host=host,
-                           agent_instance_id=agent_instance_id, token=token, labels=labels)
+                           agent_instance_id=agent_instance_id, token=token, labels=labels, tls=tls)
     else:
         loop = heartbeat_loop(planner, advertise_address=advertise_address, host=host,
-                              agent_instance_id=agent_instance_id, token=token, labels=labels)
+                              agent_instance_id=agent_instance_id, token=token, labels=labels, tls=tls)
     return asyncio.create_task(loop, name="register-with-planner")

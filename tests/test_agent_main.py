@@ -68,3 +68,21 @@ def test_register_with_an_absent_planner_keeps_serving_and_stops_cleanly():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_unusable_planner_tls_files_stop_the_agent_at_start_in_one_line(tmp_path):
+    """--register-tls-*: a file that is not PEM, or half a client pair, is a start-up error naming the
+    flag (exit 2, nothing served), not a warning every heartbeat."""
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("just text\n")
+    cases = [
+        (["--register-tls-ca-file", str(not_pem)], "--register-tls-ca-file"),
+        (["--register-tls-cert-file", str(not_pem)], "--register-tls-key-file"),
+    ]
+    for flags, named in cases:
+        result = subprocess.run(
+            [*_command(), "--listen", "127.0.0.1:0", "--backend", "none", "--register-with", "planner.example:50051", *flags],
+            capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and named in lines[0] and "Traceback" not in result.stderr, lines

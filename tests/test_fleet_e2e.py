@@ -246,6 +246,47 @@ def test_agent_process_registers_itself_and_a_restarted_planner_gets_it_back(mon
         loop.close()
 
 
+def test_a_pushing_agent_reports_over_mutual_tls_to_the_name_it_was_given(monkeypatch, tmp_path):
+    """--register-tls-*: the agent dials the planner's resolved IP but checks its certificate against
+    the --register-with name, presents its client certificate, and sends the fleet token as call
+    credentials; the planner (mutual TLS + token) gets the host READY."""
+    import subprocess
+    import sys
+
+    from helpers.pki import make_pki
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pki = make_pki(tmp_path, server_ip_san=False)  # the certificate names localhost, not the IP dialled
+    token = "fleet-token-0123456789"
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    loop = BackgroundLoop()
+    planner = _planner(loop, [], server=ServerOptions(tls_cert_file=pki["server_cert"], tls_key_file=pki["server_key"],
+                                                      tls_client_ca_file=pki["ca"], auth_token=token))
+    agent = None
+    try:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "gpu_agent.main", "--listen", "127.0.0.1:0", "--replay", str(H100_CAPTURE),
+             "--hostname", "h100-tls", "--interval-seconds", "0.2", "--auth-token-file", str(token_file),
+             "--register-with", f"localhost:{planner.server.port}", "--register-tls-ca-file", str(pki["ca"]),
+             "--register-tls-cert-file", str(pki["client_cert"]), "--register-tls-key-file", str(pki["client_key"]),
+             "--grace-seconds", "0.5"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        agent_address = agent.stdout.readline().strip()
+        with FleetClient(f"localhost:{planner.server.port}", tls_ca_file=pki["ca"], tls_cert_file=pki["client_cert"],
+                         tls_key_file=pki["client_key"], token=token) as client:
+            host = wait_until(lambda: next((h for h in client.list_hosts() if h.state is HostState.READY), None), timeout_seconds=15)
+            assert host.host == "h100-tls" and host.address == agent_address
+            assert [s.value for s in host.sources] == ["reported"]
+    finally:
+        if agent is not None:
+            agent.terminate()
+            agent.wait(10)
+        planner.stop()
+        loop.close()
+
+
 def test_a_pushing_agent_registers_with_a_planner_that_predates_report_inventory(monkeypatch):
     """A planner from before ReportInventory has no such method (gRPC answers UNIMPLEMENTED): the
     pushing agent registers to be dialled instead, and the host comes up READY."""

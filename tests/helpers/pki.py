@@ -55,13 +55,14 @@ def _write(path: Path, cert: x509.Certificate | None = None, key=None) -> Path:
     return path
 
 
-def make_pki(d: Path) -> dict[str, Path]:
+def make_pki(d: Path, *, server_ip_san: bool = True) -> dict[str, Path]:
     """Files in ``d``: a CA and a rogue CA nobody trusts, a server certificate for localhost and
-    127.0.0.1, a client certificate from the CA and one from the rogue CA (each with its key)."""
+    127.0.0.1 (only localhost with ``server_ip_san=False``: a client dialling 127.0.0.1 must then check
+    the name), a client certificate from the CA and one from the rogue CA (each with its key)."""
     ca_key, rogue_key, server_key, client_key, rogue_client_key = (_key() for _ in range(5))
     ca = _cert(ca_key, "test-ca", ca_key, "test-ca", ca=True)
     rogue_ca = _cert(rogue_key, "rogue-ca", rogue_key, "rogue-ca", ca=True)
-    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    sans = [x509.DNSName("localhost")] + ([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))] if server_ip_san else [])
     server = _cert(server_key, "localhost", ca_key, "test-ca", ca=False, sans=sans, usage=ExtendedKeyUsageOID.SERVER_AUTH)
     client = _cert(client_key, "planner", ca_key, "test-ca", ca=False, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
     rogue_client = _cert(
