@@ -190,13 +190,21 @@ def _check_planner(objects, replicas: int) -> None:
     assert _one(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == (0 if replicas == 1 else 1)
 
 
-def _check_agents_dns(objects, namespace: str) -> None:
-    """The planner discovers the agents through exactly the headless Service's DNS name and port."""
-    (headless,) = [s for s in _by_kind(objects, "Service") if s["spec"].get("clusterIP") == "None"]
-    port = headless["spec"]["ports"][0]["port"]
-    command = _container(_planner(objects))["command"]
-    expected = f"{headless['metadata']['name']}.{namespace}.svc.cluster.local:{port}"
-    assert command[command.index("--agents-dns") + 1] == expected
+def _check_agents_report_to_the_planner(objects) -> None:
+    """Push mode: each agent reports to the Service that selects the planner pods, on the port the
+    planner listens on (same namespace, so the short name resolves); the planner dials nobody."""
+    agent = _one(objects, "DaemonSet")
+    target = _settings(objects, agent)["register_with"]
+    host, _, port = target.rpartition(":")
+    planner = _planner(objects)
+    planner_labels = planner["spec"]["template"]["metadata"]["labels"]
+    (service,) = [s for s in _by_kind(objects, "Service") if s["metadata"]["name"] == host]
+    assert service["spec"]["selector"].items() <= planner_labels.items(), "the Service selects the planner pods"
+    (grpc,) = [p for p in service["spec"]["ports"] if p["name"] == "grpc"]
+    assert grpc["port"] == int(port)
+    container_ports = {p["name"]: p["containerPort"] for p in _container(planner)["ports"]}
+    assert container_ports.get(grpc["targetPort"], grpc["targetPort"]) == _listen_port(_settings(objects, planner)["listen"])
+    assert "--agents-dns" not in _container(planner)["command"] and not _settings(objects, planner).get("agents_dns")
 
 
 def _app_version() -> str:
@@ -250,7 +258,7 @@ def test_kustomize_base_has_what_operations_need():
     assert {(t["key"], t["operator"], t["effect"]) for t in _pod(agent)["tolerations"]} == {
         ("nvidia.com/gpu", "Exists", "NoSchedule"), ("nvidia.com/gpu", "Exists", "NoExecute")}
     _check_planner(objects, replicas=1)
-    _check_agents_dns(objects, KUSTOMIZE_NAMESPACE)
+    _check_agents_report_to_the_planner(objects)
     for workload in (_planner(objects), agent):
         settings = _check_settings(objects, workload, token_key="token", tls={}, metrics=True)
         assert settings["auth_token_file"] and settings["log_format"] == "json"
@@ -285,7 +293,7 @@ def test_helm_chart_renders_what_operations_need(variant):
         agent = _one(objects, "DaemonSet")
         _check_agent_daemonset(agent, pod_resources=values["agent"]["podResources"]["enabled"])
         assert _pod(agent)["tolerations"] == values["agent"]["tolerations"]
-        _check_agents_dns(objects, NAMESPACE)
+        _check_agents_report_to_the_planner(objects)
         workloads.append(agent)
         assert bool(_by_kind(objects, "NetworkPolicy")) == values["networkPolicy"]["enabled"]
     else:
