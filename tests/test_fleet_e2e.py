@@ -83,6 +83,22 @@ def _ready(client: FleetClient, n: int) -> list[FleetHost] | None:
     return hosts if len(hosts) == n else None
 
 
+def _registered(client: FleetClient, hostname: str, address: str, source: str) -> FleetHost:
+    """The READY host an agent that registered itself became, checked to be that agent's."""
+    host = wait_until(lambda: next((h for h in client.list_hosts() if h.state is HostState.READY), None), timeout_seconds=15)
+    assert host.host == hostname and host.address == address
+    assert [s.value for s in host.sources] == [source]
+    return host
+
+
+def _stop(agent, planner: FleetPlanner, loop: BackgroundLoop) -> None:  # noqa: ANN001 (a Popen or None)
+    if agent is not None:
+        agent.terminate()
+        agent.wait(10)
+    planner.stop()
+    loop.close()
+
+
 def _check_free(hosts: list[FleetHost], placements) -> None:
     """No placement may ask vLLM for more than the GPU has free (with the CUDA context on top)."""
     free = {(h.host, g.uuid): (g.memory_total_bytes, g.memory_free_bytes) for h in hosts for g in h.gpus}
@@ -226,9 +242,7 @@ def test_agent_process_registers_itself_and_a_restarted_planner_gets_it_back(mon
     try:
         agent_address = agent.stdout.readline().strip()
         with FleetClient(planner.address) as client:
-            host = wait_until(lambda: next((h for h in client.list_hosts() if h.state is HostState.READY), None), timeout_seconds=15)
-            assert host.host == "h100-registered" and host.address == agent_address
-            assert [s.value for s in host.sources] == [source]
+            _registered(client, "h100-registered", agent_address, source)
         planner.stop()
 
         started = time.monotonic()
@@ -276,15 +290,9 @@ def test_a_pushing_agent_reports_over_mutual_tls_to_the_name_it_was_given(monkey
         agent_address = agent.stdout.readline().strip()
         with FleetClient(f"localhost:{planner.server.port}", tls_ca_file=pki["ca"], tls_cert_file=pki["client_cert"],
                          tls_key_file=pki["client_key"], token=token) as client:
-            host = wait_until(lambda: next((h for h in client.list_hosts() if h.state is HostState.READY), None), timeout_seconds=15)
-            assert host.host == "h100-tls" and host.address == agent_address
-            assert [s.value for s in host.sources] == ["reported"]
+            _registered(client, "h100-tls", agent_address, "reported")
     finally:
-        if agent is not None:
-            agent.terminate()
-            agent.wait(10)
-        planner.stop()
-        loop.close()
+        _stop(agent, planner, loop)
 
 
 def test_a_pushing_agent_registers_with_a_planner_that_predates_report_inventory(monkeypatch):
@@ -306,15 +314,9 @@ def test_a_pushing_agent_registers_with_a_planner_that_predates_report_inventory
         )
         agent_address = agent.stdout.readline().strip()
         with FleetClient(planner.address) as client:
-            host = wait_until(lambda: next((h for h in client.list_hosts() if h.state is HostState.READY), None), timeout_seconds=15)
-            assert host.host == "h100-older-planner" and host.address == agent_address
-            assert [s.value for s in host.sources] == ["registered"]
+            _registered(client, "h100-older-planner", agent_address, "registered")
     finally:
-        if agent is not None:
-            agent.terminate()
-            agent.wait(10)
-        planner.stop()
-        loop.close()
+        _stop(agent, planner, loop)
     assert "has no ReportInventory: registering to be dialled instead" in agent.stderr.read()
 
 
