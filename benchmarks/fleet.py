@@ -287,8 +287,6 @@ class Farm:
 
 
 def run(hosts: int, args: argparse.Namespace) -> dict[str, float]:
-    import grpc
-
     from planner_service.engine.models import HardwareOptions, ModelOptions, PlanRequest, WorkloadOptions
     from planner_service.fleet import converters as conv
     from planner_service.fleet.models import Deployment, HostState

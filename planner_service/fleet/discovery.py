@@ -19,7 +19,7 @@ from planner_service.engine.errors import InvalidRequestError, ResourceExhausted
 from planner_service.fleet.models import DiscoverySource
 from planner_service.fleet.registry import FleetRegistry
 from vllm_planner.transport.address import AddressError, join_host_port, parse_address_list, parse_host_port
-from vllm_planner.bounded import MAX_LIST_FILE_BYTES, file_label, read_text, shown
+from vllm_planner.bounded import MAX_LIST_FILE_BYTES, file_label, read_text
 
 log = logging.getLogger(__name__)
 
