@@ -165,9 +165,12 @@ async def heartbeat_loop(
 
 async def _resolve(planner: str, resolver: Resolver | None, timeout_seconds: float) -> list[str]:
     loop = asyncio.get_running_loop()
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that arrives as the
+    # lookup finishes, and the loop then kept reporting after it was cancelled (seen in a test run).
     try:
-        return await asyncio.wait_for(loop.run_in_executor(None, resolve_planners, planner, resolver), timeout_seconds)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(timeout_seconds):
+            return await loop.run_in_executor(None, resolve_planners, planner, resolver)
+    except TimeoutError:
         return [planner]
 
 
@@ -266,8 +269,9 @@ async def report_loop(
             await reporter.close(keep=set(planners))
             delay, failures = next_delay(min(intervals) if intervals else None, failures, rng)
             try:  # a change (new content, stale, recovered) is reported at once
-                await asyncio.wait_for(changed.wait(), timeout=delay)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(delay):  # (not wait_for: see _resolve)
+                    await changed.wait()
+            except TimeoutError:
                 pass
     finally:
         await reporter.close()

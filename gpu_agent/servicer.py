@@ -70,7 +70,8 @@ class GpuAgentServicer(agent_pb2_grpc.GpuAgentServiceServicer):
             else:
                 reason = None if snapshot is not None else (self._collector.last_error or "first collection still running")
                 yield pb.WatchInventoryResponse(heartbeat=heartbeat_to_proto(datetime.now(timezone.utc), snapshot, reason))
-            try:
-                await asyncio.wait_for(changed.wait(), timeout=self._heartbeat_seconds)
-            except asyncio.TimeoutError:
+            try:  # asyncio.timeout: Python 3.11's wait_for can swallow the stream's cancellation
+                async with asyncio.timeout(self._heartbeat_seconds):
+                    await changed.wait()
+            except TimeoutError:
                 pass

@@ -90,6 +90,34 @@ def test_sync_sdk_lists_gets_places_and_plans(planner):
             client.place(Deployment(plan=PlanRequest(model=ModelOptions(model="m")), replicas=1).model_copy(update={"replicas": -1}))
 
 
+def test_a_cancel_that_meets_the_planner_lookup_is_not_swallowed():
+    """The agent's registration loops resolve the planner in a thread: a cancellation that arrives in
+    the same loop turn as the lookup's answer must still cancel (Python 3.11's wait_for returned the
+    answer instead, and a stopped agent kept reporting)."""
+    import threading
+    import time
+
+    from gpu_agent.register import _resolve
+
+    async def scenario() -> None:
+        called, release = threading.Event(), threading.Event()
+
+        def resolver(host: str, port: int) -> list[str]:
+            called.set()
+            release.wait(5)
+            return [f"127.0.0.1:{port}"]
+
+        task = asyncio.create_task(_resolve("planner.example:50051", resolver, 5.0))
+        await asyncio.get_running_loop().run_in_executor(None, called.wait, 5)
+        release.set()
+        time.sleep(0.3)  # blocks the loop: the lookup's answer is queued for this loop's next turn
+        task.cancel()  # ... and so is the cancellation
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+
+
 def test_agent_registration_heartbeat_and_lease(planner):
     async def start_heartbeat():
         return asyncio.create_task(heartbeat_loop(planner.address, advertise_address="127.0.0.1:50052", host="a100-mig",

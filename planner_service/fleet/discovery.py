@@ -77,11 +77,10 @@ class DnsDiscovery:
     async def refresh(self) -> None:
         loop = asyncio.get_running_loop()
         timeout = self._registry.timings.dns_timeout_seconds
-        try:
-            answer = await asyncio.wait_for(
-                loop.run_in_executor(None, self._resolver, self.host, self.port), timeout=timeout
-            )
-        except (OSError, asyncio.TimeoutError) as exc:
+        try:  # asyncio.timeout: Python 3.11's wait_for can swallow a cancellation that meets the answer
+            async with asyncio.timeout(timeout):
+                answer = await loop.run_in_executor(None, self._resolver, self.host, self.port)
+        except (OSError, TimeoutError) as exc:
             log.warning("DNS discovery of %s:%d failed (%s); keeping %d address(es)", self.host, self.port, exc, len(self.current))
             return
         new = set(answer)
