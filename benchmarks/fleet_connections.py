@@ -45,8 +45,9 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _rss_mib(pid: int) -> float:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) / 1024
+    from benchmarks.fleet import _rss_mib as rss_and_peak  # one /proc reader for both fleet benchmarks
+
+    return rss_and_peak(pid)[0]
 
 
 def _option(text: str) -> tuple[str, object]:
