@@ -10,11 +10,13 @@ each case only supplies what its log states (or its ``assumed_defaults``), plus,
 needs it, what the log implies about the machine (the ``why`` column says so: the interconnect between
 TP ranks, which decides whether 0.10.x counts NCCL's NVLink buffers).
 
-vLLM's install is not an input: on 0.10-0.11 the V1 sampler uses FlashInfer whenever the ``flashinfer``
-package imports (the vllm/vllm-openai image ships it; ``pip install vllm`` of those releases does not),
-about 1 GiB less activation at 256 x 152k logits. The twin assumes the pip install, as the H100 logs
-here show (llm-d 0.11, gpt-oss 0.10.1); the four Qwen2-7B A100 runs of one source behave like the
-FlashInfer install and are the worst rows for that reason.
+How vLLM was installed is an input (``engine.vllm_install``, ``--vllm-install``): on 0.10-0.11 the V1
+sampler uses FlashInfer whenever the ``flashinfer`` package imports - the vllm/vllm-openai image builds it
+in (its Dockerfile), ``pip install vllm`` of those releases does not - about 1 GiB less activation at
+256 x 152k logits. No log here states its install, so the table runs the default (pip), as the H100 logs
+behave (llm-d 0.11, gpt-oss 0.10.1); the four Qwen2-7B A100 runs of one Kubernetes source behave like the
+image and are the worst rows for that reason: the "install what-if" lines after the table rerun them
+with ``vllm_install=image``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ if str(REPO) not in sys.path:
 
 from planner_service.engine.models import (  # noqa: E402
     GIB, EngineOptions, HardwareOptions, Interconnect, ModelOptions, PlanRequest, PlanResponse, PolicyOptions,
+    VllmInstall,
 )
 from planner_service.engine.gpus import lookup_gpu  # noqa: E402
 from planner_service.engine.plan import build_plan  # noqa: E402
@@ -278,6 +281,24 @@ def run_table() -> list[Row]:
     return [run_case(case, logs[case.id])[0] for case in included_cases()]
 
 
+def install_what_if() -> list[tuple[str, float, float]]:
+    """(case, KV error with pip, KV error with the image) for the started 0.10-0.11 rows that print KV."""
+    logs, out = load_log_cases(), []
+    for case in included_cases():
+        log = logs[case.id]
+        reported = log["reported"].get("available_kv_cache_gib")
+        if not case.version.startswith(("0.10.", "0.11.")) or reported is None or not log["startup_ok"]:
+            continue
+        errors = []
+        for install in (VllmInstall.PIP, VllmInstall.IMAGE):
+            request = request_for(case, log)
+            request = request.model_copy(update={"engine": request.engine.model_copy(update={"vllm_install": install})})
+            plan = build_plan(ModelSource(model=case.id, source="inline", config=case.config), request)
+            errors.append(plan.feasibility.per_gpu.kv_cache_bytes / GIB - reported)
+        out.append((case.id, errors[0], errors[1]))
+    return out
+
+
 def _rel(pair) -> float | None:
     pred, rep = pair
     return None if rep in (None, 0) else (pred - rep) / rep
@@ -322,6 +343,9 @@ def main() -> None:
     print(f"KV tokens: median {s['tokens_rel_median']:.2%}, worst {s['tokens_rel_worst']:.2%} (median bound 3%)")
     print(f"concurrency: median {s['concurrency_rel_median']:.2%}, worst {s['concurrency_rel_worst']:.2%}")
     print(f"start/refuse mismatches: {s['start_mismatches']} of {s['cases']} cases")
+    print("\ninstall what-if (0.10-0.11 rows rerun with --vllm-install image: FlashInfer's sampler warm-up):")
+    for cid, pip_err, image_err in install_what_if():
+        print(f"  {cid[:48]:48} errKV pip {pip_err:+.2f}  image {image_err:+.2f}")
     print("\nRecommended configuration per case (same model, GPU type, GPU count and vLLM version; every other")
     print("setting left to the planner). 'fits' and the KV figures are the twin's prediction for that configuration.")
     print(f"{'case':48} {'TP':>3} {'PP':>3} {'max_len':>8} {'kv dtype':>9} {'util':>5} {'MNS':>5} {'MNBT':>6} "

@@ -15,7 +15,7 @@ from planner_service.engine import overheads
 from planner_service.engine.architecture import parse_architecture
 from planner_service.engine.kv_cache import build_layout, capacity
 from planner_service.engine.models import (
-    EngineOptions, HardwareOptions, Interconnect, ModelOptions, PlanRequest, PolicyOptions,
+    EngineOptions, HardwareOptions, Interconnect, ModelOptions, PlanRequest, PolicyOptions, VllmInstall,
 )
 from planner_service.engine.plan import build_plan
 from planner_service.engine.profiles import resolve_profile
@@ -218,6 +218,42 @@ def test_sampler_warm_up_per_runner_and_version(rows):
     for cid in ("idx-qwen25-7b-awq-rtx4080-v026", "llmd-llama31-8b-h100", "llmd-qwen3-0.6b-h100",
                 "duotalk-qwen25-14b-awq-a5000"):
         assert abs(by_id[cid].kv[0] - by_id[cid].kv[1]) <= 0.15, cid
+
+
+def test_flashinfer_install_decides_the_010_011_sampler():
+    """0.10-0.11 ``TopKTopPSampler.__init__``: FlashInfer's sampler whenever ``flashinfer`` (>= 0.2.3) imports.
+    The vllm/vllm-openai image builds FlashInfer in (docker/Dockerfile: v0.2.8rc1 in 0.10.0, v0.2.11 in
+    0.10.1.1, v0.3.0 / v0.3.1 in 0.10.2 / 0.11.0, for compute capability 7.5 and up); the pip wheel has it
+    only as the ``flashinfer`` extra. 0.12 makes it opt-in (VLLM_USE_FLASHINFER_SAMPLER=1) for both installs."""
+    qwen = accuracy.load_config("Qwen/Qwen2-7B-Instruct")
+    rows_x_vocab = 256 * 152064  # min(MNBT 2048, MNS 256) rows: the server defaults on an L40S
+
+    def act(version: str, install: VllmInstall | None, gpu: str = "L40S") -> int:
+        plan = _plan(qwen, gpu, version, max_model_len=8192, vllm_install=install)
+        return plan.feasibility.per_gpu.activation_peak_bytes
+
+    for version in ("0.10.0", "0.10.1", "0.10.2", "0.11.0"):
+        assert act(version, None) == act(version, VllmInstall.PIP) == int(38.5 * rows_x_vocab), version
+        assert act(version, VllmInstall.IMAGE) == int(14.0 * rows_x_vocab), version
+    for version in ("0.12.0", "0.20.0"):
+        assert act(version, VllmInstall.PIP) == act(version, VllmInstall.IMAGE) == int(38.5 * rows_x_vocab)
+    assert act("0.21.0", VllmInstall.PIP) == act("0.21.0", VllmInstall.IMAGE) == int(14.0 * rows_x_vocab)
+    # the image's FlashInfer kernels start at sm75: a V100 still sorts
+    assert act("0.10.1", VllmInstall.IMAGE, gpu="V100 32GB") == act("0.10.1", VllmInstall.PIP, gpu="V100 32GB")
+
+
+def test_image_install_explains_the_qwen2_a100_logs():
+    """The four single-node Qwen2-7B A100 runs (0.10.1.1, one Kubernetes cluster) sit ~1 GiB below the twin's
+    pip default - the size of the sort's extra warm-up at 256 x 152k logits - and within 0.2 GiB with the
+    image's FlashInfer sampler; the pip-like logs (llm-d 0.11 on H100) would be ~3 GiB off the other way."""
+    what_if = {cid: (pip, image) for cid, pip, image in accuracy.install_what_if()}
+    for cid in ("dl22-qwen2-7b-a100-80g-tp1-gmu025", "dl22-qwen2-7b-a100-80g-tp1-gmu050",
+                "dl22-qwen2-7b-a100-80g-tp2-gmu025", "dl22-qwen2-7b-a100-80g-tp2-gmu050"):
+        pip, image = what_if[cid]
+        assert -1.1 <= pip <= -0.85, (cid, pip)
+        assert abs(image) <= 0.2, (cid, image)
+    pip, image = what_if["llmd-llama31-8b-h100"]
+    assert abs(pip) <= 0.15 and image > 2.5
 
 
 def _mxfp4_layer_bytes(version: str, gpu_cc: tuple[int, int]) -> int:

@@ -58,7 +58,7 @@ def test_every_flag_reaches_the_request_as_given():
         "--gpu-memory-utilization", "0.85", "--overhead-gb", "0.5", "--fragmentation-factor", "0.05",
         "--headroom-gb", "2",
         "--no-enable-prefix-caching", "--max-num-seqs", "64", "--max-num-batched-tokens", "16k", "--enforce-eager",
-        "--kv-cache-memory-bytes", "20g", "--vllm-version", "0.33.0", "--block-size", "32",
+        "--kv-cache-memory-bytes", "20g", "--vllm-version", "0.33.0", "--block-size", "32", "--vllm-install", "image",
     )
     assert request.model_dump(mode="json") == {
         "model": {"model": LLAMA_8B, "revision": "main", "trust_remote_code": True, "dtype": "float16",
@@ -73,7 +73,7 @@ def test_every_flag_reaches_the_request_as_given():
                    "headroom_gb": 2.0},
         "engine": {"vllm_version": "0.33.0", "max_num_seqs": 64, "max_num_batched_tokens": 16000,
                    "enable_prefix_caching": False, "enforce_eager": True, "kv_cache_memory_bytes": 20 * 10**9,
-                   "block_size": 32},
+                   "block_size": 32, "vllm_install": "image"},
     }
 
 
@@ -115,6 +115,12 @@ def test_validation_error_is_one_line_naming_the_field(capsys):
     assert code == 2 and out == ""
     assert err.count("\n") == 1
     assert err.startswith("error: --gpu-memory-utilization:")  # the flag the user typed, not the field path
+
+
+def test_bad_vllm_install_is_one_line_naming_the_flag(capsys):
+    code, out, err = run_cli(capsys, "plan", "-m", LLAMA_8B, "--gpu", "H100", "--vllm-install", "docker")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: --vllm-install:") and "image" in err
 
 
 def test_profile_unknown_key_names_the_dotted_path(capsys, tmp_path):

@@ -37,6 +37,8 @@ def _profile(tmp_path: Path, config: Path) -> str:
         ["--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100"],
         ["--model", "Qwen/Qwen3-32B", "--gpu", "A100-40GB", "--tp", "2", "--max-model-len", "32k", "--explain"],
         ["--model", "meta-llama/Llama-3.1-70B-Instruct", "--gpu", "L4"],  # does not fit: exit 1, fixes
+        # the install enum crosses the wire (0.10-0.11: the image's FlashInfer sampler leaves more KV cache)
+        ["--model", "Qwen/Qwen2.5-7B-Instruct", "--gpu", "L40S", "--vllm-version", "0.10.1", "--vllm-install", "image"],
     ],
 )
 def test_remote_json_output_equals_the_embedded_output(address, capsys, argv):
@@ -44,6 +46,18 @@ def test_remote_json_output_equals_the_embedded_output(address, capsys, argv):
     remote = _run(["plan", *argv, "--json", "--planner", address, "--token", "cli-token"], capsys)
     assert remote == embedded
     assert json.loads(remote[1])["model"]["model"]
+
+
+def test_remote_plan_answers_for_the_install_it_is_given(address, capsys):
+    argv = ["plan", "--model", "Qwen/Qwen2.5-7B-Instruct", "--gpu", "L40S", "--vllm-version", "0.10.1", "--json",
+            "--planner", address, "--token", "cli-token"]
+    kv = {}
+    for install in ("pip", "image"):
+        code, out, _ = _run([*argv, "--vllm-install", install], capsys)
+        assert code == 0
+        kv[install] = json.loads(out)["feasibility"]["per_gpu"]["kv_cache_bytes"]
+    # 256 x 152,064 logits warmed up with the PyTorch sort (38.5 B each) or FlashInfer's sampler (14 B)
+    assert kv["image"] - kv["pip"] == pytest.approx((38.5 - 14.0) * 256 * 152064, abs=16)
 
 
 def test_remote_report_equals_the_embedded_report(address, capsys, monkeypatch):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from planner_service.engine.errors import InvalidRequestError
-from planner_service.engine.models import GIB, MAX_MEMORY_BYTES_PER_GPU, BatchingMode, Interconnect
+from planner_service.engine.models import GIB, MAX_MEMORY_BYTES_PER_GPU, BatchingMode, Interconnect, VllmInstall
 from planner_service.engine.profile_yaml import Profile, load_profile
 from vllm_planner.bounded import MAX_PROFILE_BYTES, InputError, read_text
 
@@ -54,6 +54,7 @@ _DIRECT_FLAGS: list[tuple[str, str, str]] = [
     ("engine", "enforce_eager", "enforce_eager"),
     ("engine", "kv_cache_memory_bytes", "kv_cache_memory_bytes"),
     ("engine", "block_size", "block_size"),
+    ("engine", "vllm_install", "vllm_install"),
 ]
 
 
@@ -260,6 +261,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                      help="Fixed KV cache size per GPU (20G = 20 GiB, 20g = 20e9 bytes).")
     eng.add_argument("--vllm-version", default=None, help="Target vLLM version X.Y[.Z] (default: current profile).")
     eng.add_argument("--block-size", type=parse_positive_int, default=None)
+    eng.add_argument("--vllm-install", default=None, choices=[i.value for i in VllmInstall],
+                     help="How vLLM is installed: pip (default) or image (vllm/vllm-openai, bundles FlashInfer); "
+                          "on 0.10-0.11 the image's FlashInfer sampler leaves more KV cache.")
 
     out = parser.add_argument_group("output")
     out.add_argument("--profile", "-p", default=None, metavar="FILE",

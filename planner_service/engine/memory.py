@@ -55,6 +55,8 @@ class TwinSettings(BaseModel):
     # bridge, and their driver disables PCIe peer-to-peer, so NCCL stages through host memory)
     nvlink: bool | None = None
     data_parallel_size: int = Field(default=1, ge=1)  # DP replicas; with expert parallel, EP = TP x DP
+    # The ``flashinfer`` package imports (the vllm/vllm-openai image): 0.10-0.11 then sample with FlashInfer.
+    flashinfer_installed: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ def _worker(
     mxfp4 = mxfp4_kernel(profile.mxfp4_hopper_layout, gpu.cc_tuple)
     weights = int(weights_per_rank(arch, dt, tp, layers, first, last, s.enable_expert_parallel, mxfp4=mxfp4,
                                    ep_size=tp * s.data_parallel_size).bytes * s.weights_scale)
-    sampler = profile.sampler_bytes_per_logit(model_runner(arch, profile), gpu.cc_tuple)
+    sampler = profile.sampler_bytes_per_logit(model_runner(arch, profile), gpu.cc_tuple, s.flashinfer_installed)
     act = overheads.activation_peak_bytes(
         arch, tp, s.max_num_batched_tokens, s.max_num_seqs, dt, last, sampler, s.enable_expert_parallel,
         s.enforce_eager,

@@ -95,6 +95,20 @@ class Interconnect(str, Enum):
     PCIE = "pcie"
 
 
+class VllmInstall(str, Enum):
+    """How vLLM was installed, where that changes what it measures at startup.
+
+    ``pip``: ``pip install vllm`` (no FlashInfer before 0.12, where it is an optional extra); ``image``:
+    the ``vllm/vllm-openai`` container (or ``pip install vllm[flashinfer]``), which bundles FlashInfer.
+    On 0.10-0.11 the V1 sampler uses FlashInfer whenever it imports, and its profile-run warm-up is
+    smaller than the PyTorch sort's (about 1 GiB at 256 x 152k logits); from 0.12 both installs behave
+    the same.
+    """
+
+    PIP = "pip"
+    IMAGE = "image"
+
+
 class ModelOptions(_Model):
     """Which model, and how vLLM should load it."""
 
@@ -218,6 +232,9 @@ class EngineOptions(_Model):
     enforce_eager: bool = False
     kv_cache_memory_bytes: int | None = Field(default=None, ge=1, le=MAX_MEMORY_BYTES_PER_GPU)
     block_size: int | None = Field(default=None, ge=1, le=65536)
+    vllm_install: VllmInstall | None = Field(
+        default=None, description="pip | image (vllm/vllm-openai); None = pip, the larger 0.10-0.11 sampler warm-up.",
+    )
 
 
 class PlanRequest(_Model):

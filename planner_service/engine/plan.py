@@ -26,6 +26,7 @@ from planner_service.engine.models import (
     PlanRequest,
     PlanResponse,
     VllmConfig,
+    VllmInstall,
 )
 from planner_service.engine.profiles import VersionProfile, resolve_profile
 from planner_service.engine.recommend import resolve_gpu, resolve_request
@@ -163,5 +164,6 @@ def twin_inputs(source: ModelSource, request: PlanRequest, response: PlanRespons
         weights_scale=(round(m.params_b * 1e9) / computed) if m.params_b else 1.0,
         nvlink=None if request.hardware.interconnect is None else request.hardware.interconnect == Interconnect.NVLINK,
         data_parallel_size=c.data_parallel_size,
+        flashinfer_installed=request.engine.vllm_install == VllmInstall.IMAGE,
     )
     return TwinInputs(arch, gpu, profile, settings)

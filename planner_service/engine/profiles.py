@@ -9,8 +9,8 @@ non-torch memory; hybrid KV groups are sized by the smallest layer count in 0.10
 when it is under 1.25x the smallest in 0.12-0.17 and under 1.5x from 0.18
 (``_get_kv_cache_groups_uniform_page_size``); the V1 runner's sampler sorts the vocabulary (top-k/top-p
 ``apply_top_k_top_p``) unless FlashInfer's sampler is on: used whenever ``flashinfer`` imports in
-0.10-0.11 (an optional extra of those wheels: assumed absent), opt-in in 0.12-0.20, on by default from
-0.21; Model Runner V2 (own sampler) is the default for Qwen3 dense (0.22), Llama/Mistral/Qwen3 dense
+0.10-0.11 (an optional extra of those pip wheels, built into the ``vllm/vllm-openai`` image by its
+Dockerfile: ``engine.vllm_install``, pip assumed), opt-in in 0.12-0.20, on by default from 0.21; Model Runner V2 (own sampler) is the default for Qwen3 dense (0.22), Llama/Mistral/Qwen3 dense
 (0.23), a list of architectures (0.24), every non-MoE non-hybrid model (0.25-0.28) and every model (0.29+);
 gpt-oss MXFP4 experts on Hopper use Marlin until 0.10.1 (torch 2.7), triton_kernels from 0.10.2, whose
 path keeps the checkpoint's scales beside the swizzled copy until 0.24 (``del layer.w13_weight_scale``
@@ -138,6 +138,9 @@ class VersionProfile(BaseModel):
     hybrid_group_ratio: float
     # The V1 runner's sampler warm-up: "sort" (PyTorch top-k/top-p, sorts the vocabulary) or "flashinfer".
     v1_sampler: Literal["sort", "flashinfer"]
+    # 0.10-0.11: the V1 sampler is FlashInfer's whenever ``flashinfer`` (>= 0.2.3) imports, unless
+    # VLLM_USE_FLASHINFER_SAMPLER=0 (``TopKTopPSampler.__init__``); 0.12 made it opt-in.
+    flashinfer_sampler_when_installed: bool
     v2_runner_rule: V2RunnerRule
     v2_runner_architectures: frozenset[str] = frozenset()
     # The baseline snapshot precedes NCCL's initialisation, so NCCL's buffers are non-torch memory.
@@ -178,12 +181,24 @@ class VersionProfile(BaseModel):
             return "v2" if not is_hybrid and (listed or not is_moe) else "v1"
         return "v1"
 
-    def sampler_bytes_per_logit(self, runner: Runner, compute_capability: tuple[int, int]) -> float:
-        """Peak bytes per logit of the profile run's sampler warm-up (overheads.py explains the figures)."""
+    def v1_sampler_for(self, flashinfer_installed: bool) -> Literal["sort", "flashinfer"]:
+        """The V1 runner's sampler given whether the ``flashinfer`` package is installed."""
+        if flashinfer_installed and self.flashinfer_sampler_when_installed:
+            return "flashinfer"
+        return self.v1_sampler
+
+    def sampler_bytes_per_logit(self, runner: Runner, compute_capability: tuple[int, int],
+                                flashinfer_installed: bool = False) -> float:
+        """Peak bytes per logit of the profile run's sampler warm-up (overheads.py explains the figures).
+
+        ``flashinfer_installed``: the ``vllm/vllm-openai`` image (or the ``flashinfer`` extra); it only
+        matters where the version picks the sampler by what imports (0.10-0.11).
+        """
         if runner == "v2":
             return V2_SAMPLER_BYTES_PER_LOGIT
-        # FlashInfer's sampler needs its attention backend's compute capability (>= 7.5); older GPUs sort.
-        if self.v1_sampler == "flashinfer" and compute_capability >= (7, 5):
+        # FlashInfer's sampler needs its attention backend's compute capability (>= 7.5; the image builds
+        # its kernels for 7.5 and up); older GPUs sort.
+        if self.v1_sampler_for(flashinfer_installed) == "flashinfer" and compute_capability >= (7, 5):
             return FLASHINFER_SAMPLER_BYTES_PER_LOGIT
         return SORT_SAMPLER_BYTES_PER_LOGIT
 
@@ -212,6 +227,7 @@ def _profile(name: str, first: tuple[int, ...], last: tuple[int, ...], **changes
         hybrid_prefix_caching=True,
         hybrid_group_ratio=1.5,
         v1_sampler="flashinfer",
+        flashinfer_sampler_when_installed=False,
         v2_runner_rule="always",
         nccl_buffers_in_profile=False,
         yarn_scales_max_len=False,
@@ -260,7 +276,8 @@ _BEFORE_0_20 = dict(
     cuda_graph_bytes_per_layer=18 << 20, serve_flags=_FLAGS_0_33 | _REMOVED_SINCE_0_11,
 )
 _BEFORE_0_18 = dict(_BEFORE_0_20, hybrid_group_ratio=1.25)
-_BEFORE_0_12 = dict(_BEFORE_0_18, hybrid_group_ratio=1.0, mxfp4_hopper_layout="triton_strided_kept_scales")
+_BEFORE_0_12 = dict(_BEFORE_0_18, hybrid_group_ratio=1.0, mxfp4_hopper_layout="triton_strided_kept_scales",
+                    flashinfer_sampler_when_installed=True)
 _BEFORE_0_11 = dict(_BEFORE_0_12, nccl_buffers_in_profile=True)
 _BEFORE_0_10_2 = dict(_BEFORE_0_11, mxfp4_hopper_layout="marlin")
 

@@ -17,7 +17,7 @@ from planner_service.engine.architecture import ModelArchitecture, parse_archite
 from planner_service.engine.errors import FieldViolation, InvalidRequestError
 from planner_service.engine.gpus import GpuSpec, custom_gpu, lookup_gpu
 from planner_service.engine.memory import MemoryResult, TwinSettings, evaluate
-from planner_service.engine.models import GIB, Explanation, Interconnect, PlanRequest
+from planner_service.engine.models import GIB, Explanation, Interconnect, PlanRequest, VllmInstall
 from planner_service.engine.profiles import VersionProfile, resolve_profile
 from planner_service.engine.recommend_batching import resolve_batching
 from planner_service.engine.recommend_memory import (
@@ -193,6 +193,7 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
         overhead_bytes=int(pol.overhead_gb * GIB), fragmentation_factor=pol.fragmentation_factor,
         weights_scale=weights_scale, data_parallel_size=dp,
         nvlink=None if hw.interconnect is None else hw.interconnect == Interconnect.NVLINK,
+        flashinfer_installed=eng.vllm_install == VllmInstall.IMAGE,
     )
 
     def run(tp: int, pp: int, kv: str, length: int | None, **extra) -> MemoryResult:
@@ -318,6 +319,9 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
         setting="data_parallel_size", value=str(dp), source="user" if hw.data_parallel_size else "default",
         reason=(f"{dp} replicas of the TP {tp} x PP {pp} engine, each with its own KV cache ({tp * pp * dp} GPUs); "
                 "KV figures are per replica") if dp > 1 else "one engine (no data parallel)"))
+    if profile.flashinfer_sampler_when_installed:
+        sampler = profile.v1_sampler_for(settings.flashinfer_installed) if gpu.cc_tuple >= (7, 5) else "sort"
+        notes.append(_install_explanation(eng.vllm_install, sampler))
     if wl.prompt_tokens + wl.gen_tokens > result.max_model_len:
         warnings.append(f"prompt+gen ({wl.prompt_tokens + wl.gen_tokens} tokens) exceeds max_model_len "
                         f"{result.max_model_len}: vLLM rejects such requests")
@@ -332,6 +336,17 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
         error=len_error or result.error, margin_bytes=margin, workload_capacity=capacity,
         num_gpus=hw.num_gpus or tp * pp * dp, evaluations=evaluations,
     )
+
+
+def _install_explanation(install: VllmInstall | None, sampler: str) -> Explanation:
+    """0.10-0.11 only: the install decides the profile run's sampler warm-up (bigger with the sort)."""
+    chosen = install or VllmInstall.PIP
+    how = ("the vllm/vllm-openai image bundles FlashInfer" if chosen == VllmInstall.IMAGE
+           else "pip install vllm has no FlashInfer before 0.12")
+    reason = (f"{how}, so the startup profile samples with {'FlashInfer' if sampler == 'flashinfer' else 'the PyTorch sort'}"
+              + ("" if install else "; with the image pass --vllm-install image (smaller sampler peak, more KV cache)"))
+    return Explanation(setting="vllm_install", value=chosen.value, source="user" if install else "default",
+                       reason=reason)
 
 
 def _free_memory_refusal(result: MemoryResult, free: int | None) -> bool:
