@@ -135,6 +135,30 @@ def test_added_catalog_models_have_provenance_and_plan(model_id):
         assert params == pytest.approx(expected, rel=0.01)
 
 
+def test_yi_34b_plans_offline_from_the_catalog(tmp_path, monkeypatch):
+    """01-ai/Yi-34B: six shape keys agreed by three files xinference 4.1.0's collector read (HF config.json at a
+    pinned revision, the ModelScope copy, a GGUF header); the rest are stated planning assumptions."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    entry = next(e for e in list_catalog() if e.id == "01-ai/Yi-34B")
+    assert entry.architecture == "LlamaForCausalLM" and entry.verified == "partial" and not entry.verbatim
+    provenance = json.loads((CATALOG_DIR / "01-ai" / "Yi-34B" / "provenance.json").read_text())
+    config = load_catalog_source("01-ai/Yi-34B").config
+    assert provenance["source_kind"] == "package-registry" and len(provenance["sources"]) >= 2
+    assert set(provenance["verified_keys"]) | set(provenance["single_source_arch_keys"]) <= set(config)
+    arch = parse_architecture(config)
+    assert (arch.num_kv_heads, arch.head_dim) == (8, 128)  # GQA 56/8, 7168 / 56
+    h, inter, vocab, layers, kv = 7168, 20480, 64000, 60, 8 * 128
+    by_hand = 2 * vocab * h + h + layers * (h * h + 2 * h * kv + h * h + 3 * h * inter + 2 * h)
+    assert total_params(arch)[0] == by_hand == pytest.approx(34.39e9, rel=0.001)  # the published 34B
+    response = run_plan(PlanRequest(model=ModelOptions(model="01-ai/Yi-34B"), hardware=HardwareOptions(gpu="H100")))
+    assert response.model.source == "catalog" and response.config.max_model_len == 4096
+    assert response.feasibility.fits and response.config.tensor_parallel_size == 1  # 64 GiB of bf16 on 80 GB
+    # KV per token: 60 layers x 8 KV heads x 128 x (K + V) x 2 bytes
+    per_token = response.feasibility.per_gpu.kv_cache_bytes / response.feasibility.kv_cache_tokens
+    assert per_token == pytest.approx(60 * 8 * 128 * 2 * 2, rel=0.01)
+
+
 def test_qwen_v1_config_is_read_like_vllms_qwen_py():
     """QWenLMHeadModel (model_type qwen): config.json's intermediate_size is twice the gated MLP width
     (vLLM's qwen.py: ``QWenMLP(hidden_size, config.intermediate_size // 2)``), c_attn carries a bias,
