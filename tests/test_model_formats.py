@@ -135,17 +135,23 @@ def test_added_catalog_models_have_provenance_and_plan(model_id):
         assert params == pytest.approx(expected, rel=0.01)
 
 
+def _partial_rebuild_config(model_id: str, architecture: str, tmp_path, monkeypatch) -> dict:  # noqa: ANN001
+    """A package-registry partial rebuild: indexed as such, its provenance covering the keys it writes; offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    entry = next(e for e in list_catalog() if e.id == model_id)
+    assert entry.architecture == architecture and entry.verified == "partial" and not entry.verbatim
+    provenance = json.loads((CATALOG_DIR / model_id / "provenance.json").read_text())
+    config = load_catalog_source(model_id).config
+    assert provenance["source_kind"] == "package-registry" and len(provenance["sources"]) >= 2
+    assert set(provenance["verified_keys"]) | set(provenance["single_source_arch_keys"]) <= set(config)
+    return config
+
+
 def test_yi_34b_plans_offline_from_the_catalog(tmp_path, monkeypatch):
     """01-ai/Yi-34B: six shape keys agreed by three files xinference 4.1.0's collector read (HF config.json at a
     pinned revision, the ModelScope copy, a GGUF header); the rest are stated planning assumptions."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
-    entry = next(e for e in list_catalog() if e.id == "01-ai/Yi-34B")
-    assert entry.architecture == "LlamaForCausalLM" and entry.verified == "partial" and not entry.verbatim
-    provenance = json.loads((CATALOG_DIR / "01-ai" / "Yi-34B" / "provenance.json").read_text())
-    config = load_catalog_source("01-ai/Yi-34B").config
-    assert provenance["source_kind"] == "package-registry" and len(provenance["sources"]) >= 2
-    assert set(provenance["verified_keys"]) | set(provenance["single_source_arch_keys"]) <= set(config)
+    config = _partial_rebuild_config("01-ai/Yi-34B", "LlamaForCausalLM", tmp_path, monkeypatch)
     arch = parse_architecture(config)
     assert (arch.num_kv_heads, arch.head_dim) == (8, 128)  # GQA 56/8, 7168 / 56
     h, inter, vocab, layers, kv = 7168, 20480, 64000, 60, 8 * 128
@@ -179,14 +185,7 @@ def test_qwen_v1_config_is_read_like_vllms_qwen_py():
 
 
 def test_qwen_7b_plans_offline_from_the_catalog(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
-    entry = next(e for e in list_catalog() if e.id == "Qwen/Qwen-7B")
-    assert entry.architecture == "QWenLMHeadModel" and entry.verified == "partial" and not entry.verbatim
-    provenance = json.loads((CATALOG_DIR / "Qwen" / "Qwen-7B" / "provenance.json").read_text())
-    config = load_catalog_source("Qwen/Qwen-7B").config
-    assert provenance["source_kind"] == "package-registry" and len(provenance["sources"]) >= 2
-    assert set(provenance["verified_keys"]) | set(provenance["single_source_arch_keys"]) <= set(config)
+    _partial_rebuild_config("Qwen/Qwen-7B", "QWenLMHeadModel", tmp_path, monkeypatch)
     response = run_plan(PlanRequest(model=ModelOptions(model="Qwen/Qwen-7B"), hardware=HardwareOptions(gpu="L4")))
     assert response.model.source == "catalog" and response.model.architecture == "QWenLMHeadModel"
     assert response.model.num_params == pytest.approx(7.72e9, rel=0.01)  # the model card's 7.72B
