@@ -276,3 +276,22 @@ def test_every_setting_is_explained():
     assert {"tensor_parallel_size", "pipeline_parallel_size", "kv_cache_dtype", "quantization", "max_model_len",
             "gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens"} <= settings
     assert all(e.reason for e in r.explanations)
+
+
+# --------------------------------------------------------------------------------------------------
+# how vLLM is installed (0.10-0.11 only)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_install_is_explained_where_it_changes_the_sampler():
+    default, _ = plan(QWEN2, hardware={"gpu": "L40S"}, engine={"vllm_version": "0.10.1"})
+    row = note(default, "vllm_install")
+    assert (row.value, row.source) == ("pip", "default") and "--vllm-install image" in row.reason
+    image, _ = plan(QWEN2, hardware={"gpu": "L40S"}, engine={"vllm_version": "0.10.1", "vllm_install": "image"})
+    row = note(image, "vllm_install")
+    assert (row.value, row.source) == ("image", "user") and row.reason.endswith("samples with FlashInfer")
+    assert image.feasibility.per_gpu.activation_peak_bytes < default.feasibility.per_gpu.activation_peak_bytes
+    volta, _ = plan(QWEN2, hardware={"gpu": "V100 32GB"}, engine={"vllm_version": "0.10.1", "vllm_install": "image"})
+    assert "compute capability 7.5" in note(volta, "vllm_install").reason
+    later, _ = plan(QWEN2, hardware={"gpu": "L40S"}, engine={"vllm_version": "0.12.0", "vllm_install": "image"})
+    assert all(e.setting != "vllm_install" for e in later.explanations)  # both installs sort from 0.12

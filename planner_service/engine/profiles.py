@@ -10,8 +10,8 @@ when it is under 1.25x the smallest in 0.12-0.17 and under 1.5x from 0.18
 (``_get_kv_cache_groups_uniform_page_size``); the V1 runner's sampler sorts the vocabulary (top-k/top-p
 ``apply_top_k_top_p``) unless FlashInfer's sampler is on: used whenever ``flashinfer`` imports in
 0.10-0.11 (an optional extra of those pip wheels, built into the ``vllm/vllm-openai`` image by its
-Dockerfile: ``engine.vllm_install``, pip assumed), opt-in in 0.12-0.20, on by default from 0.21; Model Runner V2 (own sampler) is the default for Qwen3 dense (0.22), Llama/Mistral/Qwen3 dense
-(0.23), a list of architectures (0.24), every non-MoE non-hybrid model (0.25-0.28) and every model (0.29+);
+Dockerfile: ``engine.vllm_install``, pip assumed), opt-in in 0.12-0.20, on by default from 0.21; Model
+Runner V2 (own sampler) is the default for Qwen3 dense (0.22), Llama/Mistral/Qwen3 dense (0.23), a list of architectures (0.24), every non-MoE non-hybrid model (0.25-0.28) and every model (0.29+);
 gpt-oss MXFP4 experts on Hopper use Marlin until 0.10.1 (torch 2.7), triton_kernels from 0.10.2, whose
 path keeps the checkpoint's scales beside the swizzled copy until 0.24 (``del layer.w13_weight_scale``
 from 0.25); 0.20 default utilization 0.90 -> 0.92 and the CUDA-graph estimate subtracted by default
@@ -181,24 +181,22 @@ class VersionProfile(BaseModel):
             return "v2" if not is_hybrid and (listed or not is_moe) else "v1"
         return "v1"
 
-    def v1_sampler_for(self, flashinfer_installed: bool) -> Literal["sort", "flashinfer"]:
-        """The V1 runner's sampler given whether the ``flashinfer`` package is installed."""
-        if flashinfer_installed and self.flashinfer_sampler_when_installed:
-            return "flashinfer"
-        return self.v1_sampler
+    def v1_sampler_for(self, compute_capability: tuple[int, int],
+                       flashinfer_installed: bool = False) -> Literal["sort", "flashinfer"]:
+        """The V1 runner's sampler on this GPU, given whether the ``flashinfer`` package is installed (the
+        ``vllm/vllm-openai`` image or the ``flashinfer`` extra: it only matters where the version picks the
+        sampler by what imports, 0.10-0.11)."""
+        sampler = "flashinfer" if flashinfer_installed and self.flashinfer_sampler_when_installed else self.v1_sampler
+        # FlashInfer's sampler needs its attention backend's compute capability (>= 7.5; the image builds
+        # its kernels for 7.5 and up); older GPUs sort.
+        return sampler if compute_capability >= (7, 5) else "sort"
 
     def sampler_bytes_per_logit(self, runner: Runner, compute_capability: tuple[int, int],
                                 flashinfer_installed: bool = False) -> float:
-        """Peak bytes per logit of the profile run's sampler warm-up (overheads.py explains the figures).
-
-        ``flashinfer_installed``: the ``vllm/vllm-openai`` image (or the ``flashinfer`` extra); it only
-        matters where the version picks the sampler by what imports (0.10-0.11).
-        """
+        """Peak bytes per logit of the profile run's sampler warm-up (overheads.py explains the figures)."""
         if runner == "v2":
             return V2_SAMPLER_BYTES_PER_LOGIT
-        # FlashInfer's sampler needs its attention backend's compute capability (>= 7.5; the image builds
-        # its kernels for 7.5 and up); older GPUs sort.
-        if self.v1_sampler_for(flashinfer_installed) == "flashinfer" and compute_capability >= (7, 5):
+        if self.v1_sampler_for(compute_capability, flashinfer_installed) == "flashinfer":
             return FLASHINFER_SAMPLER_BYTES_PER_LOGIT
         return SORT_SAMPLER_BYTES_PER_LOGIT
 

@@ -320,8 +320,8 @@ def resolve_request(config: dict, request: PlanRequest) -> Resolution:
         reason=(f"{dp} replicas of the TP {tp} x PP {pp} engine, each with its own KV cache ({tp * pp * dp} GPUs); "
                 "KV figures are per replica") if dp > 1 else "one engine (no data parallel)"))
     if profile.flashinfer_sampler_when_installed:
-        sampler = profile.v1_sampler_for(settings.flashinfer_installed) if gpu.cc_tuple >= (7, 5) else "sort"
-        notes.append(_install_explanation(eng.vllm_install, sampler))
+        notes.append(_install_explanation(eng.vllm_install,
+                                          profile.v1_sampler_for(gpu.cc_tuple, settings.flashinfer_installed)))
     if wl.prompt_tokens + wl.gen_tokens > result.max_model_len:
         warnings.append(f"prompt+gen ({wl.prompt_tokens + wl.gen_tokens} tokens) exceeds max_model_len "
                         f"{result.max_model_len}: vLLM rejects such requests")
@@ -343,7 +343,10 @@ def _install_explanation(install: VllmInstall | None, sampler: str) -> Explanati
     chosen = install or VllmInstall.PIP
     how = ("the vllm/vllm-openai image bundles FlashInfer" if chosen == VllmInstall.IMAGE
            else "pip install vllm has no FlashInfer before 0.12")
-    reason = (f"{how}, so the startup profile samples with {'FlashInfer' if sampler == 'flashinfer' else 'the PyTorch sort'}"
+    used = "FlashInfer" if sampler == "flashinfer" else "the PyTorch sort"
+    if chosen == VllmInstall.IMAGE and sampler != "flashinfer":
+        used += " (FlashInfer's sampler needs compute capability 7.5 or newer)"
+    reason = (f"{how}, so the startup profile samples with {used}"
               + ("" if install else "; with the image pass --vllm-install image (smaller sampler peak, more KV cache)"))
     return Explanation(setting="vllm_install", value=chosen.value, source="user" if install else "default",
                        reason=reason)
