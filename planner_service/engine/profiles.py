@@ -11,7 +11,8 @@ when it is under 1.25x the smallest in 0.12-0.17 and under 1.5x from 0.18
 ``apply_top_k_top_p``) unless FlashInfer's sampler is on: used whenever ``flashinfer`` imports in
 0.10-0.11 (an optional extra of those pip wheels, built into the ``vllm/vllm-openai`` image by its
 Dockerfile: ``engine.vllm_install``, pip assumed), opt-in in 0.12-0.20, on by default from 0.21; Model
-Runner V2 (own sampler) is the default for Qwen3 dense (0.22), Llama/Mistral/Qwen3 dense (0.23), a list of architectures (0.24), every non-MoE non-hybrid model (0.25-0.28) and every model (0.29+);
+Runner V2 (own sampler) is the default for Qwen3 dense (0.22), Llama/Mistral/Qwen3 dense (0.23), a list
+of architectures (0.24), every non-MoE non-hybrid model (0.25-0.28) and every model (0.29+);
 gpt-oss MXFP4 experts on Hopper use Marlin until 0.10.1 (torch 2.7), triton_kernels from 0.10.2, whose
 path keeps the checkpoint's scales beside the swizzled copy until 0.24 (``del layer.w13_weight_scale``
 from 0.25); 0.20 default utilization 0.90 -> 0.92 and the CUDA-graph estimate subtracted by default
