@@ -39,6 +39,12 @@ WEIGHT_STREAM_EFFICIENCY = 0.88
 # (gpu-calibration.md, 0.91): the upper bound. Pages of one head are 4-8 KB, so the paged kernel streams
 # less well; calibrated at 0.70 on the shared runs (Llama-2-7B, whose MHA KV is 28 % of a decode step,
 # has a TPOT 15-20 % above the contiguous figure's prediction at 4-20 req/s).
+# Measured vLLM kernels disagree in shape, not in level: aiconfigurator==0.8.0 (PyPI, Apache-2.0) ships vLLM
+# 0.12/0.14 FlashAttention decode timings (systems/data/<gpu>/vllm/<ver>/generation_attention_perf.txt). On H100
+# they reach 0.84-0.90 of spec above ~500 MB per call but only ~0.5-0.7 near 100 MB, with a ~12 us floor per
+# call (collected outside CUDA graphs, judging by its all-reduce table's 4-5 us graph vs ~20 us eager rows).
+# A floor + 0.85 form fixes Llama-2-7B at 20 req/s (+28 % -> -5 % TPOT) but overcharges small TP ranks
+# (Llama-2-70B TP4 +7 -> +13 %); not adopted until the in-graph floor is known.
 KV_READ_EFFICIENCY = 0.70
 # bf16 matmul TFLOP/s of the 8192x28672 shape by M (gpu-calibration.md, H100): 641 (256), 748 (512),
 # 796 (1024), 803 (2048) of 989 -> fractions; the 4096x14336 shape gives 0.79-0.81 above M=2048.
@@ -89,6 +95,9 @@ SAMPLER_PASSES_OVER_LOGITS = 6  # fp32 logits: softmax, top-k/top-p sort path, p
 # PCIe 19-24 us for 4-32 KB (4x V100 PCIe, sglang-V100 PR #2). Bus bandwidth for large messages:
 # NCCL-tests class figures (~80 % of the per-direction link rate).
 ALLREDUCE_LATENCY_SECONDS = {"nvlink": 5e-6, "pcie": 22e-6, "network": 30e-6}
+# aiconfigurator 0.8.0's vLLM custom all-reduce rows in graph mode (custom_allreduce_perf.txt) agree on the
+# latency (4.3-5.6 us up to 16 KB, tp 2-8) but imply lower bus bandwidth in the 2-8 MB decode range: ~190 GB/s
+# on H100 and ~115 GB/s on A100 at tp 8, 8 MB; kept until the other terms are recalibrated with it.
 _NVLINK_BUS_BYTES_PER_SECOND = {8: 230e9, 9: 360e9, 10: 720e9}  # by compute-capability major (NVLink 3/4/5)
 _PCIE_BUS_BYTES_PER_SECOND = {8: 12e9, 9: 25e9, 10: 25e9, 12: 25e9}  # Gen4 without P2P / Gen5
 NETWORK_BUS_BYTES_PER_SECOND = 40e9  # 400 Gb/s InfiniBand / RoCE per GPU
