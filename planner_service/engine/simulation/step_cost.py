@@ -129,6 +129,19 @@ def matmul_efficiency(tokens: float, fp8: bool) -> float:
     return _interpolate_log(_FP8_MATMUL_EFFICIENCY if fp8 else _BF16_MATMUL_EFFICIENCY, max(tokens, 1.0))
 
 
+def linear_seconds(weight_bytes: float, params: float, tokens: float, bandwidth: float, peak: float,
+                   fp8: bool = False) -> float:
+    """A linear layer (or several): one pass over its weights, or 2 x params FLOPs per token if slower."""
+    return max(weight_bytes / (bandwidth * WEIGHT_STREAM_EFFICIENCY),
+               2 * params * tokens / (peak * matmul_efficiency(tokens, fp8)))
+
+
+def decode_attention_seconds(kv_bytes: float, attention_flops: float, bandwidth: float, bf16_peak: float) -> float:
+    """Decode attention over paged KV: read every request's KV, or its QK/PV FLOPs if slower."""
+    return max(kv_bytes / (bandwidth * KV_READ_EFFICIENCY),
+               attention_flops / (bf16_peak * PREFILL_ATTENTION_EFFICIENCY))
+
+
 @dataclass(frozen=True)
 class HardwareFacts:
     """What the step model reads about one GPU and the links between the GPUs of a replica."""
@@ -149,6 +162,10 @@ class HardwareFacts:
     @property
     def allreduce_latency_seconds(self) -> float:
         return ALLREDUCE_LATENCY_SECONDS[self.interconnect]
+
+    def allreduce_seconds(self, message_bytes: float, tp: int) -> float:
+        """One all-reduce of ``message_bytes`` over ``tp`` ranks: latency plus the ring's 2(tp-1)/tp traffic."""
+        return self.allreduce_latency_seconds + 2 * (tp - 1) / tp * message_bytes / self.allreduce_bus_bytes_per_second
 
 
 @dataclass(frozen=True)
@@ -243,19 +260,12 @@ class StepCostModel:
         assert peak is not None
         padded = self._padded_tokens(tokens, w)
         # Linear layers other than routed experts: one pass over their weights, FLOPs 2*params per token.
-        dense = max(
-            st.dense_weight_bytes / (bw * WEIGHT_STREAM_EFFICIENCY),
-            2 * st.dense_params * padded / (peak * matmul_efficiency(padded, fp8)),
-        )
-        seconds = dense
+        seconds = linear_seconds(st.dense_weight_bytes, st.dense_params, padded, bw, peak, fp8)
         if st.moe_layers:
             seconds += st.moe_layers * self._moe_layer_seconds(st, tokens, peak, fp8)
         if st.lm_head_params:
             rows = max(w.sampled_requests / micro, 1.0)
-            seconds += max(
-                st.lm_head_bytes / (bw * WEIGHT_STREAM_EFFICIENCY),
-                2 * st.lm_head_params * rows / (self._bf16 * matmul_efficiency(rows, False)),
-            )
+            seconds += linear_seconds(st.lm_head_bytes, st.lm_head_params, rows, bw, self._bf16)
             # Sampler: fp32 logits rows x vocab, several passes (softmax, sort-based top-k/top-p, penalties);
             # greedy requests take an argmax, one pass.
             passes = 1 if self.shape.greedy_sampling else SAMPLER_PASSES_OVER_LOGITS
@@ -269,10 +279,7 @@ class StepCostModel:
             state = 2 * requests * st.linear_state_bytes_per_request_per_layer  # read + write the state
             seconds += st.linear_attention_layers * state / (bw * KV_READ_EFFICIENCY)
         if tp > 1:
-            hw = self.shape.hardware
-            message = tokens * st.hidden_size * ACTIVATION_BYTES
-            per_call = hw.allreduce_latency_seconds + 2 * (tp - 1) / tp * message / hw.allreduce_bus_bytes_per_second
-            seconds += 2 * st.layers * per_call
+            seconds += 2 * st.layers * self.shape.hardware.allreduce_seconds(tokens * st.hidden_size * ACTIVATION_BYTES, tp)
         kernels = st.kernels_per_step + (2 * st.layers if tp > 1 else 0)
         return seconds, kernels
 
@@ -304,10 +311,8 @@ class StepCostModel:
         kv_tokens = (w.decode_context_tokens * st.full_attention_layers
                      + w.decode_sliding_tokens * st.sliding_attention_layers) / micro
         decode_pairs = kv_tokens  # one query per decode request
-        decode = max(
-            kv_tokens * st.kv_bytes_per_token_per_layer / (bw * KV_READ_EFFICIENCY),
-            decode_pairs * st.attention_flops_per_pair_per_layer / (self._bf16 * PREFILL_ATTENTION_EFFICIENCY),
-        )
+        decode = decode_attention_seconds(kv_tokens * st.kv_bytes_per_token_per_layer,
+                                          decode_pairs * st.attention_flops_per_pair_per_layer, bw, self._bf16)
         if st.mla_backend and w.decode_requests:
             decode = max(decode, st.full_attention_layers * MLA_ATTENTION_FLOOR_SECONDS[st.mla_backend])
         if not w.prefill_tokens:
