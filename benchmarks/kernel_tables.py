@@ -37,7 +37,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from planner_service.engine.gpus import lookup_gpu  # noqa: E402
+from planner_service.engine.pipeline import default_interconnect  # noqa: E402
 from planner_service.engine.simulation.moe_configs import has_tuned_config  # noqa: E402
+from planner_service.engine.simulation.shape import hardware_facts  # noqa: E402
 from planner_service.engine.simulation.step_cost import (  # noqa: E402
     GRAPH_KERNEL_SECONDS, EngineShape, HardwareFacts, StageShape, StepCostModel, decode_attention_seconds,
     linear_seconds,
@@ -70,14 +72,9 @@ class Tables:
 
 
 def hardware(gpu_name: str) -> HardwareFacts:
+    """The step model's facts for a catalog GPU and its usual link, as ``bench`` builds them."""
     spec = lookup_gpu(gpu_name)
-    interconnect = "nvlink" if spec.nvlink else "pcie"  # the catalog's usual link for the GPU, as plans assume
-    return HardwareFacts(
-        memory_bandwidth_bytes_per_second=float(spec.memory_bandwidth_bytes_per_second or 0),
-        bf16_flops_per_second=float(spec.bf16_tflops or 0) * 1e12,
-        fp8_flops_per_second=spec.fp8_tflops * 1e12 if spec.fp8_tflops else None,
-        compute_capability_major=spec.cc_tuple[0], interconnect=interconnect,
-    )
+    return hardware_facts(spec, default_interconnect(spec.name))
 
 
 def _ratio_line(label: str, pairs: list[tuple[float, float]]) -> str:
