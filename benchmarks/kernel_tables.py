@@ -16,9 +16,13 @@ the per-kernel graph cost the step model adds to every kernel:
 * the fused Triton MoE (fp16, power-law routing rows), with tuned or default tiles as the release's shipped
   configs decide (``moe_configs.has_tuned_config``, the step model's own lookup).
 
-A ratio above 1 means the model is slower than the kernel. The measured rows are single kernels timed by
-aiconfigurator's collector (its timing method is not in the wheel: the attention rows' ~12 us floor suggests a
-launch outside CUDA graphs, as its all-reduce table's eager rows show ~20 us where graph rows show ~4-5 us).
+A ratio above 1 means the model is slower than the kernel. The measured rows are single operations timed by
+aiconfigurator's collector (its timing method is not in the wheel; its GEMM rows bottom out at 2.5 us, a CUDA-graph
+node, and its all-reduce table keeps graph and eager rows apart).
+
+It also prints the fit the step model's decode-attention constants come from
+(``step_cost.DECODE_ATTENTION_BY_GPU``): ``t = floor + KV bytes / (bandwidth x efficiency)``, relative least
+squares over the serving-shaped rows (batch >= 16, context 128-4095, fp16 KV).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from planner_service.engine.simulation.step_cost import (  # noqa: E402
     GRAPH_KERNEL_SECONDS, EngineShape, HardwareFacts, StageShape, StepCostModel, decode_attention_seconds,
     linear_seconds,
 )
+import numpy as np  # noqa: E402
 
 # aiconfigurator's folder name -> this planner's GPU catalog name.
 GPUS = {"h100_sxm": "H100 SXM", "h200_sxm": "H200", "a100_sxm": "A100 SXM 80GB", "l40s": "L40S", "b200_sxm": "B200"}
@@ -106,7 +111,9 @@ def gemms(rows: list[dict], hw: HardwareFacts) -> list[str]:
 
 
 def attention(rows: list[dict], hw: HardwareFacts) -> list[str]:
+    """One layer's decode attention as the step model prices it (graph node + floor beyond it + KV bytes)."""
     buckets: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    serving: list[tuple[float, float]] = []  # (KV bytes, measured seconds) of the rows the constants are fitted on
     for r in rows:
         if r["kv_cache_dtype"] not in ("float16", "bfloat16"):
             continue
@@ -115,12 +122,31 @@ def attention(rows: list[dict], hw: HardwareFacts) -> list[str]:
         kv_bytes = batch * ctx * kv_heads * dim * 2 * 2
         flops = batch * ctx * heads * dim * 4
         model = decode_attention_seconds(kv_bytes, flops, hw.memory_bandwidth_bytes_per_second,
-                                         hw.bf16_flops_per_second) + GRAPH_KERNEL_SECONDS
+                                         hw.bf16_flops_per_second, hw.decode_attention_kernel, 1) + GRAPH_KERNEL_SECONDS
+        measured = float(r["latency"]) * 1e-3
         size = ("< 10 MB" if kv_bytes < 10e6 else "10-100 MB" if kv_bytes < 100e6 else "100-500 MB"
                 if kv_bytes < 500e6 else ">= 500 MB")
-        buckets[size].append((float(r["latency"]) * 1e-3, model))
-    return [_ratio_line(f"decode attention, KV {size}", buckets[size])
-            for size in ("< 10 MB", "10-100 MB", "100-500 MB", ">= 500 MB")]
+        buckets[size].append((measured, model))
+        if batch >= 16 and 128 <= ctx <= 4095:
+            buckets["serving-shaped"].append((measured, model))
+            serving.append((kv_bytes, measured))
+    lines = [_ratio_line(f"decode attention, KV {size}", buckets[size])
+             for size in ("< 10 MB", "10-100 MB", "100-500 MB", ">= 500 MB", "serving-shaped")]
+    if len(serving) >= 2:
+        floor, efficiency, error = fit_attention(serving, hw.memory_bandwidth_bytes_per_second)
+        lines.append(f"  decode attention fit, batch >= 16, context 128-4095: floor {floor * 1e6:.1f} us, "
+                     f"efficiency {efficiency:.2f}, median |error| {error * 100:.0f}%")
+    return lines
+
+
+def fit_attention(points: list[tuple[float, float]], bandwidth: float) -> tuple[float, float, float]:
+    """(floor seconds, efficiency, median relative error) of ``t = floor + bytes / (bandwidth * efficiency)``
+    by least squares on relative error over (bytes, seconds) points."""
+    kv_bytes, seconds = np.array(points).T
+    design = np.vstack([np.ones_like(kv_bytes), kv_bytes]).T / seconds[:, None]
+    (floor, per_byte), *_ = np.linalg.lstsq(design, np.ones_like(seconds), rcond=None)
+    error = float(np.median(np.abs((floor + kv_bytes * per_byte) / seconds - 1)))
+    return float(floor), float(1 / (per_byte * bandwidth)), error
 
 
 def allreduce(rows: list[dict], hw: HardwareFacts) -> list[str]:

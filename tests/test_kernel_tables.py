@@ -47,7 +47,7 @@ def test_each_row_is_priced_by_the_step_models_own_functions(tmp_path):
     spec = lookup_gpu("H100 SXM")
     bw, peak = spec.memory_bandwidth_bytes_per_second, spec.bf16_tflops * 1e12
     hw = HardwareFacts(memory_bandwidth_bytes_per_second=bw, bf16_flops_per_second=peak, fp8_flops_per_second=None,
-                       compute_capability_major=9, interconnect="nvlink")
+                       compute_capability_major=9, interconnect="nvlink", gpu_name="H100 SXM")
     root = _tables(tmp_path, {
         "gemm_perf": f"VLLM,0.14.0,{DEVICE},gemm,vllm_default,float16,16,8192,8192,0.050",
         "generation_attention_perf": f"VLLM,0.14.0,{DEVICE},generation_attention,vllm_flash_attn,32,1,32,8,128,1,"
@@ -59,10 +59,33 @@ def test_each_row_is_priced_by_the_step_models_own_functions(tmp_path):
     gemm = linear_seconds(2 * 8192 * 8192, 8192 * 8192, 16, bw, peak) + GRAPH_KERNEL_SECONDS
     assert _ratio(result.stdout, "GEMM fp16, M <= 64 (decode)") == pytest.approx(gemm / 50e-6, abs=0.006)
     kv_bytes = 32 * 2047 * 8 * 128 * 4  # 268 MB
-    attention = decode_attention_seconds(kv_bytes, 32 * 2047 * 32 * 128 * 4, bw, peak) + GRAPH_KERNEL_SECONDS
+    attention = decode_attention_seconds(kv_bytes, 32 * 2047 * 32 * 128 * 4, bw, peak, hw.decode_attention_kernel,
+                                         1) + GRAPH_KERNEL_SECONDS
     assert _ratio(result.stdout, "decode attention, KV 100-500 MB") == pytest.approx(attention / 200e-6, abs=0.006)
     assert _ratio(result.stdout, "custom all-reduce, tp 4, <= 64 KB") == pytest.approx(
         hw.allreduce_seconds(2048, 4) / 5e-6, abs=0.006)
+
+
+def test_the_attention_fit_recovers_the_floor_and_efficiency_of_its_rows(tmp_path):
+    """Rows made from t = 11 us + bytes / (3.35 TB/s x 0.8) (serving shapes) come back as that floor and
+    efficiency; rows outside the serving shapes (batch 4) do not enter the fit."""
+    bw = lookup_gpu("H100 SXM").memory_bandwidth_bytes_per_second
+    rows = []
+    for batch in (16, 64, 256):
+        for ctx in (255, 1023, 4095):
+            kv_bytes = batch * ctx * 8 * 128 * 4
+            rows.append(f"VLLM,0.14.0,{DEVICE},generation_attention,vllm_flash_attn,{batch},1,32,8,128,1,float16,"
+                        f"float16,{ctx},{(11e-6 + kv_bytes / (bw * 0.8)) * 1e3}")
+    rows.append(f"VLLM,0.14.0,{DEVICE},generation_attention,vllm_flash_attn,4,1,32,8,128,1,float16,float16,1023,9.0")
+    root = _tables(tmp_path, {"generation_attention_perf": "\n".join(rows)})
+    result = subprocess.run([sys.executable, str(SCRIPT), "--aiconfigurator", str(root), "--gpu", "h100_sxm"],
+                            capture_output=True, text=True, timeout=120, check=True)
+    fit = re.search(r"decode attention fit, batch >= 16, context 128-4095: floor ([0-9.]+) us, efficiency ([0-9.]+), "
+                    r"median \|error\| ([0-9]+)%", result.stdout)
+    assert fit, result.stdout
+    assert float(fit.group(1)) == pytest.approx(11.0, abs=0.05)
+    assert float(fit.group(2)) == pytest.approx(0.80, abs=0.005)
+    assert fit.group(3) == "0"
 
 
 def test_a_missing_path_is_one_error_line(tmp_path):

@@ -82,6 +82,7 @@ def hardware_facts(gpu: GpuSummary, interconnect: Interconnect | str) -> Hardwar
         fp8_flops_per_second=gpu.fp8_tflops * 1e12 if gpu.fp8_tflops else None,
         compute_capability_major=major,
         interconnect=interconnect.value if isinstance(interconnect, Interconnect) else str(interconnect),
+        gpu_name=gpu.name,
     )
 
 

@@ -7,8 +7,9 @@ kernels of a decoder layer of ``max(bytes / bandwidth, FLOPs / peak)`` plus a pe
 
 * linear layers stream their weights once per step (at small batch this is the whole cost);
   routed experts stream only the experts the step's tokens touch, ``E·(1-(1-k/E)^T)`` for random routing;
-* decode attention reads every running request's KV (sliding-window layers at most the window;
-  MLA reads its compressed latent, replicated on every TP rank); prefill attention is FLOP-bound
+* decode attention costs a measured floor per layer call and reads every running request's KV
+  (sliding-window layers at most the window; MLA reads its compressed latent, replicated on every TP
+  rank) at the GPU's measured paged-attention efficiency; prefill attention is FLOP-bound
   (causal: a chunk of n tokens after c cached ones does n·(c+n/2) query-key pairs);
 * Gated-DeltaNet / Mamba layers read and write each request's recurrent state;
 * with TP, two all-reduces per layer (after attention and after the MLP/MoE);
@@ -34,18 +35,24 @@ import numpy as np
 # 4162-4385 of 4800 (H200); gpu-calibration.md. Smaller matrices measured lower there only because the
 # eager PyTorch loop was launch-bound (15 us per call); vLLM replays them in CUDA graphs.
 WEIGHT_STREAM_EFFICIENCY = 0.88
-# Decode attention reads every request's KV from 16-token pages scattered over the pool (vLLM's paged
-# FlashAttention). Contiguous decode-shaped SDPA (batch 64, 4k context) reaches 3041 GB/s of 3350 on H100
-# (gpu-calibration.md, 0.91): the upper bound. Pages of one head are 4-8 KB, so the paged kernel streams
-# less well; calibrated at 0.70 on the shared runs (Llama-2-7B, whose MHA KV is 28 % of a decode step,
-# has a TPOT 15-20 % above the contiguous figure's prediction at 4-20 req/s).
-# Measured vLLM kernels disagree in shape, not in level: aiconfigurator==0.8.0 (PyPI, Apache-2.0) ships vLLM
-# 0.12/0.14 FlashAttention decode timings (systems/data/<gpu>/vllm/<ver>/generation_attention_perf.txt). On H100
-# they reach 0.84-0.90 of spec above ~500 MB per call but only ~0.5-0.7 near 100 MB, with a ~12 us floor per
-# call (collected outside CUDA graphs, judging by its all-reduce table's 4-5 us graph vs ~20 us eager rows).
-# A floor + 0.85 form fixes Llama-2-7B at 20 req/s (+28 % -> -5 % TPOT) but overcharges small TP ranks
-# (Llama-2-70B TP4 +7 -> +13 %); not adopted until the in-graph floor is known.
-KV_READ_EFFICIENCY = 0.70
+# Decode attention (vLLM's paged FlashAttention backend) per layer and step: a floor per call plus every running
+# request's KV streamed at a fraction of the spec bandwidth, t = floor + bytes / (bandwidth * efficiency).
+# Measured: aiconfigurator==0.8.0 (PyPI, Apache-2.0) ships vLLM 0.12/0.14 decode-attention timings
+# (systems/data/<gpu>/vllm/<ver>/generation_attention_perf.txt, fp16 KV); a relative least-squares fit over its
+# serving-shaped rows (batch >= 16, context 128-4095) gives the values below with a median |error| of 8-10 %
+# (``benchmarks/kernel_tables.py --aiconfigurator <wheel>`` prints the fit). The floor covers what one layer's
+# attention launches (reshape_and_cache_flash and the attention kernel); its graph-node part is already in
+# GRAPH_KERNEL_SECONDS per kernel, so the step adds floor - GRAPH_KERNEL_SECONDS per attention layer.
+# Contiguous decode-shaped SDPA reaches 0.91 of 3350 GB/s on H100 (gpu-calibration.md): the paged kernel's
+# 4-8 KB pages stream less well. GPUs not measured take the measured GPU of their compute-capability major
+# (A100's values for the rest: the largest floor and lowest efficiency measured).
+DECODE_ATTENTION_BY_GPU: dict[str, tuple[float, float]] = {  # catalog name -> (floor seconds, efficiency)
+    "A100 SXM 80GB": (17.7e-6, 0.71),  # vLLM 0.14 rows
+    "H100 SXM": (11.7e-6, 0.85),  # vLLM 0.14
+    "H200": (12.9e-6, 0.79),  # vLLM 0.12
+    "B200": (5.5e-6, 0.91),  # vLLM 0.19
+}
+DECODE_ATTENTION_GPU_BY_CC_MAJOR = {8: "A100 SXM 80GB", 9: "H100 SXM", 10: "B200"}
 # bf16 matmul TFLOP/s of the 8192x28672 shape by M (gpu-calibration.md, H100): 641 (256), 748 (512),
 # 796 (1024), 803 (2048) of 989 -> fractions; the 4096x14336 shape gives 0.79-0.81 above M=2048.
 _BF16_MATMUL_EFFICIENCY = ((256, 0.65), (512, 0.76), (1024, 0.80), (2048, 0.81))
@@ -55,9 +62,15 @@ _FP8_MATMUL_EFFICIENCY = ((256, 0.46), (4096, 0.71), (8192, 0.72))
 # used when the wheel ships no tuned config for the expert shape and GPU; moe_configs.py): calibrated on
 # the prefill-bound runs of shared/calibration, all of which lack a tuned config - GLM-4.5-Air on 4x
 # A100 (a 2048-token step ~300 ms whatever the context), GLM-4.6 on 8x H200 (8192-token steps ~490 ms
-# at 4k prompts) and Qwen3.5-35B-A3B on one H200 (32k prompts ~0.7 s) put the expert FLOPs at 9-12 % of
-# the bf16 peak. With a tuned config (Mixtral on H100) the experts run like dense GEMMs of their M.
-MOE_DEFAULT_CONFIG_EFFICIENCY = 0.13
+# at 4k prompts) and Qwen3.5-35B-A3B on one H200 (32k prompts ~0.7 s). Re-calibrated (0.13 -> 0.135) when the
+# decode-attention and all-reduce terms took their measured values: over 0.12-0.15 the sum of the three
+# median errors of benchmarks/perf_accuracy.py, each over its issue-10 bound (TPOT/10 %, TTFT/25 %, output
+# throughput/15 %), is lowest at 0.135 (1.87; 1.94 at 0.13, 1.91 at 0.14, 2.03 at 0.15).
+# The measured kernel is faster: aiconfigurator's fused-MoE rows (default tiles) reach 1.4x (H100) - 2.1x (A100)
+# this term's speed from 2048 tokens (benchmarks/kernel_tables.py), so the constant also carries time in large
+# MoE steps that no measured kernel explains (~110 ms of a ~240 ms GLM-4.5-Air A100 step); not yet found.
+# With a tuned config (Mixtral on H100) the experts run like dense GEMMs of their M.
+MOE_DEFAULT_CONFIG_EFFICIENCY = 0.135
 # FlashAttention forward, causal, head dim 128: FA2 reaches 50-73 % of A100 peak and FA3 ~600-740 of 989
 # TFLOP/s on H100 at long sequences (Dao 2023; Shah et al. 2024). The shared runs agree with the high
 # end: GLM-4.5-Air's 2048-token steps on A100 grow by ~70 ms from 1k to 15k of prior context, 74 % of
@@ -66,7 +79,8 @@ PREFILL_ATTENTION_EFFICIENCY = 0.70
 
 # --- Per-kernel costs ------------------------------------------------------------------------------------
 # A kernel node inside a replayed CUDA graph: launch gap plus ramp/tail of a small grid. calibrated
-# (the small-batch TPOT of the dense runs: Llama-2-7B/70B, CodeLlama-34B at 4-8 req/s, GLM-4.6 at concurrency 4).
+# (the small-batch TPOT of the dense runs: Llama-2-7B/70B, CodeLlama-34B at 4-8 req/s, GLM-4.6 at concurrency 4);
+# aiconfigurator 0.8.0's vLLM GEMM rows on H100 bottom out at the same 2.46 us (M=8 on 32x64 matrices).
 GRAPH_KERNEL_SECONDS = 2.5e-6
 # A kernel launched from Python (eager mode or a step larger than every captured graph): PyTorch's
 # per-op dispatch + launch, ~15 us per matmul call in the eager loop of gpu-calibration.md (26 us
@@ -93,11 +107,13 @@ SAMPLER_PASSES_OVER_LOGITS = 6  # fp32 logits: softmax, top-k/top-p sort path, p
 # --- All-reduce --------------------------------------------------------------------------------------------
 # vLLM's custom all-reduce on NVLink: 4-6 us for 0.5-32 KB at tp 2-8 (SGLang PR #2904, H100); NCCL over
 # PCIe 19-24 us for 4-32 KB (4x V100 PCIe, sglang-V100 PR #2). Bus bandwidth for large messages:
-# NCCL-tests class figures (~80 % of the per-direction link rate).
+# NCCL-tests class figures (~80 % of the per-direction link rate). aiconfigurator 0.8.0's vLLM custom
+# all-reduce rows timed inside CUDA graphs (custom_allreduce_perf.txt, backend vllm_graph) agree: 4.3-5.6 us up
+# to 16 KB at tp 2-8 on H100/H200/A100. Those times are per call in a replayed graph, so an all-reduce pays no
+# GRAPH_KERNEL_SECONDS on top (counting it twice made TP 2-4 decode steps 2-3 % slow). They imply lower bus
+# bandwidth in the 2-8 MB range (~190 GB/s H100, ~115 GB/s A100 at tp 8, 8 MB): mostly prefill-step messages, where
+# the constants below are kept until the MoE term above is understood (it absorbs whatever they miss).
 ALLREDUCE_LATENCY_SECONDS = {"nvlink": 5e-6, "pcie": 22e-6, "network": 30e-6}
-# aiconfigurator 0.8.0's vLLM custom all-reduce rows in graph mode (custom_allreduce_perf.txt) agree on the
-# latency (4.3-5.6 us up to 16 KB, tp 2-8) but imply lower bus bandwidth in the 2-8 MB decode range: ~190 GB/s
-# on H100 and ~115 GB/s on A100 at tp 8, 8 MB; kept until the other terms are recalibrated with it.
 _NVLINK_BUS_BYTES_PER_SECOND = {8: 230e9, 9: 360e9, 10: 720e9}  # by compute-capability major (NVLink 3/4/5)
 _PCIE_BUS_BYTES_PER_SECOND = {8: 12e9, 9: 25e9, 10: 25e9, 12: 25e9}  # Gen4 without P2P / Gen5
 NETWORK_BUS_BYTES_PER_SECOND = 40e9  # 400 Gb/s InfiniBand / RoCE per GPU
@@ -136,10 +152,13 @@ def linear_seconds(weight_bytes: float, params: float, tokens: float, bandwidth:
                2 * params * tokens / (peak * matmul_efficiency(tokens, fp8)))
 
 
-def decode_attention_seconds(kv_bytes: float, attention_flops: float, bandwidth: float, bf16_peak: float) -> float:
-    """Decode attention over paged KV: read every request's KV, or its QK/PV FLOPs if slower."""
-    return max(kv_bytes / (bandwidth * KV_READ_EFFICIENCY),
-               attention_flops / (bf16_peak * PREFILL_ATTENTION_EFFICIENCY))
+def decode_attention_seconds(kv_bytes: float, attention_flops: float, bandwidth: float, bf16_peak: float,
+                             kernel: tuple[float, float], calls: int) -> float:
+    """Decode attention over paged KV in ``calls`` layer calls: each call's floor beyond its graph node, plus
+    reading every request's KV at the kernel's efficiency (or its QK/PV FLOPs if slower)."""
+    floor, efficiency = kernel
+    return calls * max(floor - GRAPH_KERNEL_SECONDS, 0.0) + max(
+        kv_bytes / (bandwidth * efficiency), attention_flops / (bf16_peak * PREFILL_ATTENTION_EFFICIENCY))
 
 
 @dataclass(frozen=True)
@@ -151,6 +170,18 @@ class HardwareFacts:
     fp8_flops_per_second: float | None
     compute_capability_major: int
     interconnect: str  # "nvlink" | "pcie" | "network"
+    gpu_name: str = ""  # catalog name: picks the measured decode-attention kernel
+
+    @property
+    def decode_attention_kernel(self) -> tuple[float, float]:
+        """(floor seconds per call, KV-read efficiency) of vLLM's decode attention on this GPU."""
+        name = self.gpu_name if self.gpu_name in DECODE_ATTENTION_BY_GPU else (
+            DECODE_ATTENTION_GPU_BY_CC_MAJOR.get(self.compute_capability_major, "A100 SXM 80GB"))
+        return DECODE_ATTENTION_BY_GPU[name]
+
+    @property
+    def kv_read_efficiency(self) -> float:
+        return self.decode_attention_kernel[1]
 
     @property
     def allreduce_bus_bytes_per_second(self) -> float:
@@ -277,11 +308,11 @@ class StepCostModel:
         if st.linear_attention_layers:
             requests = (w.decode_requests + w.prefill_requests) / micro
             state = 2 * requests * st.linear_state_bytes_per_request_per_layer  # read + write the state
-            seconds += st.linear_attention_layers * state / (bw * KV_READ_EFFICIENCY)
+            seconds += st.linear_attention_layers * state / (bw * self.shape.hardware.kv_read_efficiency)
         if tp > 1:
             seconds += 2 * st.layers * self.shape.hardware.allreduce_seconds(tokens * st.hidden_size * ACTIVATION_BYTES, tp)
-        kernels = st.kernels_per_step + (2 * st.layers if tp > 1 else 0)
-        return seconds, kernels
+        # The all-reduce latency is measured per call inside a CUDA graph: no separate graph-node cost.
+        return seconds, st.kernels_per_step
 
     def _moe_layer_seconds(self, st: StageShape, tokens: float, peak: float, fp8: bool) -> float:
         """One fused-MoE block: stream the touched experts, or compute their padded token blocks.
@@ -307,12 +338,15 @@ class StepCostModel:
         )
 
     def _attention_seconds(self, st: StageShape, w: StepWork, micro: int) -> float:
-        bw = self._bw
+        bw, hw = self._bw, self.shape.hardware
         kv_tokens = (w.decode_context_tokens * st.full_attention_layers
                      + w.decode_sliding_tokens * st.sliding_attention_layers) / micro
         decode_pairs = kv_tokens  # one query per decode request
+        # MLA layers have their own floor (below); other attention layers pay the measured kernel's floor per call.
+        calls = 0 if st.mla_backend else st.full_attention_layers + st.sliding_attention_layers
         decode = decode_attention_seconds(kv_tokens * st.kv_bytes_per_token_per_layer,
-                                          decode_pairs * st.attention_flops_per_pair_per_layer, bw, self._bf16)
+                                          decode_pairs * st.attention_flops_per_pair_per_layer, bw, self._bf16,
+                                          hw.decode_attention_kernel, calls)
         if st.mla_backend and w.decode_requests:
             decode = max(decode, st.full_attention_layers * MLA_ATTENTION_FLOOR_SECONDS[st.mla_backend])
         if not w.prefill_tokens:
@@ -323,7 +357,7 @@ class StepCostModel:
         )
         prefill = max(
             pairs * st.attention_flops_per_pair_per_layer / (self._bf16 * PREFILL_ATTENTION_EFFICIENCY),
-            attended * st.kv_bytes_per_token_per_layer / (bw * KV_READ_EFFICIENCY),
+            attended * st.kv_bytes_per_token_per_layer / (bw * hw.kv_read_efficiency),
         )
         return decode + prefill
 
