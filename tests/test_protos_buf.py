@@ -119,9 +119,14 @@ def test_the_baseline_is_the_released_commit(tmp_path):
                            capture_output=True, check=False)
     if known.returncode != 0:
         pytest.skip(f"commit {RELEASED_COMMIT} is not in this clone's history (shallow clone)")
+    # buf clones the repository shallowly (a fixed depth when a ref is given): ask for enough history to
+    # reach the released commit from HEAD, which grows with every commit.
+    behind = subprocess.run(["git", "rev-list", "--count", f"{RELEASED_COMMIT}..HEAD"], cwd=REPO,
+                            capture_output=True, text=True, check=True)
+    depth = int(behind.stdout) + 1
     rebuilt = tmp_path / "released.binpb"
-    result = run_tool("buf", "build", f".git#ref={RELEASED_COMMIT},subdir=protos", "--exclude-source-info",
-                      "-o", str(rebuilt))
+    result = run_tool("buf", "build", f".git#ref={RELEASED_COMMIT},subdir=protos,depth={depth}",
+                      "--exclude-source-info", "-o", str(rebuilt))
     assert result.returncode == 0, result.stderr
     assert _descriptors(rebuilt) == _descriptors(RELEASED_IMAGE)
 
