@@ -36,6 +36,8 @@ import zipfile
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -48,7 +50,6 @@ from planner_service.engine.simulation.step_cost import (  # noqa: E402
     GRAPH_KERNEL_SECONDS, EngineShape, HardwareFacts, StageShape, StepCostModel, decode_attention_seconds,
     linear_seconds,
 )
-import numpy as np  # noqa: E402
 
 # aiconfigurator's folder name -> this planner's GPU catalog name.
 GPUS = {"h100_sxm": "H100 SXM", "h200_sxm": "H200", "a100_sxm": "A100 SXM 80GB", "l40s": "L40S", "b200_sxm": "B200"}
