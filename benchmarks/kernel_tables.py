@@ -21,8 +21,10 @@ aiconfigurator's collector (its timing method is not in the wheel; its GEMM rows
 node, and its all-reduce table keeps graph and eager rows apart).
 
 It also prints the fit the step model's decode-attention constants come from
-(``step_cost.DECODE_ATTENTION_BY_GPU``): ``t = floor + KV bytes / (bandwidth x efficiency)``, relative least
-squares over the serving-shaped rows (batch >= 16, context 128-4095, fp16 KV).
+(``step_cost.DECODE_ATTENTION_BY_GPU``): ``t = max(floor, KV bytes / (bandwidth x efficiency(KV bytes)))`` with
+the floor the median call under 2 MiB (batch <= 32) and the efficiency, at each power of two from 4 MiB, the
+median achieved fraction of the bandwidth over the serving-shaped rows (batch >= 16, context 128-4095, fp16 KV)
+within half an octave, in the form the constants are written.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ from planner_service.engine.pipeline import default_interconnect  # noqa: E402
 from planner_service.engine.simulation.moe_configs import has_tuned_config  # noqa: E402
 from planner_service.engine.simulation.shape import hardware_facts  # noqa: E402
 from planner_service.engine.simulation.step_cost import (  # noqa: E402
-    GRAPH_KERNEL_SECONDS, EngineShape, HardwareFacts, StageShape, StepCostModel, decode_attention_seconds,
-    linear_seconds,
+    GRAPH_KERNEL_SECONDS, MIB, EngineShape, HardwareFacts, StageShape, StepCostModel, decode_attention_call_seconds,
+    decode_attention_seconds, linear_seconds,
 )
 
 # aiconfigurator's folder name -> this planner's GPU catalog name.
@@ -114,7 +116,8 @@ def gemms(rows: list[dict], hw: HardwareFacts) -> list[str]:
 def attention(rows: list[dict], hw: HardwareFacts) -> list[str]:
     """One layer's decode attention as the step model prices it (graph node + floor beyond it + KV bytes)."""
     buckets: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    serving: list[tuple[float, float]] = []  # (KV bytes, measured seconds) of the rows the constants are fitted on
+    serving: list[tuple[float, float]] = []  # (KV bytes, measured seconds) of the rows the curve is fitted on
+    small_calls: list[float] = []  # seconds of the calls the floor is taken from
     for r in rows:
         if r["kv_cache_dtype"] not in ("float16", "bfloat16"):
             continue
@@ -131,23 +134,38 @@ def attention(rows: list[dict], hw: HardwareFacts) -> list[str]:
         if batch >= 16 and 128 <= ctx <= 4095:
             buckets["serving-shaped"].append((measured, model))
             serving.append((kv_bytes, measured))
+        if kv_bytes < 2 * MIB and batch <= 32:
+            small_calls.append(measured)
     lines = [_ratio_line(f"decode attention, KV {size}", buckets[size])
              for size in ("< 10 MB", "10-100 MB", "100-500 MB", ">= 500 MB", "serving-shaped")]
     if len(serving) >= 2:
-        floor, efficiency, error = fit_attention(serving, hw.memory_bandwidth_bytes_per_second)
+        floor, curve, error = fit_attention(serving, small_calls, hw.memory_bandwidth_bytes_per_second)
+        knots = ", ".join(f"({b // MIB} * MIB, {e:.2f})" for b, e in curve)
         lines.append(f"  decode attention fit, batch >= 16, context 128-4095: floor {floor * 1e6:.1f} us, "
-                     f"efficiency {efficiency:.2f}, median |error| {error * 100:.0f}%")
+                     f"median |error| {error * 100:.0f}%; efficiency by KV bytes per call: ({knots})")
     return lines
 
 
-def fit_attention(points: list[tuple[float, float]], bandwidth: float) -> tuple[float, float, float]:
-    """(floor seconds, efficiency, median relative error) of ``t = floor + bytes / (bandwidth * efficiency)``
-    by least squares on relative error over (bytes, seconds) points."""
+def fit_attention(points: list[tuple[float, float]], small_calls: list[float],
+                  bandwidth: float) -> tuple[float, tuple, float]:
+    """(floor seconds, efficiency curve, median relative error over ``points``) of ``t = max(floor, bytes /
+    (bandwidth * efficiency(bytes)))``: the floor is the median of ``small_calls`` (seconds of calls too small
+    to stream: under 2 MiB of KV at batch <= 32; the fastest point when there are none), and the curve holds,
+    at each power-of-two byte count from 4 MiB with at least 5 of the (KV bytes, seconds) ``points`` within
+    half an octave, their median achieved fraction of ``bandwidth``; ``decode_attention_call_seconds``
+    interpolates it in log bytes."""
     kv_bytes, seconds = np.array(points).T
-    design = np.vstack([np.ones_like(kv_bytes), kv_bytes]).T / seconds[:, None]
-    (floor, per_byte), *_ = np.linalg.lstsq(design, np.ones_like(seconds), rcond=None)
-    error = float(np.median(np.abs((floor + kv_bytes * per_byte) / seconds - 1)))
-    return float(floor), float(1 / (per_byte * bandwidth)), error
+    floor = float(np.median(small_calls)) if small_calls else float(seconds.min())
+    curve = []
+    knot = 4 * MIB
+    while knot <= kv_bytes.max() * 2 ** 0.5:
+        near = (kv_bytes >= knot / 2 ** 0.5) & (kv_bytes < knot * 2 ** 0.5)
+        if near.sum() >= 5:
+            curve.append((knot, round(float(np.median(kv_bytes[near] / (seconds[near] * bandwidth))), 2)))
+        knot *= 2
+    curve_t = tuple(curve) or ((4 * MIB, float(np.median(kv_bytes / (seconds * bandwidth)))),)
+    model = np.array([decode_attention_call_seconds(b, bandwidth, (floor, curve_t)) for b in kv_bytes])
+    return floor, curve_t, float(np.median(np.abs(model / seconds - 1)))
 
 
 def allreduce(rows: list[dict], hw: HardwareFacts) -> list[str]:

@@ -9,7 +9,15 @@ rate or concurrency, endpoint) and the predicted numbers are compared with what 
 * **median TPOT** (ms): ``vllm bench serve`` runs as printed. inference-perf's printed TPOT is not
   ``(e2e - ttft)/(output - 1)`` of its own figures (Llama-2-7B stage 0: printed 4.07 ms, while
   (2050 - 27)/(249 - 1) = 8.2 ms from its median E2E, TTFT and output length); for those runs the
-  reference is that derived value (per-request means, ``output_len_median`` with ``ignore_eos``).
+  reference is that derived value;
+* with ``ignore_eos`` and a fixed ``max_tokens`` (every inference-perf run) the server generates exactly that
+  many tokens per request, and the replay generates them too. inference-perf counts output tokens by
+  re-tokenizing the streamed text (``count_tokens(output_text)`` in ``apis/completion.py``), which drops what
+  detokenizes to nothing: the base Llama-2-7B emits end-of-sequence tokens that ``ignore_eos`` keeps generating
+  and ``skip_special_tokens`` prints as "", so its runs count 194-210 tokens per request where 247-251 were
+  asked, while their E2E mean equals their median (every request ran as long) and the other models count
+  245-253. The derived TPOT therefore divides by the requested length, and the output-throughput reference
+  is the printed request throughput times it;
   guidellm's TPOT is unusable (VLLM-BENCHMARKS.md caveat 3) and is not compared;
 * **median TTFT** (ms) and **output throughput** (tok/s), as printed.
 
@@ -74,6 +82,7 @@ class Replay:
     load: LoadOptions
     tpot_reference: float | None  # ms
     tpot_source: str
+    output_throughput_reference: float | None  # tok/s
 
 
 def _exclusion(case: dict) -> str | None:
@@ -151,9 +160,7 @@ def replay_for(case: dict) -> Replay:
         )
     else:
         input_len = round(extra.get("prompt_len_mean") or b["input_len"] or 1024)
-        # The client's mean output length when it printed one (inference-perf's multi-turn runs average
-        # below max_tokens even with ignore_eos), else the requested length.
-        output_len = round(extra.get("output_len_mean") or b["output_len"] or 128)
+        output_len = round(_generated_tokens(case) or extra.get("output_len_mean") or b["output_len"] or 128)
         prefix = 0
         if "shared_prefix" in (b["dataset"] or ""):
             prefix = int(json.loads(b["command"].split("profile.yaml: ", 1)[1])["data"]["shared_prefix"]["system_prompt_len"])
@@ -163,9 +170,19 @@ def replay_for(case: dict) -> Replay:
     if tool.startswith("guidellm"):
         tpot_ref, tpot_source = None, "guidellm TPOT unusable"
     elif tool.startswith("inference-perf") and r["median_e2el_ms"] and r["median_ttft_ms"]:
-        out = extra.get("output_len_median") or b["output_len"]
+        out = _generated_tokens(case) or extra.get("output_len_median")
         tpot_ref, tpot_source = (r["median_e2el_ms"] - r["median_ttft_ms"]) / (out - 1), "derived (e2e-ttft)/(out-1)"
-    return Replay(case, request, load, tpot_ref, tpot_source)
+    otp_ref = r["output_token_throughput"]
+    if tool.startswith("inference-perf") and _generated_tokens(case) and r["request_throughput"]:
+        otp_ref = r["request_throughput"] * _generated_tokens(case)  # tokens generated, not re-tokenized
+    return Replay(case, request, load, tpot_ref, tpot_source, otp_ref)
+
+
+def _generated_tokens(case: dict) -> int | None:
+    """Output tokens the server generated per request when the run fixes them (``ignore_eos`` with one
+    ``max_tokens``), else None."""
+    b = case["benchmark"]
+    return int(b["output_len"]) if b["ignore_eos"] and b["output_len"] and b["dataset"] != "sharegpt" else None
 
 
 def load_shape(case: dict) -> str:
@@ -205,7 +222,7 @@ def run(cases: list[dict], resolver: ModelResolver, verbose: bool) -> list[dict]
             "tpot": (m["median_tpot_ms"], replay.tpot_reference),
             "ttft": (m["median_ttft_ms"], r["median_ttft_ms"]) if r["median_ttft_ms"] is not None
             else (m["mean_ttft_ms"], r["mean_ttft_ms"]),
-            "otp": (m["output_throughput"], r["output_token_throughput"]),
+            "otp": (m["output_throughput"], replay.output_throughput_reference),
             "itl": (m["median_itl_ms"], r["median_itl_ms"] if replay.tpot_source == "printed" else None),
             "dur": (m["duration"], r["duration_s"]),
         })

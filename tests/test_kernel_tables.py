@@ -66,26 +66,35 @@ def test_each_row_is_priced_by_the_step_models_own_functions(tmp_path):
         hw.allreduce_seconds(2048, 4) / 5e-6, abs=0.006)
 
 
-def test_the_attention_fit_recovers_the_floor_and_efficiency_of_its_rows(tmp_path):
-    """Rows made from t = 11 us + bytes / (3.35 TB/s x 0.8) (serving shapes) come back as that floor and
-    efficiency; rows outside the serving shapes (batch 4) do not enter the fit."""
+def test_the_attention_fit_recovers_the_floor_and_efficiency_curve_of_its_rows(tmp_path):
+    """Serving-shaped rows (batch >= 16, context 128-4095) whose calls stream at 0.5 of the bandwidth below
+    128 MiB and at 0.8 from there, over a 5 us floor, come back as those knots, and the floor as the median of the
+    small calls (batch <= 32, under 2 MiB)."""
     bw = lookup_gpu("H100 SXM").memory_bandwidth_bytes_per_second
+    mib = 1 << 20
     rows = []
-    for batch in (16, 64, 256):
-        for ctx in (255, 1023, 4095):
-            kv_bytes = batch * ctx * 8 * 128 * 4
-            rows.append(f"VLLM,0.14.0,{DEVICE},generation_attention,vllm_flash_attn,{batch},1,32,8,128,1,float16,"
-                        f"float16,{ctx},{(11e-6 + kv_bytes / (bw * 0.8)) * 1e3}")
-    rows.append(f"VLLM,0.14.0,{DEVICE},generation_attention,vllm_flash_attn,4,1,32,8,128,1,float16,float16,1023,9.0")
+
+    def row(batch: int, kv_heads: int, ctx: int, seconds: float) -> str:
+        return (f"VLLM,0.14.0,{DEVICE},generation_attention,vllm_flash_attn,{batch},1,32,{kv_heads},128,1,float16,"
+                f"float16,{ctx},{seconds * 1e3}")
+
+    for kv_heads in (1, 2, 4, 8):
+        for batch in (16, 32, 64, 128, 256):
+            for ctx in (128, 256, 512, 1024, 2048, 4095):
+                kv_bytes = batch * ctx * kv_heads * 128 * 4
+                efficiency = 0.5 if kv_bytes < 128 * mib else 0.8
+                rows.append(row(batch, kv_heads, ctx, max(5e-6, kv_bytes / (bw * efficiency))))
     root = _tables(tmp_path, {"generation_attention_perf": "\n".join(rows)})
     result = subprocess.run([sys.executable, str(SCRIPT), "--aiconfigurator", str(root), "--gpu", "h100_sxm"],
                             capture_output=True, text=True, timeout=120, check=True)
-    fit = re.search(r"decode attention fit, batch >= 16, context 128-4095: floor ([0-9.]+) us, efficiency ([0-9.]+), "
-                    r"median \|error\| ([0-9]+)%", result.stdout)
+    fit = re.search(r"decode attention fit, batch >= 16, context 128-4095: floor ([0-9.]+) us, median \|error\| "
+                    r"([0-9]+)%; efficiency by KV bytes per call: \((.*)\)$", result.stdout, re.MULTILINE)
     assert fit, result.stdout
-    assert float(fit.group(1)) == pytest.approx(11.0, abs=0.05)
-    assert float(fit.group(2)) == pytest.approx(0.80, abs=0.005)
-    assert fit.group(3) == "0"
+    assert float(fit.group(1)) == pytest.approx(5.0, abs=0.05)
+    assert fit.group(2) == "0"
+    knots = {int(m): float(e) for m, e in re.findall(r"\(([0-9]+) \* MIB, ([0-9.]+)\)", fit.group(3))}
+    assert knots[16] == knots[32] == 0.5 and knots[256] == knots[1024] == 0.8
+    assert min(knots) == 4 and max(knots) == 1024  # from 4 MiB, every octave with >= 5 rows (3 near 2 GiB)
 
 
 def test_a_missing_path_is_one_error_line(tmp_path):

@@ -1,4 +1,5 @@
-"""The step model's measured kernel terms: decode attention per GPU and all-reduce per call.
+"""The step model's measured kernel terms: decode attention per GPU (floor and efficiency by call size) and
+all-reduce per call.
 
 Constants come from aiconfigurator 0.8.0's vLLM kernel tables (``benchmarks/kernel_tables.py`` prints the fit);
 these tests pin how the step model uses them, so a change to the mechanism (not only to a number) fails here.
@@ -6,15 +7,19 @@ these tests pin how the step model uses them, so a change to the mechanism (not 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from planner_service.engine.gpus import lookup_gpu
 from planner_service.engine.pipeline import default_interconnect
 from planner_service.engine.simulation.shape import hardware_facts
 from planner_service.engine.simulation.step_cost import (
-    DECODE_ATTENTION_BY_GPU, GRAPH_KERNEL_SECONDS, EngineShape, HardwareFacts, StageShape, StepCostModel, StepWork,
-    decode_attention_seconds,
+    DECODE_ATTENTION_BY_GPU, GRAPH_KERNEL_SECONDS, MIB, EngineShape, HardwareFacts, StageShape, StepCostModel,
+    StepWork, decode_attention_call_seconds, decode_attention_seconds, kv_stream_efficiency,
 )
+
+GIB = 1024 * MIB
 
 
 def _facts(gpu: str) -> HardwareFacts:
@@ -48,24 +53,52 @@ def test_each_gpu_takes_its_measured_attention_kernel_or_its_architectures(gpu, 
 
 
 def test_one_tiny_decode_attention_layer_costs_the_measured_floor():
-    """A layer's graph node plus the floor beyond it is the measured per-call floor; KV bytes add at the
-    measured efficiency of the spec bandwidth."""
+    """A layer's graph node plus the floor beyond it is the measured per-call floor."""
     hw = _facts("H100")
-    floor, efficiency = hw.decode_attention_kernel
+    floor, _ = hw.decode_attention_kernel
     layers = 4
     model = _model(_stage(layers, kv_bytes_per_token=1.0), hw)
     empty = model.gpu_seconds(StepWork(decode_requests=1, decode_context_tokens=0.0, sampled_requests=1))
     per_layer_launches = layers * GRAPH_KERNEL_SECONDS * 9  # the dense layer's 9 kernels, attention's included
     assert empty == pytest.approx(per_layer_launches + layers * (floor - GRAPH_KERNEL_SECONDS))
-    context = 1e9  # 1 GB of KV per layer
-    full = model.gpu_seconds(StepWork(decode_requests=1, decode_context_tokens=context, sampled_requests=1))
-    assert full - empty == pytest.approx(layers * context / (hw.memory_bandwidth_bytes_per_second * efficiency))
+
+
+@pytest.mark.parametrize("per_call_bytes", [4 * MIB, 64 * MIB, 1024 * MIB])
+def test_kv_streams_at_the_efficiency_measured_for_calls_of_that_size(per_call_bytes):
+    """At a knot of the measured curve a layer call reads its KV at exactly that knot's efficiency (or takes
+    the floor when that is longer); each layer of a step is one call of the step's KV per layer."""
+    hw = _facts("H100")
+    floor, curve = hw.decode_attention_kernel
+    efficiency = dict(curve)[per_call_bytes]
+    bw = hw.memory_bandwidth_bytes_per_second
+    assert kv_stream_efficiency(per_call_bytes, hw.decode_attention_kernel) == efficiency
+    call = decode_attention_call_seconds(per_call_bytes, bw, hw.decode_attention_kernel)
+    assert call == pytest.approx(max(floor, per_call_bytes / (bw * efficiency)))
+    layers = 4
+    model = _model(_stage(layers, kv_bytes_per_token=1.0), hw)
+    empty = model.gpu_seconds(StepWork(decode_requests=1, decode_context_tokens=0.0, sampled_requests=1))
+    full = model.gpu_seconds(StepWork(decode_requests=1, decode_context_tokens=per_call_bytes, sampled_requests=1))
+    assert full - empty == pytest.approx(layers * (call - floor))
+
+
+def test_larger_calls_stream_closer_to_the_spec_bandwidth():
+    """The measured efficiency climbs with the call's size: 1 GiB of KV in one call is read faster per byte
+    than the same GiB in 64 calls of 16 MiB (the step model must not price KV as one affine stream)."""
+    hw = _facts("H100")
+    bw = hw.memory_bandwidth_bytes_per_second
+    one = decode_attention_seconds(1024 * MIB, 0.0, bw, hw.bf16_flops_per_second, hw.decode_attention_kernel, 1)
+    many = decode_attention_seconds(1024 * MIB, 0.0, bw, hw.bf16_flops_per_second, hw.decode_attention_kernel, 64)
+    assert many > 2 * one
+    knots = dict(hw.decode_attention_kernel[1])
+    between = knots[64 * MIB] + (knots[128 * MIB] - knots[64 * MIB]) * math.log2(100 / 64)  # log-linear in bytes
+    assert kv_stream_efficiency(100 * MIB, hw.decode_attention_kernel) == pytest.approx(between)
+    assert kv_stream_efficiency(64 * GIB, hw.decode_attention_kernel) == knots[max(knots)]  # flat beyond the ends
 
 
 def test_mla_layers_keep_their_own_floor_instead():
     hw = _facts("H100")
     seconds = decode_attention_seconds(0.0, 0.0, hw.memory_bandwidth_bytes_per_second, hw.bf16_flops_per_second,
-                                       hw.decode_attention_kernel, calls=0)
+                                       hw.decode_attention_kernel, calls=2, floor=False)
     assert seconds == 0.0
     mla = _model(_stage(2, mla="flash_attn_mla"), hw)
     dense = _model(_stage(2), hw)

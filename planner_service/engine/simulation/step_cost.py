@@ -9,7 +9,8 @@ kernels of a decoder layer of ``max(bytes / bandwidth, FLOPs / peak)`` plus a pe
   routed experts stream only the experts the step's tokens touch, ``E·(1-(1-k/E)^T)`` for random routing;
 * decode attention costs a measured floor per layer call and reads every running request's KV
   (sliding-window layers at most the window; MLA reads its compressed latent, replicated on every TP
-  rank) at the GPU's measured paged-attention efficiency; prefill attention is FLOP-bound
+  rank) at the efficiency the GPU's paged-attention kernel was measured to reach on calls of that size;
+  prefill attention is FLOP-bound
   (causal: a chunk of n tokens after c cached ones does n·(c+n/2) query-key pairs);
 * Gated-DeltaNet / Mamba layers read and write each request's recurrent state;
 * with TP, two all-reduces per layer (after attention and after the MLP/MoE);
@@ -35,22 +36,36 @@ import numpy as np
 # 4162-4385 of 4800 (H200); gpu-calibration.md. Smaller matrices measured lower there only because the
 # eager PyTorch loop was launch-bound (15 us per call); vLLM replays them in CUDA graphs.
 WEIGHT_STREAM_EFFICIENCY = 0.88
-# Decode attention (vLLM's paged FlashAttention backend) per layer and step: a floor per call plus every running
-# request's KV streamed at a fraction of the spec bandwidth, t = floor + bytes / (bandwidth * efficiency).
-# Measured: aiconfigurator==0.8.0 (PyPI, Apache-2.0) ships vLLM 0.12/0.14 decode-attention timings
-# (systems/data/<gpu>/vllm/<ver>/generation_attention_perf.txt, fp16 KV); a relative least-squares fit over its
-# serving-shaped rows (batch >= 16, context 128-4095) gives the values below with a median |error| of 8-10 %
-# (``benchmarks/kernel_tables.py --aiconfigurator <wheel>`` prints the fit). The floor covers what one layer's
-# attention launches (reshape_and_cache_flash and the attention kernel); its graph-node part is already in
-# GRAPH_KERNEL_SECONDS per kernel, so the step adds floor - GRAPH_KERNEL_SECONDS per attention layer.
-# Contiguous decode-shaped SDPA reaches 0.91 of 3350 GB/s on H100 (gpu-calibration.md): the paged kernel's
-# 4-8 KB pages stream less well. GPUs not measured take the measured GPU of their compute-capability major
-# (A100's values for the rest: the largest floor and lowest efficiency measured).
-DECODE_ATTENTION_BY_GPU: dict[str, tuple[float, float]] = {  # catalog name -> (floor seconds, efficiency)
-    "A100 SXM 80GB": (17.7e-6, 0.71),  # vLLM 0.14 rows
-    "H100 SXM": (11.7e-6, 0.85),  # vLLM 0.14
-    "H200": (12.9e-6, 0.79),  # vLLM 0.12
-    "B200": (5.5e-6, 0.91),  # vLLM 0.19
+# Decode attention (vLLM's paged FlashAttention backend), one layer call over every running request's KV:
+# t = max(floor, KV bytes / (bandwidth * efficiency(KV bytes))). The kernel reaches its streaming bandwidth only
+# when a call has enough work: measured, the achieved fraction of the spec bandwidth climbs from ~0.1 at 4 MiB
+# per call to ~0.9 (H100) above 1 GiB, while calls of a few MiB all take about the same floor (launch plus
+# reshape_and_cache_flash). Source: aiconfigurator==0.8.0 (PyPI, Apache-2.0), vLLM's own decode-attention
+# timings (systems/data/<gpu>/vllm/<ver>/generation_attention_perf.txt, fp16 KV). The curve holds, at each
+# power of two from 4 MiB, the median achieved fraction over the serving-shaped rows (batch >= 16, context
+# 128-4095) within half an octave, interpolated in log bytes and flat beyond its ends; the floor is the median
+# call under 2 MiB. Median |error| over those rows: 7 % H100, 10 % H200, 6 % A100, 4 % B200 (an affine
+# floor + bytes/efficiency fit gave 8-12 % and leaned 7-11 % slow above 1 GiB, 9 % fast at 64-256 MiB).
+# ``benchmarks/kernel_tables.py --aiconfigurator <wheel>`` prints this fit. The graph node of each call is
+# already in GRAPH_KERNEL_SECONDS per kernel, so a step adds t - GRAPH_KERNEL_SECONDS per attention layer.
+# Contiguous decode-shaped SDPA reaches 0.91 of 3350 GB/s on H100 (gpu-calibration.md), the paged kernel 0.90
+# at its largest calls. GPUs not measured take the measured GPU of their compute-capability major (A100's
+# values for the rest: the largest floor and lowest efficiencies measured).
+MIB = 1 << 20
+DecodeAttentionKernel = tuple[float, tuple[tuple[int, float], ...]]  # (floor seconds, ((bytes, efficiency), ...))
+DECODE_ATTENTION_BY_GPU: dict[str, DecodeAttentionKernel] = {  # catalog name -> (floor, efficiency curve)
+    "A100 SXM 80GB": (18.4e-6, (  # vLLM 0.14 rows
+        (4 * MIB, 0.10), (8 * MIB, 0.16), (16 * MIB, 0.29), (32 * MIB, 0.36), (64 * MIB, 0.48),
+        (128 * MIB, 0.58), (256 * MIB, 0.67), (512 * MIB, 0.73), (1024 * MIB, 0.77), (2048 * MIB, 0.78))),
+    "H100 SXM": (11.7e-6, (  # vLLM 0.14 rows
+        (4 * MIB, 0.09), (8 * MIB, 0.16), (16 * MIB, 0.31), (32 * MIB, 0.47), (64 * MIB, 0.51),
+        (128 * MIB, 0.66), (256 * MIB, 0.77), (512 * MIB, 0.85), (1024 * MIB, 0.89), (2048 * MIB, 0.91))),
+    "H200": (11.6e-6, (  # vLLM 0.12 rows
+        (4 * MIB, 0.06), (8 * MIB, 0.12), (16 * MIB, 0.22), (32 * MIB, 0.34), (64 * MIB, 0.41),
+        (128 * MIB, 0.54), (256 * MIB, 0.68), (512 * MIB, 0.77), (1024 * MIB, 0.84), (2048 * MIB, 0.89))),
+    "B200": (7.0e-6, (  # vLLM 0.19 rows
+        (4 * MIB, 0.08), (8 * MIB, 0.12), (16 * MIB, 0.24), (32 * MIB, 0.46), (64 * MIB, 0.69),
+        (128 * MIB, 0.62), (256 * MIB, 0.74), (512 * MIB, 0.82), (1024 * MIB, 0.87), (2048 * MIB, 0.90))),
 }
 DECODE_ATTENTION_GPU_BY_CC_MAJOR = {8: "A100 SXM 80GB", 9: "H100 SXM", 10: "B200"}
 # bf16 matmul TFLOP/s of the 8192x28672 shape by M (gpu-calibration.md, H100): 641 (256), 748 (512),
@@ -65,7 +80,9 @@ _FP8_MATMUL_EFFICIENCY = ((256, 0.46), (4096, 0.71), (8192, 0.72))
 # at 4k prompts) and Qwen3.5-35B-A3B on one H200 (32k prompts ~0.7 s). Re-calibrated (0.13 -> 0.135) when the
 # decode-attention and all-reduce terms took their measured values: over 0.12-0.15 the sum of the three
 # median errors of benchmarks/perf_accuracy.py, each over its issue-10 bound (TPOT/10 %, TTFT/25 %, output
-# throughput/15 %), is lowest at 0.135 (1.87; 1.94 at 0.13, 1.91 at 0.14, 2.03 at 0.15).
+# throughput/15 %), is lowest at 0.135 (1.87; 1.94 at 0.13, 1.91 at 0.14, 2.03 at 0.15). Checked again after
+# decode attention took its measured efficiency-by-size curve: still lowest at 0.135 (1.78; 2.06 at 0.125,
+# 1.86 at 0.13, 1.83 at 0.14, 1.86 at 0.145).
 # The measured kernel is faster: aiconfigurator's fused-MoE rows (default tiles) reach 1.4x (H100) - 2.1x (A100)
 # this term's speed from 2048 tokens (benchmarks/kernel_tables.py), so the constant also carries time in large
 # MoE steps that no measured kernel explains (~110 ms of a ~240 ms GLM-4.5-Air A100 step); not yet found.
@@ -152,13 +169,35 @@ def linear_seconds(weight_bytes: float, params: float, tokens: float, bandwidth:
                2 * params * tokens / (peak * matmul_efficiency(tokens, fp8)))
 
 
+def kv_stream_efficiency(kv_bytes_per_call: float, kernel: DecodeAttentionKernel) -> float:
+    """Fraction of the spec bandwidth a call reading ``kv_bytes_per_call`` of KV (or recurrent state) reaches."""
+    curve = kernel[1]
+    x = max(kv_bytes_per_call, 1.0)
+    if x <= curve[0][0]:
+        return curve[0][1]
+    for (b0, e0), (b1, e1) in zip(curve, curve[1:]):
+        if x <= b1:
+            return e0 + (e1 - e0) * math.log(x / b0) / math.log(b1 / b0)
+    return curve[-1][1]
+
+
+def decode_attention_call_seconds(kv_bytes_per_call: float, bandwidth: float, kernel: DecodeAttentionKernel) -> float:
+    """One layer's decode attention as measured: its floor, or its KV at the efficiency calls of that size reach."""
+    return max(kernel[0], kv_bytes_per_call / (bandwidth * kv_stream_efficiency(kv_bytes_per_call, kernel)))
+
+
 def decode_attention_seconds(kv_bytes: float, attention_flops: float, bandwidth: float, bf16_peak: float,
-                             kernel: tuple[float, float], calls: int) -> float:
-    """Decode attention over paged KV in ``calls`` layer calls: each call's floor beyond its graph node, plus
-    reading every request's KV at the kernel's efficiency (or its QK/PV FLOPs if slower)."""
-    floor, efficiency = kernel
-    return calls * max(floor - GRAPH_KERNEL_SECONDS, 0.0) + max(
-        kv_bytes / (bandwidth * efficiency), attention_flops / (bf16_peak * PREFILL_ATTENTION_EFFICIENCY))
+                             kernel: DecodeAttentionKernel, calls: int, floor: bool = True) -> float:
+    """Decode attention over paged KV split evenly over ``calls`` layer calls, beyond the calls' graph nodes
+    (or their QK/PV FLOPs if slower). ``floor=False`` (MLA, which has its own floor) keeps only the KV stream."""
+    if calls <= 0:
+        return attention_flops / (bf16_peak * PREFILL_ATTENTION_EFFICIENCY)
+    per_call = kv_bytes / calls
+    if floor:
+        memory = calls * max(decode_attention_call_seconds(per_call, bandwidth, kernel) - GRAPH_KERNEL_SECONDS, 0.0)
+    else:
+        memory = kv_bytes / (bandwidth * kv_stream_efficiency(per_call, kernel))
+    return max(memory, attention_flops / (bf16_peak * PREFILL_ATTENTION_EFFICIENCY))
 
 
 @dataclass(frozen=True)
@@ -173,15 +212,20 @@ class HardwareFacts:
     gpu_name: str = ""  # catalog name: picks the measured decode-attention kernel
 
     @property
-    def decode_attention_kernel(self) -> tuple[float, float]:
-        """(floor seconds per call, KV-read efficiency) of vLLM's decode attention on this GPU."""
+    def decode_attention_kernel(self) -> DecodeAttentionKernel:
+        """(floor seconds per call, efficiency by KV bytes per call) of vLLM's decode attention on this GPU."""
         name = self.gpu_name if self.gpu_name in DECODE_ATTENTION_BY_GPU else (
             DECODE_ATTENTION_GPU_BY_CC_MAJOR.get(self.compute_capability_major, "A100 SXM 80GB"))
         return DECODE_ATTENTION_BY_GPU[name]
 
-    @property
-    def kv_read_efficiency(self) -> float:
-        return self.decode_attention_kernel[1]
+    def kv_read_seconds(self, total_bytes: float, calls: int) -> float:
+        """Streaming ``total_bytes`` of KV or recurrent state in ``calls`` equal layer calls, at the efficiency
+        decode attention reaches on calls of that size (no floor: these reads ride inside larger kernels)."""
+        if total_bytes <= 0:
+            return 0.0
+        per_call = total_bytes / max(calls, 1)
+        return total_bytes / (self.memory_bandwidth_bytes_per_second
+                              * kv_stream_efficiency(per_call, self.decode_attention_kernel))
 
     @property
     def allreduce_bus_bytes_per_second(self) -> float:
@@ -308,7 +352,7 @@ class StepCostModel:
         if st.linear_attention_layers:
             requests = (w.decode_requests + w.prefill_requests) / micro
             state = 2 * requests * st.linear_state_bytes_per_request_per_layer  # read + write the state
-            seconds += st.linear_attention_layers * state / (bw * self.shape.hardware.kv_read_efficiency)
+            seconds += self.shape.hardware.kv_read_seconds(st.linear_attention_layers * state, st.linear_attention_layers)
         if tp > 1:
             seconds += 2 * st.layers * self.shape.hardware.allreduce_seconds(tokens * st.hidden_size * ACTIVATION_BYTES, tp)
         # The all-reduce latency is measured per call inside a CUDA graph: no separate graph-node cost.
@@ -339,14 +383,16 @@ class StepCostModel:
 
     def _attention_seconds(self, st: StageShape, w: StepWork, micro: int) -> float:
         bw, hw = self._bw, self.shape.hardware
-        kv_tokens = (w.decode_context_tokens * st.full_attention_layers
-                     + w.decode_sliding_tokens * st.sliding_attention_layers) / micro
-        decode_pairs = kv_tokens  # one query per decode request
+        # Full and sliding-window layers read different amounts per call: each kind at its own call size.
         # MLA layers have their own floor (below); other attention layers pay the measured kernel's floor per call.
-        calls = 0 if st.mla_backend else st.full_attention_layers + st.sliding_attention_layers
-        decode = decode_attention_seconds(kv_tokens * st.kv_bytes_per_token_per_layer,
-                                          decode_pairs * st.attention_flops_per_pair_per_layer, bw, self._bf16,
-                                          hw.decode_attention_kernel, calls)
+        decode = 0.0
+        for layers, context in ((st.full_attention_layers, w.decode_context_tokens),
+                                (st.sliding_attention_layers, w.decode_sliding_tokens)):
+            if layers:
+                kv_tokens = layers * context / micro  # one query per decode request and context token
+                decode += decode_attention_seconds(kv_tokens * st.kv_bytes_per_token_per_layer,
+                                                   kv_tokens * st.attention_flops_per_pair_per_layer, bw, self._bf16,
+                                                   hw.decode_attention_kernel, layers, floor=not st.mla_backend)
         if st.mla_backend and w.decode_requests:
             decode = max(decode, st.full_attention_layers * MLA_ATTENTION_FLOOR_SECONDS[st.mla_backend])
         if not w.prefill_tokens:
@@ -357,7 +403,8 @@ class StepCostModel:
         )
         prefill = max(
             pairs * st.attention_flops_per_pair_per_layer / (self._bf16 * PREFILL_ATTENTION_EFFICIENCY),
-            attended * st.kv_bytes_per_token_per_layer / (bw * hw.kv_read_efficiency),
+            hw.kv_read_seconds(attended * st.kv_bytes_per_token_per_layer,
+                               st.full_attention_layers + st.sliding_attention_layers),
         )
         return decode + prefill
 
@@ -414,9 +461,9 @@ class StepCostModel:
                             sliding_growth: float, steps: int) -> np.ndarray:
         """Durations of ``steps`` consecutive pure-decode steps of the same ``requests``.
 
-        Each step every request adds one token of context, so the KV read grows linearly; the step
-        time is affine in it on each side of the roofline's max, so two evaluations give the slope
-        (exact for the KV terms, which are the only ones that change).
+        Each step every request adds one token of context, so the KV read grows linearly; only the KV
+        terms change, and the attention efficiency curve bends slowly in log bytes, so the steps between
+        the exact first and last one are interpolated linearly.
         """
         first = self.step_seconds(StepWork(requests, context_tokens, sliding_tokens, sampled_requests=requests))
         if steps <= 1:
