@@ -10,7 +10,8 @@ measured vs modelled microseconds, computed by ``planner_service.engine.simulati
 (``linear_seconds``, ``decode_attention_seconds``, ``HardwareFacts.allreduce_seconds``, the fused-MoE term), plus
 the per-kernel graph cost the step model adds to every kernel:
 
-* dense GEMMs (bf16/fp16) at decode and prefill sizes;
+* dense GEMMs (bf16/fp16) at decode and prefill sizes, and the fraction of the bandwidth the large decode GEMMs
+  stream weights at (``step_cost.WEIGHT_STREAM_EFFICIENCY_BY_GPU``);
 * decode attention (vLLM FlashAttention, fp16 KV), grouped by KV bytes per call;
 * vLLM's custom all-reduce, CUDA-graph rows only;
 * the fused Triton MoE (fp16, power-law routing rows), with tuned or default tiles as the release's shipped
@@ -98,18 +99,26 @@ def _ratio_line(label: str, pairs: list[tuple[float, float]]) -> str:
 def gemms(rows: list[dict], hw: HardwareFacts) -> list[str]:
     out = []
     buckets: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    streamed: list[float] = []  # achieved fraction of the bandwidth of the large decode GEMMs
+    bandwidth = hw.memory_bandwidth_bytes_per_second
     for r in rows:
         if r["gemm_dtype"] != "float16":
             continue
         m, n, k = int(r["m"]), int(r["n"]), int(r["k"])
         if n * k < 4096 * 1024:  # smaller than any decoder layer's matrix
             continue
-        model = linear_seconds(2 * n * k, n * k, m, hw.memory_bandwidth_bytes_per_second,
-                               hw.bf16_flops_per_second) + GRAPH_KERNEL_SECONDS
+        model = linear_seconds(2 * n * k, n * k, m, bandwidth, hw.bf16_flops_per_second,
+                               stream_efficiency=hw.weight_stream_efficiency) + GRAPH_KERNEL_SECONDS
+        measured = float(r["latency"]) * 1e-3
         key = "M <= 64 (decode)" if m <= 64 else "M 128-512" if m <= 512 else "M >= 1024 (prefill)"
-        buckets[key].append((float(r["latency"]) * 1e-3, model))
+        buckets[key].append((measured, model))
+        if m <= 64 and 8192 * 8192 <= n * k <= 32768 * 16384:
+            streamed.append(2 * n * k / (measured * bandwidth))
     for key in ("M <= 64 (decode)", "M 128-512", "M >= 1024 (prefill)"):
         out.append(_ratio_line(f"GEMM fp16, {key}", buckets[key]))
+    if streamed:
+        out.append(f"  decode GEMM weight streaming, M <= 64, 8192x8192 to 32768x16384: median {statistics.median(streamed):.2f}"
+                   f" of the bandwidth (n={len(streamed)}; the step model uses {hw.weight_stream_efficiency:.2f})")
     return out
 
 

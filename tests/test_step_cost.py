@@ -15,7 +15,8 @@ from planner_service.engine.gpus import lookup_gpu
 from planner_service.engine.pipeline import default_interconnect
 from planner_service.engine.simulation.shape import hardware_facts
 from planner_service.engine.simulation.step_cost import (
-    DECODE_ATTENTION_BY_GPU, GRAPH_KERNEL_SECONDS, MIB, EngineShape, HardwareFacts, StageShape, StepCostModel,
+    DECODE_ATTENTION_BY_GPU, GRAPH_KERNEL_SECONDS, MIB, WEIGHT_STREAM_EFFICIENCY, WEIGHT_STREAM_EFFICIENCY_BY_GPU,
+    EngineShape, HardwareFacts, StageShape, StepCostModel,
     StepWork, decode_attention_call_seconds, decode_attention_seconds, kv_stream_efficiency,
 )
 
@@ -118,3 +119,21 @@ def test_a_tensor_parallel_step_pays_each_all_reduce_once_at_its_in_graph_latenc
     message = 16 * 8192 * 2
     assert split - single == pytest.approx(2 * 8 * hw.allreduce_seconds(message, 2))
     assert hw.allreduce_seconds(message, 2) < 7e-6  # aiconfigurator: 6.3 us at 256 KB, tp 2, H100 graph rows
+
+
+@pytest.mark.parametrize("gpu, efficiency", [
+    ("A100 SXM 80GB", WEIGHT_STREAM_EFFICIENCY_BY_GPU["A100 SXM 80GB"]), ("B200", WEIGHT_STREAM_EFFICIENCY_BY_GPU["B200"]),
+    ("L40S", WEIGHT_STREAM_EFFICIENCY_BY_GPU["L40S"]), ("RTX 3090", WEIGHT_STREAM_EFFICIENCY_BY_GPU["A100 SXM 80GB"]),
+    ("H100", WEIGHT_STREAM_EFFICIENCY), ("H200", WEIGHT_STREAM_EFFICIENCY), ("V100 SXM2 32GB", WEIGHT_STREAM_EFFICIENCY),
+])
+def test_a_decode_step_streams_weights_at_its_gpus_measured_fraction(gpu, efficiency):
+    """One decode token over 10 GB of weights costs the weights at the GPU's measured streaming fraction (A100's
+    HBM2e well below Hopper's), on top of the same launches as an empty step."""
+    hw = _facts(gpu)
+    assert hw.weight_stream_efficiency == efficiency
+    weights = _stage(layers=1)
+    heavy = StageShape(**{**weights.__dict__, "dense_weight_bytes": 10e9, "dense_params": 5e9})
+    work = StepWork(decode_requests=1, decode_context_tokens=0.0, sampled_requests=1)
+    step = _model(heavy, hw).gpu_seconds(work) - _model(weights, hw).gpu_seconds(work)
+    assert step == pytest.approx(10e9 / (hw.memory_bandwidth_bytes_per_second * efficiency))
+    assert WEIGHT_STREAM_EFFICIENCY_BY_GPU["A100 SXM 80GB"] < 0.8 < WEIGHT_STREAM_EFFICIENCY

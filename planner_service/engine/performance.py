@@ -20,7 +20,7 @@ import math
 from planner_service.engine.models import Performance, Range
 from planner_service.engine.simulation import frontend
 from planner_service.engine.simulation.step_cost import (
-    WEIGHT_STREAM_EFFICIENCY, EngineShape, StepCostModel, StepWork, matmul_efficiency,
+    EngineShape, StepCostModel, StepWork, matmul_efficiency,
 )
 
 # p90 of |predicted/reported - 1| of the fixed-rate runs (the steady loads this view describes) in
@@ -48,7 +48,7 @@ def memory_bound_until(cost: StepCostModel) -> int:
     fp8 = stage.fp8_compute and hw.fp8_flops_per_second is not None
     peak = hw.fp8_flops_per_second if fp8 else hw.bf16_flops_per_second
     assert peak is not None
-    stream = stage.dense_weight_bytes / (hw.memory_bandwidth_bytes_per_second * WEIGHT_STREAM_EFFICIENCY)
+    stream = stage.dense_weight_bytes / (hw.memory_bandwidth_bytes_per_second * hw.weight_stream_efficiency)
 
     def memory_bound(batch: int) -> bool:
         return stream >= 2 * stage.dense_params * batch / (peak * matmul_efficiency(batch, fp8))

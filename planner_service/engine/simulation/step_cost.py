@@ -36,6 +36,18 @@ import numpy as np
 # 4162-4385 of 4800 (H200); gpu-calibration.md. Smaller matrices measured lower there only because the
 # eager PyTorch loop was launch-bound (15 us per call); vLLM replays them in CUDA graphs.
 WEIGHT_STREAM_EFFICIENCY = 0.88
+# GPUs that gpu-calibration.md does not measure: vLLM's own decode GEMMs in aiconfigurator==0.8.0's tables
+# (systems/data/<gpu>/vllm/<ver>/gemm_perf.txt, fp16, M <= 64, matrices of 8192x8192 to 32768x16384 elements),
+# median achieved fraction of the spec bandwidth; ``benchmarks/kernel_tables.py`` prints it per GPU. The same
+# tables give H100 0.87 (agreeing with the 0.88 above) and H200 0.80 (gpu-calibration.md's direct measurement,
+# 0.87-0.91 on its larger matrix, is kept). A100's HBM2e streams matmul weights well below Hopper's HBM3
+# fraction: pricing A100 decode at 0.88 made its dense GEMMs 1.3x too fast (model/measured 0.77).
+WEIGHT_STREAM_EFFICIENCY_BY_GPU = {
+    "A100 SXM 80GB": 0.71,  # vLLM 0.14 rows
+    "B200": 0.74,  # vLLM 0.19
+    "L40S": 0.76,  # vLLM 0.14 (its 96 MB L2 is smaller than these matrices)
+}
+WEIGHT_STREAM_GPU_BY_CC_MAJOR = {8: "A100 SXM 80GB", 10: "B200"}  # other unmeasured GPUs keep 0.88
 # Decode attention (vLLM's paged FlashAttention backend), one layer call over every running request's KV:
 # t = max(floor, KV bytes / (bandwidth * efficiency(KV bytes))). The kernel reaches its streaming bandwidth only
 # when a call has enough work: measured, the achieved fraction of the spec bandwidth climbs from ~0.1 at 4 MiB
@@ -163,9 +175,9 @@ def matmul_efficiency(tokens: float, fp8: bool) -> float:
 
 
 def linear_seconds(weight_bytes: float, params: float, tokens: float, bandwidth: float, peak: float,
-                   fp8: bool = False) -> float:
+                   fp8: bool = False, stream_efficiency: float = WEIGHT_STREAM_EFFICIENCY) -> float:
     """A linear layer (or several): one pass over its weights, or 2 x params FLOPs per token if slower."""
-    return max(weight_bytes / (bandwidth * WEIGHT_STREAM_EFFICIENCY),
+    return max(weight_bytes / (bandwidth * stream_efficiency),
                2 * params * tokens / (peak * matmul_efficiency(tokens, fp8)))
 
 
@@ -210,6 +222,13 @@ class HardwareFacts:
     compute_capability_major: int
     interconnect: str  # "nvlink" | "pcie" | "network"
     gpu_name: str = ""  # catalog name: picks the measured decode-attention kernel
+
+    @property
+    def weight_stream_efficiency(self) -> float:
+        """Fraction of the spec bandwidth vLLM's decode GEMMs stream weights at on this GPU."""
+        name = self.gpu_name if self.gpu_name in WEIGHT_STREAM_EFFICIENCY_BY_GPU else (
+            WEIGHT_STREAM_GPU_BY_CC_MAJOR.get(self.compute_capability_major, ""))
+        return WEIGHT_STREAM_EFFICIENCY_BY_GPU.get(name, WEIGHT_STREAM_EFFICIENCY)
 
     @property
     def decode_attention_kernel(self) -> DecodeAttentionKernel:
@@ -335,19 +354,21 @@ class StepCostModel:
         assert peak is not None
         padded = self._padded_tokens(tokens, w)
         # Linear layers other than routed experts: one pass over their weights, FLOPs 2*params per token.
-        seconds = linear_seconds(st.dense_weight_bytes, st.dense_params, padded, bw, peak, fp8)
+        stream = self.shape.hardware.weight_stream_efficiency
+        seconds = linear_seconds(st.dense_weight_bytes, st.dense_params, padded, bw, peak, fp8, stream)
         if st.moe_layers:
             seconds += st.moe_layers * self._moe_layer_seconds(st, tokens, peak, fp8)
         if st.lm_head_params:
             rows = max(w.sampled_requests / micro, 1.0)
-            seconds += linear_seconds(st.lm_head_bytes, st.lm_head_params, rows, bw, self._bf16)
+            seconds += linear_seconds(st.lm_head_bytes, st.lm_head_params, rows, bw, self._bf16,
+                                      stream_efficiency=stream)
             # Sampler: fp32 logits rows x vocab, several passes (softmax, sort-based top-k/top-p, penalties);
             # greedy requests take an argmax, one pass.
             passes = 1 if self.shape.greedy_sampling else SAMPLER_PASSES_OVER_LOGITS
             seconds += SAMPLER_FIXED_SECONDS + rows * st.vocab_per_rank * 4 * passes / bw
         # Non-GEMM kernels (norms, rotary, activation, residual adds) read and write every token's
         # activations; negligible in decode, a few percent of a large prefill step.
-        seconds += tokens * st.activation_bytes_per_token / (bw * WEIGHT_STREAM_EFFICIENCY)
+        seconds += tokens * st.activation_bytes_per_token / (bw * stream)
         seconds += self._attention_seconds(st, w, micro)
         if st.linear_attention_layers:
             requests = (w.decode_requests + w.prefill_requests) / micro
@@ -376,7 +397,7 @@ class StepCostModel:
             efficiency = min(MOE_DEFAULT_CONFIG_EFFICIENCY, matmul_efficiency(per_expert, fp8))
         rows = touched * math.ceil(per_expert / block) * block
         return max(
-            touched * st.expert_weight_bytes / (self._bw * WEIGHT_STREAM_EFFICIENCY),
+            touched * st.expert_weight_bytes / (self._bw * self.shape.hardware.weight_stream_efficiency),
             2 * rows * st.expert_params / (peak * efficiency),
             MOE_LAYER_FLOOR_SECONDS,
         )
