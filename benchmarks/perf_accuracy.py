@@ -9,17 +9,19 @@ rate or concurrency, endpoint) and the predicted numbers are compared with what 
 * **median TPOT** (ms): ``vllm bench serve`` runs as printed. inference-perf's printed TPOT is not
   ``(e2e - ttft)/(output - 1)`` of its own figures (Llama-2-7B stage 0: printed 4.07 ms, while
   (2050 - 27)/(249 - 1) = 8.2 ms from its median E2E, TTFT and output length); for those runs the
-  reference is that derived value;
+  reference is that derived value. guidellm's TPOT is unusable (VLLM-BENCHMARKS.md caveat 3) and is not
+  compared;
+* **median TTFT** (ms) and **output throughput** (tok/s), as printed, except:
 * with ``ignore_eos`` and a fixed ``max_tokens`` (every inference-perf run) the server generates exactly that
   many tokens per request, and the replay generates them too. inference-perf counts output tokens by
   re-tokenizing the streamed text (``count_tokens(output_text)`` in ``apis/completion.py``), which drops what
-  detokenizes to nothing: the base Llama-2-7B emits end-of-sequence tokens that ``ignore_eos`` keeps generating
-  and ``skip_special_tokens`` prints as "", so its runs count 194-210 tokens per request where 247-251 were
-  asked, while their E2E mean equals their median (every request ran as long) and the other models count
-  245-253. The derived TPOT therefore divides by the requested length, and the output-throughput reference
-  is the printed request throughput times it;
-  guidellm's TPOT is unusable (VLLM-BENCHMARKS.md caveat 3) and is not compared;
-* **median TTFT** (ms) and **output throughput** (tok/s), as printed.
+  detokenizes to nothing (most likely the end-of-sequence tokens the base Llama-2-7B keeps emitting under
+  ``ignore_eos``, printed as "" with ``skip_special_tokens``): the Llama-2-7B runs count 194-210 tokens per
+  request where 247-251 were asked, while their E2E mean equals their median (every request ran as long, so
+  none stopped early); the other models' medians are
+  the requested length plus 1-2, the beginning-of-sequence token ``tokenizer(text).input_ids`` adds for Llama
+  tokenizers plus re-tokenization. The derived TPOT therefore divides by the requested length, and the
+  output-throughput reference is the printed request throughput times it.
 
 Rows are grouped by GPU class and load shape (burst = rate inf or >= 1000 req/s, fixed rate,
 concurrency). The summary gives median and p90 of |error| and the signed bias (median of
