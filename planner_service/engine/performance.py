@@ -24,8 +24,8 @@ from planner_service.engine.simulation.step_cost import (
 )
 
 # p90 of |predicted/reported - 1| of the fixed-rate runs (the steady loads this view describes) in
-# benchmarks/perf_accuracy.py on shared/calibration/vllm-benchmarks.json: TPOT 27.8 %, TTFT 31.2 %.
-ITL_ERROR_BAND = 0.28
+# benchmarks/perf_accuracy.py on shared/calibration/vllm-benchmarks.json: TPOT 18.7 %, TTFT 30.7 % (2026-12-02).
+ITL_ERROR_BAND = 0.19
 TTFT_ERROR_BAND = 0.31
 _MAX_RIDGE_SEARCH = 1 << 20
 
