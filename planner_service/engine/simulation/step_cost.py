@@ -56,8 +56,8 @@ WEIGHT_STREAM_GPU_BY_CC_MAJOR = {8: "A100 SXM 80GB", 10: "B200"}  # other unmeas
 # timings (systems/data/<gpu>/vllm/<ver>/generation_attention_perf.txt, fp16 KV). The curve holds, at each
 # power of two from 4 MiB, the median achieved fraction over the serving-shaped rows (batch >= 16, context
 # 128-4095) within half an octave, interpolated in log bytes and flat beyond its ends; the floor is the median
-# call under 2 MiB. Median |error| over those rows: 7 % H100, 10 % H200, 6 % A100, 4 % B200 (an affine
-# floor + bytes/efficiency fit gave 8-12 % and leaned 7-11 % slow above 1 GiB, 9 % fast at 64-256 MiB).
+# call under 2 MiB at batch <= 32. Median |error| over those rows: 6 % H100, 8 % H200, 5 % A100, 2 % B200 (one
+# floor + one efficiency gave 8-10 % and leaned 7-11 % slow above 1 GiB, ~9 % fast at 64-256 MiB).
 # ``benchmarks/kernel_tables.py --aiconfigurator <wheel>`` prints this fit. The graph node of each call is
 # already in GRAPH_KERNEL_SECONDS per kernel, so a step adds t - GRAPH_KERNEL_SECONDS per attention layer.
 # Contiguous decode-shaped SDPA reaches 0.91 of 3350 GB/s on H100 (gpu-calibration.md), the paged kernel 0.90
@@ -95,7 +95,7 @@ _FP8_MATMUL_EFFICIENCY = ((256, 0.46), (4096, 0.71), (8192, 0.72))
 # throughput/15 %), is lowest at 0.135 (1.87; 1.94 at 0.13, 1.91 at 0.14, 2.03 at 0.15). Checked again after
 # decode attention took its measured efficiency-by-size curve: still lowest at 0.135 (1.78; 2.06 at 0.125,
 # 1.86 at 0.13, 1.83 at 0.14, 1.86 at 0.145).
-# The measured kernel is faster: aiconfigurator's fused-MoE rows (default tiles) reach 1.4x (H100) - 2.1x (A100)
+# The measured kernel is faster: aiconfigurator's fused-MoE rows (default tiles) reach 1.3x (H100) - 2.0x (A100)
 # this term's speed from 2048 tokens (benchmarks/kernel_tables.py), so the constant also carries time in large
 # MoE steps that no measured kernel explains (~110 ms of a ~240 ms GLM-4.5-Air A100 step); not yet found.
 # With a tuned config (Mixtral on H100) the experts run like dense GEMMs of their M.
