@@ -124,6 +124,18 @@ def test_max_concurrency_is_a_closed_loop_and_its_wait_is_not_in_ttft():
     assert closed.metrics["median_ttft_ms"] < burst.metrics["median_ttft_ms"]
 
 
+def test_a_prompt_whose_last_chunk_is_one_token_still_gets_its_first_token():
+    """A decoding request takes 1 token of a 2048 budget, so a 2048-token prompt arriving beside it is chunked
+    2047 + 1; its last chunk looks like a decode step (one token left) but yields its first token, which the
+    fast-forward over pure-decode spans must not skip (it left TTFT and the first ITL NaN)."""
+    engine = _engine(max_num_batched_tokens=2048)
+    workload = Workload(np.array([0.0, 0.2]), np.array([16, 2048], np.int64), np.array([400, 200], np.int64))
+    trace = _run(engine, workload)
+    assert (trace.output_tokens == [400, 200]).all()
+    assert np.isfinite(trace.first_token).all() and np.isfinite(trace.itl_values).all()
+    assert trace.first_token[1] > trace.sent[1]
+
+
 def test_fast_forward_gives_the_same_answer_as_stepping(monkeypatch):
     engine = _engine()
     load = LoadOptions(num_prompts=120, request_rate=6, random_input_len=512, random_output_len=300,

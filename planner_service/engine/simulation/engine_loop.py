@@ -368,7 +368,9 @@ class EngineSimulation:
         if idx.size == 0 or self._admission_possible():
             return None
         num_tokens = self.prompt[idx] + self.out[idx]
-        if not np.all(num_tokens - self.computed[idx] == 1):
+        # Every running request one token from done and past its first token: a prompt whose last chunk is
+        # a single token also has one token left, but that step yields its first token (a normal step).
+        if not np.all(num_tokens - self.computed[idx] == 1) or not np.all(self.out[idx] > 0):
             return None
         steps = int((self.target[idx] - self.out[idx]).min())
         if steps < _MIN_SPAN_STEPS:
