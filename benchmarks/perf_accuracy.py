@@ -18,10 +18,10 @@ rate or concurrency, endpoint) and the predicted numbers are compared with what 
   detokenizes to nothing (most likely the end-of-sequence tokens the base Llama-2-7B keeps emitting under
   ``ignore_eos``, printed as "" with ``skip_special_tokens``): the Llama-2-7B runs count 194-210 tokens per
   request where 247-251 were asked, while their E2E mean equals their median (every request ran as long, so
-  none stopped early); the other models' medians are
-  the requested length plus 1-2, the beginning-of-sequence token ``tokenizer(text).input_ids`` adds for Llama
-  tokenizers plus re-tokenization. The derived TPOT therefore divides by the requested length, and the
-  output-throughput reference is the printed request throughput times it.
+  none stopped early); the other models' medians are the requested length plus 1-2, the beginning-of-sequence
+  token ``tokenizer(text).input_ids`` adds for Llama tokenizers plus re-tokenization. The derived TPOT
+  therefore divides by the requested length, and the output-throughput reference is the printed request
+  throughput times it.
 
 Rows are grouped by GPU class and load shape (burst = rate inf or >= 1000 req/s, fixed rate,
 concurrency). The summary gives median and p90 of |error| and the signed bias (median of
@@ -122,6 +122,7 @@ def _version(case: dict) -> str:
 
 def replay_for(case: dict) -> Replay:
     b, r, extra = case["benchmark"], case["results"], case.get("results_extra") or {}
+    generated = _generated_tokens(case)
     local = PERF_MODELS / case["model"]
     model = str(local) if (local / "config.json").is_file() else case["model"]
     quant = ((case["quantization"] or "").split() or [None])[0]
@@ -162,7 +163,7 @@ def replay_for(case: dict) -> Replay:
         )
     else:
         input_len = round(extra.get("prompt_len_mean") or b["input_len"] or 1024)
-        output_len = round(_generated_tokens(case) or extra.get("output_len_mean") or b["output_len"] or 128)
+        output_len = round(generated or extra.get("output_len_mean") or b["output_len"] or 128)
         prefix = 0
         if "shared_prefix" in (b["dataset"] or ""):
             prefix = int(json.loads(b["command"].split("profile.yaml: ", 1)[1])["data"]["shared_prefix"]["system_prompt_len"])
@@ -172,11 +173,11 @@ def replay_for(case: dict) -> Replay:
     if tool.startswith("guidellm"):
         tpot_ref, tpot_source = None, "guidellm TPOT unusable"
     elif tool.startswith("inference-perf") and r["median_e2el_ms"] and r["median_ttft_ms"]:
-        out = _generated_tokens(case) or extra.get("output_len_median")
+        out = generated or extra.get("output_len_median")
         tpot_ref, tpot_source = (r["median_e2el_ms"] - r["median_ttft_ms"]) / (out - 1), "derived (e2e-ttft)/(out-1)"
     otp_ref = r["output_token_throughput"]
-    if tool.startswith("inference-perf") and _generated_tokens(case) and r["request_throughput"]:
-        otp_ref = r["request_throughput"] * _generated_tokens(case)  # tokens generated, not re-tokenized
+    if tool.startswith("inference-perf") and generated and r["request_throughput"]:
+        otp_ref = r["request_throughput"] * generated  # tokens generated, not re-tokenized
     return Replay(case, request, load, tpot_ref, tpot_source, otp_ref)
 
 

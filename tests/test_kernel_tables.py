@@ -15,7 +15,7 @@ import pytest
 
 from planner_service.engine.gpus import lookup_gpu
 from planner_service.engine.simulation.step_cost import (
-    GRAPH_KERNEL_SECONDS, HardwareFacts, decode_attention_seconds, linear_seconds,
+    GRAPH_KERNEL_SECONDS, MIB, HardwareFacts, decode_attention_seconds, linear_seconds,
 )
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "kernel_tables.py"
@@ -71,7 +71,6 @@ def test_the_attention_fit_recovers_the_floor_and_efficiency_curve_of_its_rows(t
     128 MiB and at 0.8 from there, over a 5 us floor, come back as those knots, and the floor as the median of the
     small calls (batch <= 32, under 2 MiB)."""
     bw = lookup_gpu("H100 SXM").memory_bandwidth_bytes_per_second
-    mib = 1 << 20
     rows = []
 
     def row(batch: int, kv_heads: int, ctx: int, seconds: float) -> str:
@@ -82,7 +81,7 @@ def test_the_attention_fit_recovers_the_floor_and_efficiency_curve_of_its_rows(t
         for batch in (16, 32, 64, 128, 256):
             for ctx in (128, 256, 512, 1024, 2048, 4095):
                 kv_bytes = batch * ctx * kv_heads * 128 * 4
-                efficiency = 0.5 if kv_bytes < 128 * mib else 0.8
+                efficiency = 0.5 if kv_bytes < 128 * MIB else 0.8
                 rows.append(row(batch, kv_heads, ctx, max(5e-6, kv_bytes / (bw * efficiency))))
     root = _tables(tmp_path, {"generation_attention_perf": "\n".join(rows)})
     result = subprocess.run([sys.executable, str(SCRIPT), "--aiconfigurator", str(root), "--gpu", "h100_sxm"],
